@@ -1,0 +1,301 @@
+//! The per-customer alert state machine: one alert per change of state, never a storm.
+//!
+//! ```text
+//!             risk >= enter (and cooldown over)                 risk < exit, after new activity
+//!   healthy ─────────────────────────────────────> at_risk ───────────────────────────> healthy
+//!      │                                            │  │        (alert: recovered)
+//!      │ silent >= lapse_after      silent >= lapse │  │ tier above any alerted in the episode
+//!      v                                            v  └──> at_risk (alert: escalated)
+//!    lapsed <───────────────────────────────────────┘
+//!      │ any new activity (alert: recovered)
+//!      └──────────────────────────────────────────> healthy
+//! ```
+//!
+//! Hysteresis: entering needs `risk >= alerting.enter_threshold`, leaving needs
+//! `risk < alerting.exit_threshold` *and* activity after the customer became at risk (a
+//! customer whose baseline simply ages out of the window while silent has not recovered).
+//! Cooldown: after a `recovered` alert, no new `at_risk` for `alerting.cooldown_secs`.
+
+use serde::Serialize;
+
+use crate::config::Config;
+use crate::scoring::{Assessment, Tier};
+
+/// Alert kinds (the `kind` field of an alert).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AlertKind {
+    AtRisk,
+    Escalated,
+    Recovered,
+    Lapsed,
+}
+
+impl AlertKind {
+    pub const ALL: [AlertKind; 4] = [
+        AlertKind::AtRisk,
+        AlertKind::Escalated,
+        AlertKind::Recovered,
+        AlertKind::Lapsed,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AlertKind::AtRisk => "at_risk",
+            AlertKind::Escalated => "escalated",
+            AlertKind::Recovered => "recovered",
+            AlertKind::Lapsed => "lapsed",
+        }
+    }
+}
+
+/// Where the customer is in the state machine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Phase {
+    #[default]
+    Healthy,
+    AtRisk,
+    Lapsed,
+}
+
+/// Alert state kept per customer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct AlertState {
+    pub phase: Phase,
+    /// Highest tier alerted in the current at-risk episode.
+    pub alerted_tier: Tier,
+    /// Event time the current at-risk episode (or lapse) began.
+    pub since_ms: i64,
+    /// Event time of the last `recovered` alert (start of the cooldown).
+    pub recovered_ms: Option<i64>,
+    /// Number of at-risk episodes and lapses so far (part of the alert id).
+    pub episode: u32,
+    /// Whether the current cooldown has already held back an alert (counted once).
+    pub cooldown_noted: bool,
+}
+
+/// A change of state that must be announced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Transition {
+    pub kind: AlertKind,
+    pub tier: Tier,
+    pub previous_tier: Tier,
+    pub episode: u32,
+}
+
+/// Why a would-be alert was held back (counted in a metric).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Suppressed {
+    Cooldown,
+}
+
+impl AlertState {
+    /// The tier that the customer currently has, for gauges (`None` unless at risk).
+    pub fn current_tier(&self) -> Option<Tier> {
+        (self.phase == Phase::AtRisk).then_some(self.alerted_tier)
+    }
+
+    /// Advance the state machine with a fresh assessment.
+    pub fn decide(
+        &mut self,
+        a: &Assessment,
+        last_seen_ms: i64,
+        cfg: &Config,
+    ) -> Result<Option<Transition>, Suppressed> {
+        let ac = &cfg.alerting;
+        let now = a.as_of_ms;
+        let silent_ms = now - last_seen_ms;
+        match self.phase {
+            Phase::Lapsed => {
+                if last_seen_ms > self.since_ms {
+                    let previous_tier = self.alerted_tier;
+                    self.phase = Phase::Healthy;
+                    self.alerted_tier = Tier::None;
+                    self.recovered_ms = Some(now);
+                    self.cooldown_noted = false;
+                    return Ok(Some(Transition {
+                        kind: AlertKind::Recovered,
+                        tier: Tier::None,
+                        previous_tier,
+                        episode: self.episode,
+                    }));
+                }
+                Ok(None)
+            }
+            _ if silent_ms >= cfg.lifecycle.lapse_after_ms => {
+                let previous_tier = self.current_tier().unwrap_or(Tier::None);
+                self.phase = Phase::Lapsed;
+                self.since_ms = now;
+                self.episode += 1;
+                // Keep the tier the customer lapsed from, for the `recovered` alert's context.
+                self.alerted_tier = previous_tier;
+                Ok(Some(Transition {
+                    kind: AlertKind::Lapsed,
+                    tier: Tier::High,
+                    previous_tier,
+                    episode: self.episode,
+                }))
+            }
+            Phase::Healthy => {
+                if a.risk < ac.enter_threshold {
+                    return Ok(None);
+                }
+                if let Some(r) = self.recovered_ms {
+                    if now - r < ac.cooldown_ms {
+                        if self.cooldown_noted {
+                            return Ok(None);
+                        }
+                        self.cooldown_noted = true;
+                        return Err(Suppressed::Cooldown);
+                    }
+                }
+                let tier = Tier::of_at_risk(a.risk, ac);
+                self.phase = Phase::AtRisk;
+                self.alerted_tier = tier;
+                self.since_ms = now;
+                self.episode += 1;
+                Ok(Some(Transition {
+                    kind: AlertKind::AtRisk,
+                    tier,
+                    previous_tier: Tier::None,
+                    episode: self.episode,
+                }))
+            }
+            Phase::AtRisk => {
+                if a.risk < ac.exit_threshold && last_seen_ms > self.since_ms {
+                    let previous_tier = self.alerted_tier;
+                    self.phase = Phase::Healthy;
+                    self.alerted_tier = Tier::None;
+                    self.recovered_ms = Some(now);
+                    self.cooldown_noted = false;
+                    return Ok(Some(Transition {
+                        kind: AlertKind::Recovered,
+                        tier: Tier::None,
+                        previous_tier,
+                        episode: self.episode,
+                    }));
+                }
+                if a.risk >= ac.enter_threshold {
+                    let tier = Tier::of_at_risk(a.risk, ac);
+                    if tier > self.alerted_tier {
+                        let previous_tier = self.alerted_tier;
+                        self.alerted_tier = tier;
+                        return Ok(Some(Transition {
+                            kind: AlertKind::Escalated,
+                            tier,
+                            previous_tier,
+                            episode: self.episode,
+                        }));
+                    }
+                }
+                Ok(None)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::time::DAY_MS;
+
+    fn assessment(as_of_ms: i64, risk: f64) -> Assessment {
+        Assessment {
+            as_of_ms,
+            risk,
+            signals: [None; 4],
+            customer_value: 0.0,
+            days_since_last_seen: 0.0,
+        }
+    }
+
+    fn kinds(steps: &[(i64, f64, i64)]) -> Vec<Option<AlertKind>> {
+        let cfg = Config::default();
+        let mut s = AlertState::default();
+        steps
+            .iter()
+            .map(|&(day, risk, last_seen_day)| {
+                s.decide(
+                    &assessment(day * DAY_MS, risk),
+                    last_seen_day * DAY_MS,
+                    &cfg,
+                )
+                .ok()
+                .flatten()
+                .map(|t| t.kind)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn one_alert_per_state_change_with_hysteresis() {
+        use AlertKind::*;
+        let k = kinds(&[
+            (1, 0.2, 1),
+            (2, 0.55, 2),  // enters
+            (3, 0.6, 3),   // still at risk: nothing
+            (4, 0.45, 4),  // between thresholds: nothing (hysteresis)
+            (5, 0.52, 5),  // nothing
+            (6, 0.75, 6),  // escalates to medium
+            (7, 0.6, 7),   // down a tier: nothing
+            (8, 0.72, 8),  // back to medium: already alerted, nothing
+            (9, 0.9, 9),   // escalates to high
+            (10, 0.1, 10), // recovers
+        ]);
+        assert_eq!(
+            k,
+            vec![
+                None,
+                Some(AtRisk),
+                None,
+                None,
+                None,
+                Some(Escalated),
+                None,
+                None,
+                Some(Escalated),
+                Some(Recovered)
+            ]
+        );
+    }
+
+    #[test]
+    fn recovery_needs_new_activity() {
+        // Risk falls because the baseline ages out while the customer is silent: not a recovery.
+        let k = kinds(&[(10, 0.6, 10), (20, 0.1, 9)]);
+        assert_eq!(k, vec![Some(AlertKind::AtRisk), None]);
+    }
+
+    #[test]
+    fn cooldown_holds_back_a_new_episode() {
+        let cfg = Config::default();
+        let mut s = AlertState::default();
+        let d = DAY_MS;
+        assert!(s.decide(&assessment(d, 0.6), d, &cfg).unwrap().is_some());
+        assert_eq!(
+            s.decide(&assessment(2 * d, 0.1), 2 * d, &cfg).unwrap().unwrap().kind,
+            AlertKind::Recovered
+        );
+        assert_eq!(
+            s.decide(&assessment(3 * d, 0.7), 3 * d, &cfg),
+            Err(Suppressed::Cooldown)
+        );
+        // Counted once per cooldown.
+        assert_eq!(s.decide(&assessment(4 * d, 0.7), 4 * d, &cfg), Ok(None));
+        let t = s.decide(&assessment(10 * d, 0.7), 10 * d, &cfg).unwrap().unwrap();
+        assert_eq!(t.kind, AlertKind::AtRisk);
+        assert_eq!(t.episode, 2);
+    }
+
+    #[test]
+    fn lapse_and_return() {
+        use AlertKind::*;
+        let k = kinds(&[
+            (10, 0.6, 10),
+            (41, 0.6, 10), // 31 days silent: lapsed
+            (50, 0.0, 10), // still lapsed: nothing
+            (60, 0.0, 59), // came back
+        ]);
+        assert_eq!(k, vec![Some(AtRisk), Some(Lapsed), None, Some(Recovered)]);
+    }
+}

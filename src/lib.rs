@@ -1,0 +1,54 @@
+//! churnwatch: a churn-risk early-warning stream processor.
+//!
+//! Customer activity events (visits, usage, purchases, engagement scores) are read from
+//! Kafka, folded into compact per-customer rolling windows in event time, scored against
+//! each customer's own baseline, and turned into alerts (at most one per change of state)
+//! on an alerts topic and into Prometheus gauges.
+//!
+//! # Layout
+//!
+//! The crate is a library with a thin binary (`src/main.rs`). Modules, from the wire inward:
+//!
+//! - [`config`]: the TOML config (raw serde structs with `deny_unknown_fields`, environment
+//!   overrides) validated into a typed [`config::Config`] whose errors name the key.
+//! - [`event`]: the event schema and the decoder that validates one Kafka message into an
+//!   [`event::Event`], or an [`event::InvalidEvent`] with a machine-readable reason.
+//! - [`time`]: event-time helpers (RFC 3339, milliseconds, buckets).
+//! - [`window`]: the fixed-size ring of event-time buckets behind each customer's recent and
+//!   baseline windows.
+//! - [`customer`]: one customer's compact state (windows, purchase rhythm, engagement).
+//! - [`stats`]: the statistical tests (Poisson rate test, gamma survival, z-test) on statrs.
+//! - [`scoring`]: the four early signals, their explanation as [`scoring::Reason`]s and the
+//!   combined risk score and tier.
+//! - [`alerting`]: the per-customer alert state machine (hysteresis, cooldown, escalation,
+//!   recovery, lapse) and the [`alert::Alert`] it emits ([`alert`] holds the wire schema).
+//! - [`timers`]: event-time timers that re-score silent customers.
+//! - [`partition`]: everything one Kafka partition owns: customers, stream time, watermark,
+//!   timers, and the per-event entry point used by the live stream and tests alike.
+//! - [`metrics`]: the Prometheus registry and every `churnwatch_` metric.
+//! - [`http`]: `/metrics`, `/healthz`, `/readyz`.
+//! - [`kafka`]: rdkafka client settings, the consumer driver with at-least-once offset
+//!   handling, and the alert / dead-letter sink.
+//! - [`pipeline`]: wires Kafka, partitions, sinks and shutdown into `churnwatch run`.
+//! - [`sim`]: a seeded simulator of customer activity (the demo's traffic).
+//! - [`demo`]: the embedded default: an in-process broker, the simulator and the real pipeline.
+//! - [`shutdown`]: SIGINT/SIGTERM handling shared by `run` and `demo`.
+
+pub mod alert;
+pub mod alerting;
+pub mod config;
+pub mod customer;
+pub mod demo;
+pub mod event;
+pub mod http;
+pub mod kafka;
+pub mod metrics;
+pub mod partition;
+pub mod pipeline;
+pub mod scoring;
+pub mod shutdown;
+pub mod sim;
+pub mod stats;
+pub mod time;
+pub mod timers;
+pub mod window;

@@ -1,0 +1,274 @@
+//! The Prometheus registry and every `churnwatch_` metric.
+//!
+//! Metrics never carry a customer id. Population gauges are maintained incrementally: a
+//! customer moving from one lifecycle stage or tier to another moves one unit between labels.
+
+use prometheus::{
+    Encoder, Gauge, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
+    Opts, Registry, TextEncoder,
+};
+
+use crate::alerting::AlertKind;
+use crate::event::{EventType, InvalidReason};
+use crate::scoring::{Lifecycle, Tier};
+
+/// All metrics of one churnwatch process (or one test).
+pub struct Metrics {
+    pub registry: Registry,
+    pub events_total: IntCounterVec,
+    pub events_invalid_total: IntCounterVec,
+    pub events_late_total: IntCounter,
+    pub events_outside_window_total: IntCounter,
+    pub alerts_total: IntCounterVec,
+    pub alerts_suppressed_total: IntCounterVec,
+    pub customers: IntGaugeVec,
+    pub at_risk_customers: IntGaugeVec,
+    pub revenue_at_risk: Gauge,
+    pub decision_latency_seconds: Histogram,
+    pub consumer_lag: IntGaugeVec,
+    pub last_event_timestamp_seconds: Gauge,
+    pub watermark_timestamp_seconds: Gauge,
+    pub timers_fired_total: IntCounter,
+    pub partitions_assigned: IntGauge,
+    pub offsets_committed_total: IntCounter,
+    pub delivery_errors_total: IntCounter,
+    pub config_info: IntGaugeVec,
+    pub build_info: IntGaugeVec,
+    pub ready: IntGauge,
+}
+
+fn opts(name: &str, help: &str) -> Opts {
+    Opts::new(name, help).namespace("churnwatch")
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let registry = Registry::new();
+        macro_rules! reg {
+            ($m:expr) => {{
+                let m = $m;
+                registry
+                    .register(Box::new(m.clone()))
+                    .expect("metric names are unique");
+                m
+            }};
+        }
+        let m = Metrics {
+            events_total: reg!(IntCounterVec::new(
+                opts("events_total", "Valid events processed, by event type."),
+                &["type"]
+            )
+            .unwrap()),
+            events_invalid_total: reg!(IntCounterVec::new(
+                opts(
+                    "events_invalid_total",
+                    "Invalid messages sent to the dead-letter topic, by reason."
+                ),
+                &["reason"]
+            )
+            .unwrap()),
+            events_late_total: reg!(IntCounter::with_opts(opts(
+                "events_late_total",
+                "Valid events older than their partition's watermark (newest event time minus the allowed lateness)."
+            ))
+            .unwrap()),
+            events_outside_window_total: reg!(IntCounter::with_opts(opts(
+                "events_outside_window_total",
+                "Late events so old that their bucket had left the customer's windows (not counted in the windows)."
+            ))
+            .unwrap()),
+            alerts_total: reg!(IntCounterVec::new(
+                opts("alerts_total", "Alerts emitted, by kind."),
+                &["kind"]
+            )
+            .unwrap()),
+            alerts_suppressed_total: reg!(IntCounterVec::new(
+                opts(
+                    "alerts_suppressed_total",
+                    "State changes not alerted, by reason (cooldown)."
+                ),
+                &["reason"]
+            )
+            .unwrap()),
+            customers: reg!(IntGaugeVec::new(
+                opts("customers", "Tracked customers, by lifecycle stage."),
+                &["lifecycle"]
+            )
+            .unwrap()),
+            at_risk_customers: reg!(IntGaugeVec::new(
+                opts("at_risk_customers", "Customers currently at risk, by tier."),
+                &["tier"]
+            )
+            .unwrap()),
+            revenue_at_risk: reg!(Gauge::with_opts(opts(
+                "revenue_at_risk",
+                "Sum of value_at_risk (expected revenue over the value horizon times risk) of customers currently at risk, in the configured currency."
+            ))
+            .unwrap()),
+            decision_latency_seconds: reg!(Histogram::with_opts(
+                HistogramOpts::new(
+                    "decision_latency_seconds",
+                    "Time from an event's Kafka timestamp to the decision on it (scored, alert handed to the producer)."
+                )
+                .namespace("churnwatch")
+                .buckets(vec![
+                    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+                    5.0, 10.0, 30.0, 60.0
+                ])
+            )
+            .unwrap()),
+            consumer_lag: reg!(IntGaugeVec::new(
+                opts(
+                    "consumer_lag",
+                    "Messages between the consumer's position and the partition's high watermark (from librdkafka statistics)."
+                ),
+                &["topic", "partition"]
+            )
+            .unwrap()),
+            last_event_timestamp_seconds: reg!(Gauge::with_opts(opts(
+                "last_event_timestamp_seconds",
+                "Event time of the newest event processed, as a Unix timestamp."
+            ))
+            .unwrap()),
+            watermark_timestamp_seconds: reg!(Gauge::with_opts(opts(
+                "watermark_timestamp_seconds",
+                "Lowest watermark (event time up to which timers have fired) over the assigned partitions."
+            ))
+            .unwrap()),
+            timers_fired_total: reg!(IntCounter::with_opts(opts(
+                "timers_fired_total",
+                "Event-time timers fired (customers re-scored without an event of their own)."
+            ))
+            .unwrap()),
+            partitions_assigned: reg!(IntGauge::with_opts(opts(
+                "partitions_assigned",
+                "Events-topic partitions currently assigned to this instance."
+            ))
+            .unwrap()),
+            offsets_committed_total: reg!(IntCounter::with_opts(opts(
+                "offsets_committed_total",
+                "Offset commits that succeeded."
+            ))
+            .unwrap()),
+            delivery_errors_total: reg!(IntCounter::with_opts(opts(
+                "delivery_errors_total",
+                "Alert or dead-letter records the broker did not acknowledge."
+            ))
+            .unwrap()),
+            config_info: reg!(IntGaugeVec::new(
+                opts("config_info", "The active config's version (always 1)."),
+                &["version"]
+            )
+            .unwrap()),
+            build_info: reg!(IntGaugeVec::new(
+                opts("build_info", "Build information (always 1)."),
+                &["version"]
+            )
+            .unwrap()),
+            ready: reg!(IntGauge::with_opts(opts(
+                "ready",
+                "1 when the pipeline is consuming, 0 while starting or stopping."
+            ))
+            .unwrap()),
+            registry,
+        };
+        // Every labelled series exists from the start, so dashboards show zeros, not gaps.
+        for t in EventType::ALL {
+            m.events_total.with_label_values(&[t.as_str()]);
+        }
+        for r in InvalidReason::ALL {
+            m.events_invalid_total.with_label_values(&[r.as_str()]);
+        }
+        for k in AlertKind::ALL {
+            m.alerts_total.with_label_values(&[k.as_str()]);
+        }
+        m.alerts_suppressed_total.with_label_values(&["cooldown"]);
+        for l in Lifecycle::ALL {
+            m.customers.with_label_values(&[l.as_str()]);
+        }
+        for t in Tier::AT_RISK {
+            m.at_risk_customers.with_label_values(&[t.as_str()]);
+        }
+        m.build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
+        m
+    }
+
+    /// Mark `version` as the active config.
+    pub fn set_config_version(&self, version: &str) {
+        self.config_info.reset();
+        self.config_info.with_label_values(&[version]).set(1);
+    }
+
+    /// The registry in the Prometheus text exposition format.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut buf)
+            .expect("text encoding cannot fail");
+        String::from_utf8(buf).expect("exposition is UTF-8")
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Label handles resolved once, for the per-event path.
+#[derive(Clone)]
+pub struct HotMetrics {
+    pub events: [IntCounter; 4],
+    pub customers: [IntGauge; 4],
+    /// Indexed by `Tier as usize - 1` (Low, Medium, High).
+    pub at_risk: [IntGauge; 3],
+    pub alerts: [IntCounter; 4],
+    pub suppressed_cooldown: IntCounter,
+    pub late: IntCounter,
+    pub outside_window: IntCounter,
+    pub timers_fired: IntCounter,
+    pub revenue_at_risk: Gauge,
+}
+
+impl HotMetrics {
+    pub fn new(m: &Metrics) -> Self {
+        HotMetrics {
+            events: EventType::ALL.map(|t| m.events_total.with_label_values(&[t.as_str()])),
+            customers: Lifecycle::ALL.map(|l| m.customers.with_label_values(&[l.as_str()])),
+            at_risk: Tier::AT_RISK.map(|t| m.at_risk_customers.with_label_values(&[t.as_str()])),
+            alerts: AlertKind::ALL.map(|k| m.alerts_total.with_label_values(&[k.as_str()])),
+            suppressed_cooldown: m.alerts_suppressed_total.with_label_values(&["cooldown"]),
+            late: m.events_late_total.clone(),
+            outside_window: m.events_outside_window_total.clone(),
+            timers_fired: m.timers_fired_total.clone(),
+            revenue_at_risk: m.revenue_at_risk.clone(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_prefixed_metrics_with_zero_series() {
+        let m = Metrics::new();
+        m.set_config_version("cfg-1");
+        let text = m.render();
+        for name in [
+            "churnwatch_events_total{type=\"visit\"} 0",
+            "churnwatch_events_invalid_total{reason=\"not_json\"} 0",
+            "churnwatch_at_risk_customers{tier=\"high\"} 0",
+            "churnwatch_customers{lifecycle=\"lapsed\"} 0",
+            "churnwatch_revenue_at_risk 0",
+            "churnwatch_config_info{version=\"cfg-1\"} 1",
+            "churnwatch_decision_latency_seconds_bucket",
+        ] {
+            assert!(text.contains(name), "missing {name} in\n{text}");
+        }
+        HotMetrics::new(&m);
+        assert!(!m.render().contains("tier=\"none\""));
+    }
+}

@@ -1,0 +1,458 @@
+//! Everything one Kafka partition owns: its customers, its stream time and watermark, its
+//! timers. This is the single per-event entry point, used alike by the live pipeline, the demo
+//! and the tests; it does no I/O.
+//!
+//! Event time:
+//! - the partition's *stream time* is the newest event time it has seen;
+//! - its *watermark* is stream time minus `input.allowed_lateness_secs`; timers fire when the
+//!   watermark passes them, so an event up to the allowance late still counts before the
+//!   decisions for its period are taken;
+//! - an event older than the watermark is *late*: counted, folded into its bucket if the bucket
+//!   is still held, but it neither moves time nor re-scores its customer;
+//! - when a partition receives nothing for `input.idle_partition_timeout_secs` of wall-clock
+//!   time, its stream time advances with the wall clock ([`PartitionState::on_idle`]).
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use rustc_hash::FxHashMap;
+
+use crate::alert::{Alert, Source, Trigger};
+use crate::alerting::{AlertKind, Phase, Suppressed};
+use crate::config::Config;
+use crate::customer::{CustomerState, GaugeContribution};
+use crate::event::Event;
+use crate::metrics::{HotMetrics, Metrics};
+use crate::scoring::{inactivity_reason, Assessment, Lifecycle, Scorer, SignalScorer};
+use crate::timers::{next_grid_time, Timers};
+use crate::window::Placement;
+
+/// What happened to one event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EventOutcome {
+    pub late: bool,
+    pub outside_window: bool,
+    pub new_customer: bool,
+}
+
+/// State of one partition.
+pub struct PartitionState {
+    cfg: Arc<Config>,
+    scorer: Arc<dyn Scorer>,
+    hot: HotMetrics,
+    index: FxHashMap<Box<str>, u32>,
+    ids: Vec<Box<str>>,
+    customers: Vec<CustomerState>,
+    timers: Timers,
+    stream_time_ms: Option<i64>,
+    last_event_wall: Instant,
+    last_advance_wall: Instant,
+}
+
+impl PartitionState {
+    pub fn new(cfg: Arc<Config>, metrics: &Metrics) -> Self {
+        Self::with_scorer(cfg, Arc::new(SignalScorer), metrics)
+    }
+
+    pub fn with_scorer(cfg: Arc<Config>, scorer: Arc<dyn Scorer>, metrics: &Metrics) -> Self {
+        let now = Instant::now();
+        PartitionState {
+            cfg,
+            scorer,
+            hot: HotMetrics::new(metrics),
+            index: FxHashMap::default(),
+            ids: Vec::new(),
+            customers: Vec::new(),
+            timers: Timers::new(),
+            stream_time_ms: None,
+            last_event_wall: now,
+            last_advance_wall: now,
+        }
+    }
+
+    pub fn config(&self) -> &Arc<Config> {
+        &self.cfg
+    }
+
+    /// Newest event time seen.
+    pub fn stream_time_ms(&self) -> Option<i64> {
+        self.stream_time_ms
+    }
+
+    /// Event time up to which timers have fired.
+    pub fn watermark_ms(&self) -> Option<i64> {
+        self.stream_time_ms
+            .map(|t| t - self.cfg.input.allowed_lateness_ms)
+    }
+
+    pub fn customer_count(&self) -> usize {
+        self.customers.len()
+    }
+
+    pub fn customer(&self, id: &str) -> Option<&CustomerState> {
+        self.index.get(id).map(|&s| &self.customers[s as usize])
+    }
+
+    /// The customer's assessment at `as_of_ms` (for inspection; changes nothing).
+    pub fn assess(&self, id: &str, as_of_ms: i64) -> Option<Assessment> {
+        self.customer(id)
+            .map(|c| self.scorer.assess(c, as_of_ms, &self.cfg))
+    }
+
+    /// Process one valid event; alerts it causes (its own, and those of timers it lets fire)
+    /// are appended to `out`.
+    pub fn on_event(
+        &mut self,
+        ev: &Event<'_>,
+        source: Option<Source>,
+        out: &mut Vec<Alert>,
+    ) -> EventOutcome {
+        let now_wall = Instant::now();
+        self.hot.events[ev.activity.event_type() as usize].inc();
+        let late = self.watermark_ms().is_some_and(|wm| ev.ts_ms < wm);
+        if !late {
+            // Time moves first: timers due before this event fire on the state as it was.
+            self.last_event_wall = now_wall;
+            self.last_advance_wall = now_wall;
+            if self.stream_time_ms.is_none_or(|t| ev.ts_ms > t) {
+                self.stream_time_ms = Some(ev.ts_ms);
+                self.fire_timers(out);
+            }
+        }
+
+        let (slot, new_customer) = match self.index.get(ev.customer_id.as_ref()) {
+            Some(&s) => (s, false),
+            None => {
+                let s = self.customers.len() as u32;
+                let id: Box<str> = ev.customer_id.as_ref().into();
+                self.index.insert(id.clone(), s);
+                self.ids.push(id);
+                let c = CustomerState::new(&self.cfg, ev.ts_ms);
+                self.hot.customers[c.gauge.lifecycle as usize].inc();
+                self.customers.push(c);
+                (s, true)
+            }
+        };
+        let c = &mut self.customers[slot as usize];
+        let placement = c.apply(ev, &self.cfg);
+        let outside_window = placement == Placement::TooOld;
+        if late {
+            self.hot.late.inc();
+            if outside_window {
+                self.hot.outside_window.inc();
+            }
+        }
+        if c.next_check_ms.is_none() {
+            let due = next_grid_time(c.last_seen_ms, self.cfg.windows.check_interval_ms);
+            c.next_check_ms = Some(due);
+            self.timers.schedule(due, slot);
+        }
+        if !late {
+            let as_of = c.last_seen_ms;
+            self.evaluate(slot, as_of, Trigger::Event, source, out);
+        }
+        EventOutcome {
+            late,
+            outside_window,
+            new_customer,
+        }
+    }
+
+    /// Advance stream time to `ts_ms` without an event (replays, tests), firing due timers.
+    pub fn advance_to(&mut self, ts_ms: i64, out: &mut Vec<Alert>) {
+        if self.stream_time_ms.is_none_or(|t| ts_ms > t) {
+            self.stream_time_ms = Some(ts_ms);
+            self.fire_timers(out);
+        }
+    }
+
+    /// Wall-clock fallback: if the partition has been idle for the configured timeout, move
+    /// stream time forward by the wall-clock time elapsed. Returns whether time moved.
+    pub fn on_idle(&mut self, now_wall: Instant, out: &mut Vec<Alert>) -> bool {
+        let Some(st) = self.stream_time_ms else {
+            return false;
+        };
+        if now_wall.duration_since(self.last_event_wall) < self.cfg.input.idle_partition_timeout
+        {
+            return false;
+        }
+        let step = now_wall.duration_since(self.last_advance_wall).as_millis() as i64;
+        self.last_advance_wall = now_wall;
+        if step <= 0 {
+            return false;
+        }
+        self.stream_time_ms = Some(st + step);
+        self.fire_timers(out);
+        true
+    }
+
+    fn fire_timers(&mut self, out: &mut Vec<Alert>) {
+        let Some(wm) = self.watermark_ms() else {
+            return;
+        };
+        let interval = self.cfg.windows.check_interval_ms;
+        while let Some((due, slot)) = self.timers.pop_due(wm) {
+            let c = &mut self.customers[slot as usize];
+            if c.next_check_ms != Some(due) {
+                continue; // stale entry
+            }
+            c.next_check_ms = None;
+            self.hot.timers_fired.inc();
+            let as_of = due.max(c.last_seen_ms);
+            self.evaluate(slot, as_of, Trigger::Timer, None, out);
+            let c = &mut self.customers[slot as usize];
+            // Lapsed customers need no timer until they are seen again.
+            if c.alert.phase != Phase::Lapsed {
+                let next = due + interval;
+                c.next_check_ms = Some(next);
+                self.timers.schedule(next, slot);
+            }
+        }
+    }
+
+    fn evaluate(
+        &mut self,
+        slot: u32,
+        as_of_ms: i64,
+        trigger: Trigger,
+        source: Option<Source>,
+        out: &mut Vec<Alert>,
+    ) {
+        let cfg = &*self.cfg;
+        let c = &mut self.customers[slot as usize];
+        let a = self.scorer.assess(c, as_of_ms, cfg);
+        let decision = c.alert.decide(&a, c.last_seen_ms, cfg);
+        let lifecycle = lifecycle_of(c, as_of_ms, cfg);
+        match decision {
+            Ok(Some(t)) => {
+                let mut reasons = a.ranked_reasons();
+                if t.kind == AlertKind::Lapsed || reasons.is_empty() {
+                    reasons.insert(0, inactivity_reason(a.days_since_last_seen, cfg));
+                }
+                self.hot.alerts[t.kind as usize].inc();
+                out.push(Alert::build(
+                    &self.ids[slot as usize],
+                    c,
+                    &a,
+                    &t,
+                    reasons,
+                    lifecycle,
+                    trigger,
+                    source,
+                    cfg,
+                ));
+            }
+            Ok(None) => {}
+            Err(Suppressed::Cooldown) => self.hot.suppressed_cooldown.inc(),
+        }
+        let tier = c.alert.current_tier();
+        let new = GaugeContribution {
+            lifecycle,
+            at_risk_tier: tier,
+            value_at_risk: if tier.is_some() {
+                a.value_at_risk()
+            } else {
+                0.0
+            },
+        };
+        let old = std::mem::replace(&mut c.gauge, new);
+        apply_gauge_delta(&self.hot, Some(&old), Some(&new));
+    }
+
+    /// Withdraw this partition's customers from the population gauges (on revoke or shutdown).
+    pub fn release(&mut self) {
+        for c in &self.customers {
+            apply_gauge_delta(&self.hot, Some(&c.gauge), None);
+        }
+        self.customers.clear();
+        self.ids.clear();
+        self.index.clear();
+        self.timers = Timers::new();
+    }
+}
+
+impl Drop for PartitionState {
+    fn drop(&mut self) {
+        self.release();
+    }
+}
+
+/// Lifecycle stage at `as_of_ms`.
+pub fn lifecycle_of(c: &CustomerState, as_of_ms: i64, cfg: &Config) -> Lifecycle {
+    if c.alert.phase == Phase::Lapsed || as_of_ms - c.last_seen_ms >= cfg.lifecycle.lapse_after_ms
+    {
+        Lifecycle::Lapsed
+    } else if c.alert.phase == Phase::AtRisk {
+        Lifecycle::Declining
+    } else if as_of_ms - c.first_seen_ms < cfg.lifecycle.new_customer_ms {
+        Lifecycle::New
+    } else {
+        Lifecycle::Active
+    }
+}
+
+fn apply_gauge_delta(
+    hot: &HotMetrics,
+    old: Option<&GaugeContribution>,
+    new: Option<&GaugeContribution>,
+) {
+    if old == new {
+        return;
+    }
+    if let Some(o) = old {
+        hot.customers[o.lifecycle as usize].dec();
+        if let Some(t) = o.at_risk_tier {
+            hot.at_risk[t as usize - 1].dec();
+        }
+        if o.value_at_risk != 0.0 {
+            hot.revenue_at_risk.sub(o.value_at_risk);
+        }
+    }
+    if let Some(n) = new {
+        hot.customers[n.lifecycle as usize].inc();
+        if let Some(t) = n.at_risk_tier {
+            hot.at_risk[t as usize - 1].inc();
+        }
+        if n.value_at_risk != 0.0 {
+            hot.revenue_at_risk.add(n.value_at_risk);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::Activity;
+    use crate::time::{DAY_MS, HOUR_MS};
+    use std::borrow::Cow;
+
+    const T0: i64 = 1_700_000_000_000 / DAY_MS * DAY_MS;
+
+    fn ev(id: &str, ts_ms: i64, activity: Activity) -> Event<'_> {
+        Event {
+            customer_id: Cow::Borrowed(id),
+            ts_ms,
+            activity,
+            event_id: None,
+        }
+    }
+
+    /// Feed `days` of daily activity for each id in `active(day)`.
+    fn run(
+        p: &mut PartitionState,
+        days: i64,
+        active: impl Fn(i64, &str) -> bool,
+        ids: &[&str],
+    ) -> Vec<Alert> {
+        let mut out = Vec::new();
+        for d in 0..days {
+            for h in [9, 13, 18] {
+                for id in ids {
+                    if active(d, id) {
+                        p.on_event(
+                            &ev(id, T0 + d * DAY_MS + h * HOUR_MS, Activity::Visit),
+                            None,
+                            &mut out,
+                        );
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn steady_silent_and_returning_customers() {
+        let m = Metrics::new();
+        let mut p = PartitionState::new(Arc::new(Config::default()), &m);
+        let alerts = run(
+            &mut p,
+            90,
+            |d, id| match id {
+                "steady" => true,
+                "silent" => d < 40,
+                "returning" => !(40..50).contains(&d),
+                _ => false,
+            },
+            &["steady", "silent", "returning"],
+        );
+        let of = |id: &str| -> Vec<&str> {
+            alerts
+                .iter()
+                .filter(|a| a.customer_id == id)
+                .map(|a| a.kind.as_str())
+                .collect()
+        };
+        assert_eq!(of("steady"), Vec::<&str>::new());
+        let silent = of("silent");
+        assert_eq!(silent[0], "at_risk", "{silent:?}");
+        assert_eq!(silent.last(), Some(&"lapsed"), "{silent:?}");
+        assert_eq!(silent.iter().filter(|k| **k == "at_risk").count(), 1);
+        let returning = of("returning");
+        assert_eq!(returning.first(), Some(&"at_risk"), "{returning:?}");
+        assert_eq!(returning.last(), Some(&"recovered"), "{returning:?}");
+        // The silent customer was flagged by a timer, not by an event of its own.
+        let first = alerts.iter().find(|a| a.customer_id == "silent").unwrap();
+        assert_eq!(first.trigger, Trigger::Timer);
+        assert!(!first.reasons.is_empty());
+        assert!(first.reasons[0].summary.starts_with("visits -"));
+        // Gauges: one lapsed customer, nobody at risk.
+        let text = m.render();
+        assert!(text.contains("churnwatch_customers{lifecycle=\"lapsed\"} 1"), "{text}");
+        assert!(text.contains("churnwatch_customers{lifecycle=\"active\"} 2"), "{text}");
+        drop(p);
+        let text = m.render();
+        assert!(text.contains("churnwatch_customers{lifecycle=\"active\"} 0"), "{text}");
+    }
+
+    #[test]
+    fn late_events_are_counted_and_do_not_move_time() {
+        let m = Metrics::new();
+        let mut p = PartitionState::new(Arc::new(Config::default()), &m);
+        let mut out = Vec::new();
+        p.on_event(&ev("a", T0 + 10 * DAY_MS, Activity::Visit), None, &mut out);
+        // Within the allowance (1 h): not late.
+        let o = p.on_event(&ev("a", T0 + 10 * DAY_MS - 30 * 60_000, Activity::Visit), None, &mut out);
+        assert!(!o.late);
+        // Two hours back: late, but its bucket is held.
+        let o = p.on_event(&ev("a", T0 + 10 * DAY_MS - 2 * HOUR_MS, Activity::Visit), None, &mut out);
+        assert!(o.late && !o.outside_window);
+        // A year back: late and outside the windows.
+        let o = p.on_event(&ev("a", T0 - 365 * DAY_MS, Activity::Visit), None, &mut out);
+        assert!(o.late && o.outside_window);
+        assert_eq!(p.stream_time_ms(), Some(T0 + 10 * DAY_MS));
+        assert_eq!(m.events_late_total.get(), 2);
+        assert_eq!(m.events_outside_window_total.get(), 1);
+    }
+
+    #[test]
+    fn idle_partition_advances_with_the_wall_clock() {
+        let m = Metrics::new();
+        let mut raw = crate::config::RawConfig::default();
+        raw.input.idle_partition_timeout_secs = 1;
+        let mut p = PartitionState::new(Arc::new(raw.validate().unwrap()), &m);
+        let mut out = Vec::new();
+        p.on_event(&ev("a", T0, Activity::Visit), None, &mut out);
+        let start = Instant::now();
+        assert!(!p.on_idle(start, &mut out));
+        assert!(p.on_idle(start + std::time::Duration::from_secs(5), &mut out));
+        let st = p.stream_time_ms().unwrap();
+        assert!(st >= T0 + 5_000 && st < T0 + 10_000, "{st}");
+    }
+
+    #[test]
+    fn replays_are_deterministic() {
+        let ids = ["a", "b", "c"];
+        let active = |d: i64, id: &str| match id {
+            "a" => true,
+            "b" => d < 45 || d % 9 == 0,
+            _ => !(30..44).contains(&d),
+        };
+        let m = Metrics::new();
+        let one = run(&mut PartitionState::new(Arc::new(Config::default()), &m), 80, active, &ids);
+        let two = run(&mut PartitionState::new(Arc::new(Config::default()), &m), 80, active, &ids);
+        let id = |v: &[Alert]| v.iter().map(|a| a.alert_id.clone()).collect::<Vec<_>>();
+        assert!(!one.is_empty());
+        assert_eq!(id(&one), id(&two));
+    }
+}

@@ -1,0 +1,588 @@
+//! Scoring: the four early signals, each a statistical test against the customer's own
+//! baseline, combined into a risk score in [0, 1] with a tier and ranked, quantified reasons.
+//!
+//! Each signal yields a [`Reason`] with a *strength* in [0, 1]: the test's confidence
+//! (1 - p) times the severity of the change (relative to the config's `full_drop` or
+//! `full_overdue_cycles`), and zero unless the change passes the signal's minimum and the
+//! p-value is at most `signals.max_p_value`. The risk is a noisy-OR of the weighted strengths,
+//! `risk = 1 - Π (1 - weight_i · strength_i)`: one strong signal can raise an alert, several
+//! moderate ones reinforce each other, and each reason's `contribution = weight · strength`
+//! says how much it pushed.
+//!
+//! The [`Scorer`] trait is the seam where a different model can be swapped in.
+
+use serde::Serialize;
+
+use crate::config::Config;
+use crate::customer::CustomerState;
+use crate::stats::{gamma_survival, normal_cdf, poisson_rate_drop};
+use crate::time::{bucket_index, ms_to_days, DAY_MS};
+
+/// The signals churnwatch watches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Signal {
+    Visits,
+    Usage,
+    Purchases,
+    Engagement,
+    /// Days without any activity (explains `lapsed` alerts).
+    Inactivity,
+}
+
+impl Signal {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Signal::Visits => "visits",
+            Signal::Usage => "usage",
+            Signal::Purchases => "purchases",
+            Signal::Engagement => "engagement",
+            Signal::Inactivity => "inactivity",
+        }
+    }
+}
+
+/// Risk tier. `None` is "not at risk".
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Tier {
+    #[default]
+    None,
+    Low,
+    Medium,
+    High,
+}
+
+impl Tier {
+    pub const AT_RISK: [Tier; 3] = [Tier::Low, Tier::Medium, Tier::High];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Tier::None => "none",
+            Tier::Low => "low",
+            Tier::Medium => "medium",
+            Tier::High => "high",
+        }
+    }
+
+    /// Tier of an at-risk customer with this risk (at least `Low`).
+    pub fn of_at_risk(risk: f64, cfg: &crate::config::AlertingConfig) -> Tier {
+        if risk >= cfg.high_threshold {
+            Tier::High
+        } else if risk >= cfg.medium_threshold {
+            Tier::Medium
+        } else {
+            Tier::Low
+        }
+    }
+}
+
+/// Lifecycle stage, as retention platforms use them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Lifecycle {
+    New,
+    Active,
+    Declining,
+    Lapsed,
+}
+
+impl Lifecycle {
+    pub const ALL: [Lifecycle; 4] = [
+        Lifecycle::New,
+        Lifecycle::Active,
+        Lifecycle::Declining,
+        Lifecycle::Lapsed,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Lifecycle::New => "new",
+            Lifecycle::Active => "active",
+            Lifecycle::Declining => "declining",
+            Lifecycle::Lapsed => "lapsed",
+        }
+    }
+}
+
+/// One signal's evidence, with its numbers.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Reason {
+    pub signal: Signal,
+    /// Baseline level (rate per day, expected gap in days, or score level).
+    pub baseline: f64,
+    /// Recent level, in the same unit.
+    pub recent: f64,
+    /// Relative change in percent (negative = drop; for purchases, positive = overdue).
+    pub change_pct: f64,
+    /// The test statistic (z-score, or cycles overdue for purchases).
+    pub statistic: f64,
+    pub p_value: f64,
+    /// Confidence times severity, 0..1 (0: the signal does not count).
+    pub strength: f64,
+    pub weight: f64,
+    /// Length of the recent and baseline windows the numbers cover, in days.
+    pub recent_days: f64,
+    pub baseline_days: f64,
+}
+
+impl Reason {
+    pub fn contribution(&self) -> f64 {
+        self.weight * self.strength
+    }
+
+    pub fn unit(&self) -> &'static str {
+        match self.signal {
+            Signal::Visits => "visits_per_day",
+            Signal::Usage => "units_per_day",
+            Signal::Purchases => "days_between_purchases",
+            Signal::Engagement => "score",
+            Signal::Inactivity => "days",
+        }
+    }
+
+    /// A one-line explanation, e.g. "visits -62% vs 28-day baseline (2.10 -> 0.80 per day), p=0.003".
+    pub fn summary(&self) -> String {
+        let p = format_p(self.p_value);
+        match self.signal {
+            Signal::Visits | Signal::Usage => format!(
+                "{} {:+.0}% vs {:.0}-day baseline ({:.2} -> {:.2} per day over {:.0} days), p={}",
+                if self.signal == Signal::Visits {
+                    "visits"
+                } else {
+                    "usage"
+                },
+                self.change_pct,
+                self.baseline_days,
+                self.baseline,
+                self.recent,
+                self.recent_days,
+                p
+            ),
+            Signal::Purchases => format!(
+                "purchase {:.1} cycles overdue ({:.0} days since last purchase, usual gap {:.1} days), p={}",
+                self.statistic, self.recent, self.baseline, p
+            ),
+            Signal::Engagement => format!(
+                "engagement score {:+.0}% vs baseline ({:.1} -> {:.1}, z={:.1}), p={}",
+                self.change_pct, self.baseline, self.recent, self.statistic, p
+            ),
+            Signal::Inactivity => format!(
+                "no activity for {:.1} days (lapse threshold {:.0} days)",
+                self.recent, self.baseline
+            ),
+        }
+    }
+}
+
+fn format_p(p: f64) -> String {
+    if p < 0.001 {
+        format!("{p:.1e}")
+    } else {
+        format!("{p:.3}")
+    }
+}
+
+/// A customer's assessment at one point in event time.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Assessment {
+    pub as_of_ms: i64,
+    pub risk: f64,
+    /// Evidence of every signal that could be evaluated (no heap allocation).
+    pub signals: [Option<Reason>; 4],
+    /// Expected revenue over the value horizon if the customer stays.
+    pub customer_value: f64,
+    pub days_since_last_seen: f64,
+}
+
+impl Assessment {
+    /// Evaluated signals ranked by contribution (largest first), then by p-value.
+    pub fn ranked_reasons(&self) -> Vec<Reason> {
+        let mut v: Vec<Reason> = self.signals.iter().flatten().copied().collect();
+        v.sort_by(|a, b| {
+            b.contribution()
+                .total_cmp(&a.contribution())
+                .then(a.p_value.total_cmp(&b.p_value))
+        });
+        v
+    }
+
+    pub fn value_at_risk(&self) -> f64 {
+        self.customer_value * self.risk
+    }
+}
+
+/// A scoring model: a pure function of a customer's state and a time.
+pub trait Scorer: Send + Sync {
+    fn assess(&self, c: &CustomerState, as_of_ms: i64, cfg: &Config) -> Assessment;
+}
+
+/// The default model: the four signal tests combined by a weighted noisy-OR.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SignalScorer;
+
+impl Scorer for SignalScorer {
+    fn assess(&self, c: &CustomerState, as_of_ms: i64, cfg: &Config) -> Assessment {
+        let s = &cfg.signals;
+        let win = RateWindows::new(c, as_of_ms, cfg);
+        let visits = if s.visits.enabled {
+            win.and_then(|w| w.visits(c, cfg))
+        } else {
+            None
+        };
+        let usage = if s.usage.enabled {
+            win.and_then(|w| w.usage(c, cfg))
+        } else {
+            None
+        };
+        let purchases = if s.purchases.enabled {
+            purchase_signal(c, as_of_ms, cfg)
+        } else {
+            None
+        };
+        let engagement = if s.engagement.enabled {
+            engagement_signal(c, cfg)
+        } else {
+            None
+        };
+        let signals = [visits, usage, purchases, engagement];
+        let survive: f64 = signals
+            .iter()
+            .flatten()
+            .map(|r| 1.0 - r.contribution())
+            .product();
+        let risk = (1.0 - survive).clamp(0.0, 1.0);
+        Assessment {
+            as_of_ms,
+            risk,
+            signals,
+            customer_value: customer_value(c, as_of_ms, cfg),
+            days_since_last_seen: ms_to_days((as_of_ms - c.last_seen_ms).max(0)),
+        }
+    }
+}
+
+/// Expected revenue over `value.horizon_days` from the customer's own purchase rate.
+pub fn customer_value(c: &CustomerState, as_of_ms: i64, cfg: &Config) -> f64 {
+    if c.purchases.total_value <= 0.0 {
+        return 0.0;
+    }
+    let tenure = ms_to_days((as_of_ms - c.first_seen_ms).max(0)).max(cfg.value.min_tenure_days);
+    c.purchases.total_value / tenure * cfg.value.horizon_days
+}
+
+/// The recent and baseline windows' bucket ranges and exposures at a scoring time.
+#[derive(Debug, Clone, Copy)]
+struct RateWindows {
+    recent_from: i64,
+    recent_to: i64,
+    baseline_from: i64,
+    baseline_to: i64,
+    recent_days: f64,
+    baseline_days: f64,
+}
+
+impl RateWindows {
+    fn new(c: &CustomerState, as_of_ms: i64, cfg: &Config) -> Option<RateWindows> {
+        let w = &cfg.windows;
+        let b = w.bucket_ms;
+        let now_idx = bucket_index(as_of_ms, b);
+        let recent_from = now_idx - w.recent_buckets as i64 + 1;
+        let baseline_to = recent_from - 1;
+        let baseline_from = baseline_to - w.baseline_buckets as i64 + 1;
+        let recent_start_ms = recent_from * b;
+        // The current bucket counts only for the part of it that has elapsed.
+        let recent_days = ms_to_days(as_of_ms - recent_start_ms).max(1e-6);
+        // The baseline starts no earlier than the customer's first event.
+        let baseline_start_ms = (baseline_from * b).max(c.first_seen_ms);
+        let baseline_ms = recent_start_ms - baseline_start_ms;
+        if baseline_ms < w.min_baseline_buckets as i64 * b {
+            return None;
+        }
+        Some(RateWindows {
+            recent_from,
+            recent_to: now_idx,
+            baseline_from,
+            baseline_to,
+            recent_days,
+            baseline_days: ms_to_days(baseline_ms),
+        })
+    }
+
+    fn visits(&self, c: &CustomerState, cfg: &Config) -> Option<Reason> {
+        let sc = &cfg.signals.visits;
+        let recent = c.windows.sum(self.recent_from, self.recent_to).visits;
+        let base = c.windows.sum(self.baseline_from, self.baseline_to).visits;
+        if base < sc.min_baseline_events as u64 {
+            return None;
+        }
+        let t = poisson_rate_drop(recent, self.recent_days, base, self.baseline_days)?;
+        Some(self.reason(Signal::Visits, &t, sc, cfg, t.baseline_rate, t.recent_rate))
+    }
+
+    fn usage(&self, c: &CustomerState, cfg: &Config) -> Option<Reason> {
+        let sc = &cfg.signals.usage;
+        let recent = c.windows.sum(self.recent_from, self.recent_to);
+        let base = c.windows.sum(self.baseline_from, self.baseline_to);
+        if base.usage_events < sc.min_baseline_events as u64 || base.usage_qty <= 0.0 {
+            return None;
+        }
+        // Usage in units of the customer's typical event size: fewer and smaller events both count.
+        let unit = base.usage_qty / base.usage_events as f64;
+        let recent_units = (recent.usage_qty / unit).round().max(0.0) as u64;
+        let t = poisson_rate_drop(
+            recent_units,
+            self.recent_days,
+            base.usage_events,
+            self.baseline_days,
+        )?;
+        Some(self.reason(
+            Signal::Usage,
+            &t,
+            sc,
+            cfg,
+            base.usage_qty / self.baseline_days,
+            recent.usage_qty / self.recent_days,
+        ))
+    }
+
+    fn reason(
+        &self,
+        signal: Signal,
+        t: &crate::stats::RateTest,
+        sc: &crate::config::RateSignalConfig,
+        cfg: &Config,
+        baseline: f64,
+        recent: f64,
+    ) -> Reason {
+        let drop = -t.change;
+        let strength = if drop >= sc.min_drop && t.p_value <= cfg.signals.max_p_value {
+            (1.0 - t.p_value) * (drop / sc.full_drop).min(1.0)
+        } else {
+            0.0
+        };
+        let change_pct = if baseline > 0.0 {
+            (recent / baseline - 1.0) * 100.0
+        } else {
+            t.change * 100.0
+        };
+        Reason {
+            signal,
+            baseline,
+            recent,
+            change_pct,
+            statistic: t.z,
+            p_value: t.p_value,
+            strength,
+            weight: sc.weight,
+            recent_days: self.recent_days,
+            baseline_days: self.baseline_days,
+        }
+    }
+}
+
+/// Purchase rhythm: how surprising is the time since the last purchase, given the customer's
+/// own gaps (gamma model, mean and shape shrunk towards the population prior)?
+fn purchase_signal(c: &CustomerState, as_of_ms: i64, cfg: &Config) -> Option<Reason> {
+    let sc = &cfg.signals.purchases;
+    let r = &c.purchases;
+    if r.count < sc.min_purchases || r.gaps == 0 {
+        return None;
+    }
+    let last = r.last_ms?;
+    let g = r.gaps as f64;
+    let k0 = sc.prior_strength;
+    let mean = ((g * r.gap_mean_days + k0 * sc.prior_mean_gap_days) / (g + k0)).max(1.0 / 24.0);
+    let shape_hat = match r.gap_variance() {
+        Some(v) if v > 1e-9 => (r.gap_mean_days * r.gap_mean_days / v).clamp(0.2, 50.0),
+        Some(_) => 50.0,
+        None => 1.0,
+    };
+    let shape = ((g * shape_hat + k0 * 1.0) / (g + k0)).clamp(0.5, 20.0);
+    let since = ms_to_days((as_of_ms - last).max(0));
+    let p = gamma_survival(since, shape, mean);
+    let cycles_overdue = since / mean - 1.0;
+    let strength = if cycles_overdue >= sc.min_overdue_cycles && p <= cfg.signals.max_p_value {
+        (1.0 - p) * (cycles_overdue / sc.full_overdue_cycles).min(1.0)
+    } else {
+        0.0
+    };
+    Some(Reason {
+        signal: Signal::Purchases,
+        baseline: mean,
+        recent: since,
+        change_pct: cycles_overdue * 100.0,
+        statistic: cycles_overdue,
+        p_value: p,
+        strength,
+        weight: sc.weight,
+        recent_days: since,
+        baseline_days: ms_to_days((last - c.first_seen_ms).max(0)),
+    })
+}
+
+/// Engagement score: recent level vs. baseline level, one-sided z-test against the spread.
+fn engagement_signal(c: &CustomerState, cfg: &Config) -> Option<Reason> {
+    let sc = &cfg.signals.engagement;
+    let e = &c.engagement;
+    if e.count < sc.min_events {
+        return None;
+    }
+    let scale = e.baseline.abs().max(1e-9);
+    let sd = e.baseline_var.sqrt().max(0.01 * scale).max(1e-9);
+    // The recent level is a weighted mean of several scores: test it with its standard error.
+    let se = sd * e.recent_weight_sq.sqrt();
+    let z = (e.recent - e.baseline) / se;
+    let p = normal_cdf(z);
+    let drop = (e.baseline - e.recent) / scale;
+    let strength = if drop >= sc.min_drop && p <= cfg.signals.max_p_value {
+        (1.0 - p) * (drop / sc.full_drop).min(1.0)
+    } else {
+        0.0
+    };
+    Some(Reason {
+        signal: Signal::Engagement,
+        baseline: e.baseline,
+        recent: e.recent,
+        change_pct: -drop * 100.0,
+        statistic: z,
+        p_value: p,
+        strength,
+        weight: sc.weight,
+        recent_days: sc.recent_half_life_days,
+        baseline_days: sc.baseline_half_life_days,
+    })
+}
+
+/// The reason attached to a `lapsed` alert.
+pub fn inactivity_reason(days_silent: f64, cfg: &Config) -> Reason {
+    let lapse_days = cfg.lifecycle.lapse_after_ms as f64 / DAY_MS as f64;
+    Reason {
+        signal: Signal::Inactivity,
+        baseline: lapse_days,
+        recent: days_silent,
+        change_pct: -100.0,
+        statistic: days_silent,
+        p_value: 0.0,
+        strength: 1.0,
+        weight: 1.0,
+        recent_days: days_silent,
+        baseline_days: lapse_days,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{Activity, Event};
+    use std::borrow::Cow;
+
+    fn ev(day: f64, activity: Activity) -> Event<'static> {
+        Event {
+            customer_id: Cow::Borrowed("c1"),
+            ts_ms: (day * DAY_MS as f64) as i64 + 1_000 * DAY_MS,
+            activity,
+            event_id: None,
+        }
+    }
+
+    fn customer(cfg: &Config, events: &[Event<'_>]) -> CustomerState {
+        let mut c = CustomerState::new(cfg, events[0].ts_ms);
+        for e in events {
+            c.apply(e, cfg);
+        }
+        c
+    }
+
+    fn at(day: f64) -> i64 {
+        (day * DAY_MS as f64) as i64 + 1_000 * DAY_MS
+    }
+
+    #[test]
+    fn steady_visitor_is_not_at_risk() {
+        let cfg = Config::default();
+        let evs: Vec<_> = (0..60)
+            .flat_map(|d| [ev(d as f64 + 0.3, Activity::Visit), ev(d as f64 + 0.6, Activity::Visit)])
+            .collect();
+        let c = customer(&cfg, &evs);
+        let a = SignalScorer.assess(&c, at(60.0), &cfg);
+        assert!(a.risk < 0.1, "{a:?}");
+        let v = a.signals[0].unwrap();
+        assert!((v.baseline - 2.0).abs() < 0.2, "{v:?}");
+    }
+
+    #[test]
+    fn visit_drop_is_detected_and_explained() {
+        let cfg = Config::default();
+        let mut evs: Vec<_> = (0..40)
+            .flat_map(|d| {
+                [
+                    ev(d as f64 + 0.3, Activity::Visit),
+                    ev(d as f64 + 0.6, Activity::Visit),
+                    ev(d as f64 + 0.7, Activity::Usage { quantity: 3.0 }),
+                ]
+            })
+            .collect();
+        evs.push(ev(42.5, Activity::Visit));
+        let c = customer(&cfg, &evs);
+        let a = SignalScorer.assess(&c, at(47.0), &cfg);
+        assert!(a.risk >= cfg.alerting.enter_threshold, "{a:?}");
+        let reasons = a.ranked_reasons();
+        assert!(reasons[0].strength > 0.5);
+        let v = a.signals[0].unwrap();
+        assert!(v.change_pct < -80.0 && v.p_value < 1e-3, "{v:?}");
+        let u = a.signals[1].unwrap();
+        assert!((u.change_pct + 100.0).abs() < 1e-9, "usage stopped: {u:?}");
+        assert!(v.summary().starts_with("visits -"), "{}", v.summary());
+    }
+
+    #[test]
+    fn too_little_history_yields_no_signal() {
+        let cfg = Config::default();
+        let evs: Vec<_> = (0..5).map(|d| ev(d as f64 + 0.5, Activity::Visit)).collect();
+        let c = customer(&cfg, &evs);
+        let a = SignalScorer.assess(&c, at(9.0), &cfg);
+        assert!(a.signals[0].is_none());
+        assert_eq!(a.risk, 0.0);
+    }
+
+    #[test]
+    fn overdue_regular_buyer() {
+        let cfg = Config::default();
+        let evs: Vec<_> = (0..8)
+            .map(|i| ev(i as f64 * 7.0, Activity::Purchase { amount: 20.0 }))
+            .collect();
+        let c = customer(&cfg, &evs);
+        // On rhythm: last purchase on day 49, asked on day 53.
+        let on_time = SignalScorer.assess(&c, at(53.0), &cfg);
+        assert_eq!(on_time.signals[2].unwrap().strength, 0.0);
+        // Five weeks later: far overdue.
+        let late = SignalScorer.assess(&c, at(49.0 + 35.0), &cfg);
+        let p = late.signals[2].unwrap();
+        assert!(p.strength > 0.9 && p.statistic > 1.5, "{p:?}");
+        assert!(late.customer_value > 0.0);
+        assert!(p.summary().contains("cycles overdue"));
+    }
+
+    #[test]
+    fn engagement_drop() {
+        let cfg = Config::default();
+        let mut evs: Vec<_> = (0..30)
+            .map(|d| ev(d as f64, Activity::Engagement { score: 70.0 + (d % 4) as f64 }))
+            .collect();
+        evs.extend((30..36).map(|d| ev(d as f64, Activity::Engagement { score: 30.0 })));
+        let c = customer(&cfg, &evs);
+        let a = SignalScorer.assess(&c, at(36.0), &cfg);
+        let e = a.signals[3].unwrap();
+        assert!(e.strength > 0.5 && e.change_pct < -20.0, "{e:?}");
+    }
+
+    #[test]
+    fn tiers_follow_thresholds() {
+        let a = Config::default().alerting;
+        assert_eq!(Tier::of_at_risk(0.55, &a), Tier::Low);
+        assert_eq!(Tier::of_at_risk(0.75, &a), Tier::Medium);
+        assert_eq!(Tier::of_at_risk(0.95, &a), Tier::High);
+        assert!(Tier::High > Tier::Medium && Tier::Low > Tier::None);
+    }
+}

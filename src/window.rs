@@ -1,0 +1,208 @@
+//! Rolling windows in event time: a fixed ring of buckets per customer.
+//!
+//! Buckets are aligned to absolute bucket indices (`ts / bucket_ms`), so two customers' windows
+//! line up and a late event lands in the bucket of its own time. The ring holds the recent and
+//! the baseline window together; a bucket that falls off the end is recycled for the newest one.
+
+use crate::time::bucket_index;
+
+/// Counts for one bucket of event time. 16 bytes.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+#[repr(C)]
+pub struct Bucket {
+    pub visits: u16,
+    pub usage_events: u16,
+    pub purchases: u16,
+    _pad: u16,
+    pub usage_qty: f32,
+    pub purchase_value: f32,
+}
+
+/// Sums over a range of buckets.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Totals {
+    pub visits: u64,
+    pub usage_events: u64,
+    pub usage_qty: f64,
+    pub purchases: u64,
+    pub purchase_value: f64,
+}
+
+/// Ring of buckets; `head` is the absolute index of the newest bucket held.
+#[derive(Debug, Clone)]
+pub struct Windows {
+    head: i64,
+    buckets: Box<[Bucket]>,
+}
+
+/// Outcome of adding to a window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Placement {
+    /// Added to a bucket still held.
+    Held,
+    /// Older than the oldest bucket held: not added.
+    TooOld,
+}
+
+impl Windows {
+    /// A ring of `len` empty buckets (`len` >= 1).
+    pub fn new(len: usize) -> Self {
+        assert!(len >= 1);
+        Windows {
+            head: i64::MIN,
+            buckets: vec![Bucket::default(); len].into_boxed_slice(),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.buckets.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.head == i64::MIN
+    }
+
+    /// Absolute index of the newest bucket held, if any.
+    pub fn head(&self) -> Option<i64> {
+        (!self.is_empty()).then_some(self.head)
+    }
+
+    fn slot(&self, idx: i64) -> usize {
+        idx.rem_euclid(self.buckets.len() as i64) as usize
+    }
+
+    fn holds(&self, idx: i64) -> bool {
+        !self.is_empty() && idx <= self.head && idx > self.head - self.buckets.len() as i64
+    }
+
+    /// Move the head forward to `idx`, clearing the buckets it passes.
+    pub fn advance_to(&mut self, idx: i64) {
+        if self.is_empty() {
+            self.head = idx;
+            return;
+        }
+        if idx <= self.head {
+            return;
+        }
+        let len = self.buckets.len() as i64;
+        if idx - self.head >= len {
+            self.buckets.iter_mut().for_each(|b| *b = Bucket::default());
+        } else {
+            for i in (self.head + 1)..=idx {
+                let s = self.slot(i);
+                self.buckets[s] = Bucket::default();
+            }
+        }
+        self.head = idx;
+    }
+
+    /// Apply `f` to the bucket holding `ts_ms`, advancing the ring when it is newer than the head.
+    pub fn add(&mut self, ts_ms: i64, bucket_ms: i64, f: impl FnOnce(&mut Bucket)) -> Placement {
+        let idx = bucket_index(ts_ms, bucket_ms);
+        self.advance_to(idx);
+        if !self.holds(idx) {
+            return Placement::TooOld;
+        }
+        let s = self.slot(idx);
+        f(&mut self.buckets[s]);
+        Placement::Held
+    }
+
+    /// The bucket at absolute index `idx` (empty when not held).
+    pub fn get(&self, idx: i64) -> Bucket {
+        if self.holds(idx) {
+            self.buckets[self.slot(idx)]
+        } else {
+            Bucket::default()
+        }
+    }
+
+    /// Sums over absolute bucket indices `from..=to`.
+    pub fn sum(&self, from: i64, to: i64) -> Totals {
+        let mut t = Totals::default();
+        if self.is_empty() || to < from {
+            return t;
+        }
+        let lo = from.max(self.head - self.buckets.len() as i64 + 1);
+        let hi = to.min(self.head);
+        for idx in lo..=hi {
+            let b = &self.buckets[self.slot(idx)];
+            t.visits += b.visits as u64;
+            t.usage_events += b.usage_events as u64;
+            t.usage_qty += b.usage_qty as f64;
+            t.purchases += b.purchases as u64;
+            t.purchase_value += b.purchase_value as f64;
+        }
+        t
+    }
+}
+
+impl Bucket {
+    pub fn add_visit(&mut self) {
+        self.visits = self.visits.saturating_add(1);
+    }
+    pub fn add_usage(&mut self, qty: f64) {
+        self.usage_events = self.usage_events.saturating_add(1);
+        self.usage_qty += qty as f32;
+    }
+    pub fn add_purchase(&mut self, amount: f64) {
+        self.purchases = self.purchases.saturating_add(1);
+        self.purchase_value += amount as f32;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    const B: i64 = 1000;
+
+    #[test]
+    fn bucket_is_sixteen_bytes() {
+        assert_eq!(std::mem::size_of::<Bucket>(), 16);
+    }
+
+    #[test]
+    fn adds_to_the_right_bucket_and_rolls() {
+        let mut w = Windows::new(4);
+        assert_eq!(w.add(500, B, |b| b.add_visit()), Placement::Held); // bucket 0
+        w.add(1500, B, |b| b.add_visit()); // bucket 1
+        w.add(1600, B, |b| b.add_visit());
+        assert_eq!(w.get(0).visits, 1);
+        assert_eq!(w.get(1).visits, 2);
+        assert_eq!(w.sum(0, 1).visits, 3);
+        // A late event for bucket 0 still lands there.
+        assert_eq!(w.add(10, B, |b| b.add_visit()), Placement::Held);
+        assert_eq!(w.get(0).visits, 2);
+        // Jump to bucket 4: bucket 0 falls off (ring of 4 holds 1..=4).
+        w.add(4100, B, |b| b.add_usage(2.5));
+        assert_eq!(w.get(0).visits, 0);
+        assert_eq!(w.get(1).visits, 2);
+        assert_eq!(w.sum(0, 4).usage_qty, 2.5);
+        assert_eq!(w.add(200, B, |b| b.add_visit()), Placement::TooOld);
+        // A long jump clears everything.
+        w.add(100_000, B, |b| b.add_purchase(9.0));
+        assert_eq!(w.sum(0, 99).visits, 0);
+        assert_eq!(w.sum(100, 100).purchases, 1);
+    }
+
+    #[test]
+    fn reused_slots_are_cleared() {
+        let mut w = Windows::new(3);
+        for i in 0..3 {
+            w.add(i * B, B, |b| b.add_visit());
+        }
+        w.advance_to(5);
+        assert_eq!(w.sum(0, 5).visits, 0);
+        w.add(5 * B, B, |b| b.add_visit());
+        assert_eq!(w.sum(3, 5).visits, 1);
+    }
+
+    #[test]
+    fn counters_saturate() {
+        let mut b = Bucket::default();
+        for _ in 0..70_000 {
+            b.add_visit();
+        }
+        assert_eq!(b.visits, u16::MAX);
+    }
+}
