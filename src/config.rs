@@ -293,7 +293,7 @@ impl Default for RawWindows {
             bucket_secs: 86_400,
             recent_buckets: 7,
             baseline_buckets: 28,
-            min_baseline_buckets: 7,
+            min_baseline_buckets: 14,
             check_interval_secs: 86_400,
         }
     }
@@ -302,7 +302,7 @@ impl Default for RawWindows {
 impl Default for RawSignals {
     fn default() -> Self {
         RawSignals {
-            max_p_value: 0.05,
+            max_p_value: 0.002,
             visits: RawRateSignal {
                 enabled: true,
                 weight: 0.7,

@@ -42,6 +42,7 @@ pub mod demo;
 pub mod event;
 pub mod http;
 pub mod kafka;
+pub mod logging;
 pub mod metrics;
 pub mod partition;
 pub mod pipeline;

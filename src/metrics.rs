@@ -201,6 +201,19 @@ impl Metrics {
         self.config_info.with_label_values(&[version]).set(1);
     }
 
+    /// Messages processed so far (valid and invalid).
+    pub fn messages_processed(&self) -> u64 {
+        let valid: u64 = EventType::ALL
+            .iter()
+            .map(|t| self.events_total.with_label_values(&[t.as_str()]).get())
+            .sum();
+        let invalid: u64 = InvalidReason::ALL
+            .iter()
+            .map(|r| self.events_invalid_total.with_label_values(&[r.as_str()]).get())
+            .sum();
+        valid + invalid
+    }
+
     /// The registry in the Prometheus text exposition format.
     pub fn render(&self) -> String {
         let mut buf = Vec::new();

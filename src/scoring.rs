@@ -17,6 +17,7 @@ use crate::config::Config;
 use crate::customer::CustomerState;
 use crate::stats::{gamma_survival, normal_cdf, poisson_rate_drop};
 use crate::time::{bucket_index, ms_to_days, DAY_MS};
+use crate::window::Bucket;
 
 /// The signals churnwatch watches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -309,6 +310,31 @@ impl RateWindows {
         })
     }
 
+    /// Over-dispersion of a per-bucket count in the baseline: variance / mean of the buckets
+    /// since the customer's first bucket (at least 1). Activity comes in bursts (sessions,
+    /// busy weeks), so the plain Poisson test would be far too confident; dividing the counts by
+    /// this factor is the quasi-Poisson correction.
+    fn dispersion(&self, c: &CustomerState, cfg: &Config, value: impl Fn(&Bucket) -> f64) -> f64 {
+        let first = bucket_index(c.first_seen_ms, cfg.windows.bucket_ms);
+        let from = self.baseline_from.max(first);
+        let n = (self.baseline_to - from + 1) as f64;
+        if n < 2.0 {
+            return 1.0;
+        }
+        let (mut sum, mut sq) = (0.0, 0.0);
+        for idx in from..=self.baseline_to {
+            let x = value(&c.windows.get(idx));
+            sum += x;
+            sq += x * x;
+        }
+        let mean = sum / n;
+        if mean <= 0.0 {
+            return 1.0;
+        }
+        let var = (sq - n * mean * mean) / (n - 1.0);
+        (var / mean).clamp(1.0, 100.0)
+    }
+
     fn visits(&self, c: &CustomerState, cfg: &Config) -> Option<Reason> {
         let sc = &cfg.signals.visits;
         let recent = c.windows.sum(self.recent_from, self.recent_to).visits;
@@ -316,7 +342,21 @@ impl RateWindows {
         if base < sc.min_baseline_events as u64 {
             return None;
         }
-        let t = poisson_rate_drop(recent, self.recent_days, base, self.baseline_days)?;
+        let phi = self.dispersion(c, cfg, |b| b.visits as f64);
+        let mut t = poisson_rate_drop(
+            scaled(recent as f64, phi),
+            self.recent_days,
+            scaled(base as f64, phi),
+            self.baseline_days,
+        )?;
+        // Report the rates of the real counts.
+        t.baseline_rate = base as f64 / self.baseline_days;
+        t.recent_rate = recent as f64 / self.recent_days;
+        t.change = if t.baseline_rate > 0.0 {
+            t.recent_rate / t.baseline_rate - 1.0
+        } else {
+            0.0
+        };
         Some(self.reason(Signal::Visits, &t, sc, cfg, t.baseline_rate, t.recent_rate))
     }
 
@@ -327,15 +367,21 @@ impl RateWindows {
         if base.usage_events < sc.min_baseline_events as u64 || base.usage_qty <= 0.0 {
             return None;
         }
-        // Usage in units of the customer's typical event size: fewer and smaller events both count.
+        // Usage in units of the customer's typical event size: fewer and smaller events both
+        // count. Then the quasi-Poisson correction for the burstiness of the units per bucket.
         let unit = base.usage_qty / base.usage_events as f64;
-        let recent_units = (recent.usage_qty / unit).round().max(0.0) as u64;
-        let t = poisson_rate_drop(
-            recent_units,
+        let phi = self.dispersion(c, cfg, |b| b.usage_qty as f64 / unit);
+        let mut t = poisson_rate_drop(
+            scaled(recent.usage_qty / unit, phi),
             self.recent_days,
-            base.usage_events,
+            scaled(base.usage_qty / unit, phi),
             self.baseline_days,
         )?;
+        t.change = if base.usage_qty > 0.0 {
+            (recent.usage_qty / self.recent_days) / (base.usage_qty / self.baseline_days) - 1.0
+        } else {
+            0.0
+        };
         Some(self.reason(
             Signal::Usage,
             &t,
@@ -379,6 +425,11 @@ impl RateWindows {
             baseline_days: self.baseline_days,
         }
     }
+}
+
+/// A count divided by the dispersion factor, as a whole number for the exact test.
+fn scaled(x: f64, phi: f64) -> u64 {
+    (x / phi).round().max(0.0) as u64
 }
 
 /// Purchase rhythm: how surprising is the time since the last purchase, given the customer's

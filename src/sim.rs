@@ -1477,7 +1477,7 @@ mod tests {
                         if seg == Segment::AbruptStop {
                             assert_eq!(churn, onset);
                         } else {
-                            assert!(churn - onset >= 14 * DAY && churn - onset <= 28 * DAY);
+                            assert!((14 * DAY..=28 * DAY).contains(&(churn - onset)));
                         }
                         before += count(ts, onset - 14 * DAY, onset);
                         after += count(ts, churn, churn + 14 * DAY);
@@ -1553,7 +1553,7 @@ mod tests {
         assert!((n(Segment::Returning) / decl - 0.25).abs() < 0.06);
         for t in &truth {
             if let Some(o) = t.decline_onset_ms {
-                assert!(o >= START + 40 * DAY && o <= START + 70 * DAY);
+                assert!((START + 40 * DAY..=START + 70 * DAY).contains(&o));
             }
         }
         assert_eq!(truth[41].customer_id, "c000042");

@@ -1,0 +1,39 @@
+//! Kafka plumbing on rdkafka: client settings, the consumer's context (rebalances, statistics,
+//! commits) and the sink that produces alerts and dead-letter records.
+
+pub mod context;
+pub mod settings;
+pub mod sink;
+
+pub use context::{ConsumerCtx, RebalanceNotice};
+pub use settings::{consumer_config, producer_config};
+pub use sink::{DeadLetter, Sink, SinkError};
+
+use rdkafka::error::KafkaError;
+
+/// Errors from the Kafka side of the pipeline.
+#[derive(Debug, thiserror::Error)]
+pub enum KafkaPipelineError {
+    #[error("could not create the Kafka {what}: {source}")]
+    Create {
+        what: &'static str,
+        #[source]
+        source: KafkaError,
+    },
+    #[error("could not subscribe to {topics:?}: {source}")]
+    Subscribe {
+        topics: Vec<String>,
+        #[source]
+        source: KafkaError,
+    },
+    #[error("the broker did not acknowledge a record for topic {topic}: {source}")]
+    Delivery {
+        topic: String,
+        #[source]
+        source: KafkaError,
+    },
+    #[error("consuming failed: {0}")]
+    Consume(#[source] KafkaError),
+    #[error("committing offsets failed: {0}")]
+    Commit(#[source] KafkaError),
+}
