@@ -12,8 +12,10 @@
 //! ```
 //!
 //! Hysteresis: entering needs `risk >= alerting.enter_threshold`, leaving needs
-//! `risk < alerting.exit_threshold` *and* activity after the customer became at risk (a
-//! customer whose baseline simply ages out of the window while silent has not recovered).
+//! `risk < alerting.exit_threshold`, activity after the customer became at risk, *and* recent
+//! visit and usage rates back to within `min_drop` of the baseline they had when the episode
+//! began. A customer whose baseline merely slides down to a new, lower normal (or ages out of
+//! the window while silent) stays at risk ("declining") instead of "recovering".
 //! Cooldown: after a `recovered` alert, no new `at_risk` for `alerting.cooldown_secs`.
 
 use serde::Serialize;
@@ -59,7 +61,7 @@ pub enum Phase {
 }
 
 /// Alert state kept per customer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct AlertState {
     pub phase: Phase,
     /// Highest tier alerted in the current at-risk episode.
@@ -72,6 +74,11 @@ pub struct AlertState {
     pub episode: u32,
     /// Whether the current cooldown has already held back an alert (counted once).
     pub cooldown_noted: bool,
+    /// The customer's baseline visits and usage units per day when the episode began: a
+    /// customer recovers by coming back to (near) this level, not by the baseline sliding down
+    /// to a new, lower normal.
+    pub ref_visit_rate: f32,
+    pub ref_usage_rate: f32,
 }
 
 /// A change of state that must be announced.
@@ -93,6 +100,16 @@ impl AlertState {
     /// The tier that the customer currently has, for gauges (`None` unless at risk).
     pub fn current_tier(&self) -> Option<Tier> {
         (self.phase == Phase::AtRisk).then_some(self.alerted_tier)
+    }
+
+    /// Whether recent activity is back to (near) the level before the episode.
+    fn back_to_level(&self, a: &Assessment, cfg: &Config) -> bool {
+        let s = &cfg.signals;
+        let ok = |reference: f32, recent: f64, min_drop: f64| {
+            reference <= 0.0 || recent >= (1.0 - min_drop) * reference as f64
+        };
+        ok(self.ref_visit_rate, a.recent_visit_rate, s.visits.min_drop)
+            && ok(self.ref_usage_rate, a.recent_usage_rate, s.usage.min_drop)
     }
 
     /// Advance the state machine with a fresh assessment.
@@ -153,6 +170,8 @@ impl AlertState {
                 self.phase = Phase::AtRisk;
                 self.alerted_tier = tier;
                 self.since_ms = now;
+                self.ref_visit_rate = a.signals[0].map_or(0.0, |r| r.baseline as f32);
+                self.ref_usage_rate = a.signals[1].map_or(0.0, |r| r.baseline as f32);
                 self.episode += 1;
                 Ok(Some(Transition {
                     kind: AlertKind::AtRisk,
@@ -162,7 +181,10 @@ impl AlertState {
                 }))
             }
             Phase::AtRisk => {
-                if a.risk < ac.exit_threshold && last_seen_ms > self.since_ms {
+                if a.risk < ac.exit_threshold
+                    && last_seen_ms > self.since_ms
+                    && self.back_to_level(a, cfg)
+                {
                     let previous_tier = self.alerted_tier;
                     self.phase = Phase::Healthy;
                     self.alerted_tier = Tier::None;
@@ -206,6 +228,8 @@ mod tests {
             signals: [None; 4],
             customer_value: 0.0,
             days_since_last_seen: 0.0,
+            recent_visit_rate: 0.0,
+            recent_usage_rate: 0.0,
         }
     }
 
@@ -285,6 +309,38 @@ mod tests {
         let t = s.decide(&assessment(10 * d, 0.7), 10 * d, &cfg).unwrap().unwrap();
         assert_eq!(t.kind, AlertKind::AtRisk);
         assert_eq!(t.episode, 2);
+    }
+
+    #[test]
+    fn recovery_means_back_to_the_earlier_level() {
+        let cfg = Config::default();
+        let mut s = AlertState::default();
+        let d = DAY_MS;
+        let mut a = assessment(d, 0.7);
+        a.signals[0] = Some(crate::scoring::Reason {
+            signal: crate::scoring::Signal::Visits,
+            baseline: 3.0,
+            recent: 0.3,
+            change_pct: -90.0,
+            statistic: -5.0,
+            p_value: 1e-6,
+            strength: 1.0,
+            weight: 0.7,
+            recent_days: 7.0,
+            baseline_days: 28.0,
+        });
+        assert_eq!(s.decide(&a, d, &cfg).unwrap().unwrap().kind, AlertKind::AtRisk);
+        // The baseline has slid down to the new, lower normal: low risk, but not recovered.
+        let mut low = assessment(40 * d, 0.05);
+        low.recent_visit_rate = 1.0;
+        assert_eq!(s.decide(&low, 40 * d, &cfg), Ok(None));
+        // Back near three visits a day: recovered.
+        let mut back = assessment(50 * d, 0.05);
+        back.recent_visit_rate = 2.8;
+        assert_eq!(
+            s.decide(&back, 50 * d, &cfg).unwrap().unwrap().kind,
+            AlertKind::Recovered
+        );
     }
 
     #[test]

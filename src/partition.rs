@@ -372,9 +372,11 @@ mod tests {
                 "steady" => true,
                 "silent" => d < 40,
                 "returning" => !(40..50).contains(&d),
+                // Three visits a day, then three every fifth day from day 40 on.
+                "stabilised" => d < 40 || d % 5 == 0,
                 _ => false,
             },
-            &["steady", "silent", "returning"],
+            &["steady", "silent", "returning", "stabilised"],
         );
         let of = |id: &str| -> Vec<&str> {
             alerts
@@ -388,6 +390,8 @@ mod tests {
         assert_eq!(silent[0], "at_risk", "{silent:?}");
         assert_eq!(silent.last(), Some(&"lapsed"), "{silent:?}");
         assert_eq!(silent.iter().filter(|k| **k == "at_risk").count(), 1);
+        // Declined and stayed low: at risk once, never "recovered" by its sliding baseline.
+        assert_eq!(of("stabilised"), vec!["at_risk"]);
         let returning = of("returning");
         assert_eq!(returning.first(), Some(&"at_risk"), "{returning:?}");
         assert_eq!(returning.last(), Some(&"recovered"), "{returning:?}");
@@ -400,6 +404,8 @@ mod tests {
         let text = m.render();
         assert!(text.contains("churnwatch_customers{lifecycle=\"lapsed\"} 1"), "{text}");
         assert!(text.contains("churnwatch_customers{lifecycle=\"active\"} 2"), "{text}");
+        assert!(text.contains("churnwatch_customers{lifecycle=\"declining\"} 1"), "{text}");
+        assert!(text.contains("churnwatch_at_risk_customers{tier=\"low\"} 1"), "{text}");
         drop(p);
         let text = m.render();
         assert!(text.contains("churnwatch_customers{lifecycle=\"active\"} 0"), "{text}");

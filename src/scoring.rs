@@ -194,6 +194,10 @@ pub struct Assessment {
     /// Expected revenue over the value horizon if the customer stays.
     pub customer_value: f64,
     pub days_since_last_seen: f64,
+    /// Visits and usage units per day in the recent window (whether or not a signal could be
+    /// tested): what recovery is judged on.
+    pub recent_visit_rate: f64,
+    pub recent_usage_rate: f64,
 }
 
 impl Assessment {
@@ -253,7 +257,10 @@ impl Scorer for SignalScorer {
             .map(|r| 1.0 - r.contribution())
             .product();
         let risk = (1.0 - survive).clamp(0.0, 1.0);
+        let (recent_visit_rate, recent_usage_rate) = recent_rates(c, as_of_ms, cfg);
         Assessment {
+            recent_visit_rate,
+            recent_usage_rate,
             as_of_ms,
             risk,
             signals,
@@ -261,6 +268,17 @@ impl Scorer for SignalScorer {
             days_since_last_seen: ms_to_days((as_of_ms - c.last_seen_ms).max(0)),
         }
     }
+}
+
+/// Visits and usage units per day over the recent window ending at `as_of_ms`.
+pub fn recent_rates(c: &CustomerState, as_of_ms: i64, cfg: &Config) -> (f64, f64) {
+    let w = &cfg.windows;
+    let now_idx = bucket_index(as_of_ms, w.bucket_ms);
+    let from = now_idx - w.recent_buckets as i64 + 1;
+    let start_ms = (from * w.bucket_ms).max(c.first_seen_ms);
+    let days = ms_to_days(as_of_ms - start_ms).max(1.0 / 24.0);
+    let t = c.windows.sum(from, now_idx);
+    (t.visits as f64 / days, t.usage_qty / days)
 }
 
 /// Expected revenue over `value.horizon_days` from the customer's own purchase rate.

@@ -1,0 +1,402 @@
+//! Integration tests of `churnwatch run`'s pipeline through a real Kafka-protocol broker:
+//! librdkafka's in-process mock cluster, spoken to over TCP by rdkafka clients.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{Headers, Message};
+use rdkafka::mocking::MockCluster;
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
+use rdkafka::{Offset, TopicPartitionList};
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+
+use churnwatch::config::{Config, RawConfig};
+use churnwatch::event::{decode, DecodeLimits};
+use churnwatch::http::Health;
+use churnwatch::metrics::Metrics;
+use churnwatch::partition::PartitionState;
+use churnwatch::pipeline::{self, PipelineError, RunSummary};
+use churnwatch::time::{format_rfc3339_ms, now_ms, DAY_MS, HOUR_MS};
+
+const EVENTS: &str = "customer-events";
+const ALERTS: &str = "churn-alerts";
+const DLQ: &str = "churnwatch-dead-letter";
+
+fn broker() -> MockCluster<'static, DefaultProducerContext> {
+    let cluster = MockCluster::new(1).expect("mock cluster");
+    cluster.create_topic(EVENTS, 1, 1).unwrap();
+    cluster.create_topic(ALERTS, 2, 1).unwrap();
+    cluster.create_topic(DLQ, 1, 1).unwrap();
+    cluster
+}
+
+fn config(bootstrap: &str, group: &str) -> Config {
+    let mut raw = RawConfig::default();
+    raw.kafka.brokers = bootstrap.to_string();
+    raw.kafka.group_id = group.to_string();
+    raw.kafka.commit_interval_ms = 100;
+    raw.kafka.delivery_timeout_ms = 2_000;
+    raw.http.enabled = false;
+    raw.validate().expect("test config is valid")
+}
+
+/// A message to produce: key and payload.
+type Msg = (String, Vec<u8>);
+
+fn visit(customer: &str, ts_ms: i64) -> Msg {
+    (
+        customer.to_string(),
+        format!(
+            r#"{{"type":"visit","customer_id":"{customer}","ts":"{}","page":"/home"}}"#,
+            format_rfc3339_ms(ts_ms)
+        )
+        .into_bytes(),
+    )
+}
+
+fn produce(bootstrap: &str, msgs: &[Msg]) {
+    let p: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("linger.ms", "5")
+        .create()
+        .unwrap();
+    for (k, v) in msgs {
+        p.send(BaseRecord::to(EVENTS).key(k.as_bytes()).payload(v))
+            .map_err(|(e, _)| e)
+            .unwrap();
+    }
+    p.flush(Duration::from_secs(10)).unwrap();
+}
+
+/// A stream of visits, three a day, over `days` days ending now, for customers whose activity
+/// on day `d` is given by `active(d, id)`, in time order.
+fn scenario(days: i64, ids: &[&str], active: impl Fn(i64, &str) -> bool) -> Vec<Msg> {
+    let start = (now_ms() - days * DAY_MS).div_euclid(DAY_MS) * DAY_MS;
+    let mut out = Vec::new();
+    for d in 0..days {
+        for h in [9, 13, 18] {
+            for id in ids {
+                if active(d, id) {
+                    out.push(visit(id, start + d * DAY_MS + h * HOUR_MS));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Steady, declining (stays low), silent from day 40, and returning after a 10-day gap.
+fn four_customers() -> Vec<Msg> {
+    scenario(
+        90,
+        &["steady", "declining", "silent", "returning"],
+        |d, id| match id {
+            "steady" => true,
+            "declining" => d < 40 || d % 5 == 0,
+            "silent" => d < 40,
+            "returning" => !(40..50).contains(&d),
+            _ => unreachable!(),
+        },
+    )
+}
+
+/// Run the pipeline until it has processed `expected` messages (then stop it gracefully), or
+/// until it stops by itself.
+async fn run_until(
+    cfg: Config,
+    expected: u64,
+    limit: Duration,
+) -> (Result<RunSummary, PipelineError>, Arc<Metrics>) {
+    let metrics = Arc::new(Metrics::new());
+    let token = CancellationToken::new();
+    let handle = tokio::spawn(pipeline::run(
+        Arc::new(cfg),
+        metrics.clone(),
+        Arc::new(Health::default()),
+        token.clone(),
+    ));
+    let start = Instant::now();
+    while metrics.messages_processed() < expected && !handle.is_finished() {
+        assert!(
+            start.elapsed() < limit,
+            "pipeline processed only {} of {expected} messages in {limit:?}",
+            metrics.messages_processed()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    token.cancel();
+    let result = handle.await.expect("pipeline task");
+    (result, metrics)
+}
+
+/// Every record of `topic` (all partitions), from the beginning up to the end.
+struct Record {
+    key: Option<String>,
+    payload: Vec<u8>,
+    headers: HashMap<String, String>,
+}
+
+fn read_topic(bootstrap: &str, topic: &str) -> Vec<Record> {
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", "test-reader")
+        .set("enable.partition.eof", "true")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let md = c
+        .fetch_metadata(Some(topic), Duration::from_secs(5))
+        .unwrap();
+    let parts = md.topics()[0].partitions().len() as i32;
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..parts {
+        tpl.add_partition_offset(topic, p, Offset::Beginning)
+            .unwrap();
+    }
+    c.assign(&tpl).unwrap();
+    let mut eof = BTreeSet::new();
+    let mut out = Vec::new();
+    let start = Instant::now();
+    while eof.len() < parts as usize {
+        assert!(start.elapsed() < Duration::from_secs(20), "reading {topic} timed out");
+        match c.poll(Duration::from_millis(200)) {
+            Some(Ok(m)) => {
+                let mut headers = HashMap::new();
+                if let Some(h) = m.headers() {
+                    for i in 0..h.count() {
+                        let hd = h.get(i);
+                        headers.insert(
+                            hd.key.to_string(),
+                            String::from_utf8_lossy(hd.value.unwrap_or_default()).into_owned(),
+                        );
+                    }
+                }
+                out.push(Record {
+                    key: m.key().map(|k| String::from_utf8_lossy(k).into_owned()),
+                    payload: m.payload().unwrap_or_default().to_vec(),
+                    headers,
+                });
+            }
+            Some(Err(KafkaError::PartitionEOF(p))) => {
+                eof.insert(p);
+            }
+            Some(Err(e)) => panic!("reading {topic}: {e}"),
+            None => {}
+        }
+    }
+    out
+}
+
+fn alerts(bootstrap: &str) -> Vec<Value> {
+    read_topic(bootstrap, ALERTS)
+        .into_iter()
+        .map(|r| {
+            let v: Value = serde_json::from_slice(&r.payload).expect("alerts are JSON");
+            assert_eq!(
+                r.key.as_deref(),
+                v["customer_id"].as_str(),
+                "alerts are keyed by customer id"
+            );
+            v
+        })
+        .collect()
+}
+
+fn kinds_of(alerts: &[Value], customer: &str) -> Vec<String> {
+    alerts
+        .iter()
+        .filter(|a| a["customer_id"] == customer)
+        .map(|a| a["kind"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// The alert ids that the same events yield when fed straight into the scoring code.
+fn reference_alert_ids(cfg: &Config, msgs: &[Msg]) -> BTreeSet<String> {
+    let metrics = Metrics::new();
+    let mut p = PartitionState::new(Arc::new(cfg.clone()), &metrics);
+    let limits = DecodeLimits::from_config(&cfg.input, now_ms());
+    let mut out = Vec::new();
+    for (_, payload) in msgs {
+        if let Ok(ev) = decode(payload, &limits) {
+            p.on_event(&ev, None, &mut out);
+        }
+    }
+    out.into_iter().map(|a| a.alert_id).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alerts_follow_each_customers_story() {
+    let cluster = broker();
+    let bs = cluster.bootstrap_servers();
+    let msgs = four_customers();
+    produce(&bs, &msgs);
+    let (result, metrics) = run_until(
+        config(&bs, "stories"),
+        msgs.len() as u64,
+        Duration::from_secs(60),
+    )
+    .await;
+    let summary = result.expect("pipeline ran cleanly");
+    assert_eq!(summary.events, msgs.len() as u64);
+
+    let all = alerts(&bs);
+    assert_eq!(summary.alerts as usize, all.len(), "every alert reached the topic");
+    // A steady customer yields none.
+    assert_eq!(kinds_of(&all, "steady"), Vec::<String>::new());
+    // A declining one yields exactly one at_risk (and does not "recover" at its new low level).
+    let declining = kinds_of(&all, "declining");
+    assert_eq!(
+        declining.iter().filter(|k| *k == "at_risk").count(),
+        1,
+        "{declining:?}"
+    );
+    assert!(!declining.contains(&"recovered".to_string()), "{declining:?}");
+    // One that goes silent is flagged with no further events of its own, by a timer.
+    let silent: Vec<&Value> = all.iter().filter(|a| a["customer_id"] == "silent").collect();
+    assert_eq!(silent[0]["kind"], "at_risk");
+    assert_eq!(silent[0]["trigger"], "timer");
+    assert!(!silent[0]["reasons"].as_array().unwrap().is_empty());
+    assert_eq!(silent.last().unwrap()["kind"], "lapsed");
+    // One that returns yields recovered.
+    let returning = kinds_of(&all, "returning");
+    assert_eq!(returning.first().map(String::as_str), Some("at_risk"));
+    assert_eq!(returning.last().map(String::as_str), Some("recovered"));
+    // The alerts carry the config version and are the same as the scoring code's own.
+    let cfg = config(&bs, "stories");
+    assert!(all.iter().all(|a| a["config_version"] == cfg.version.as_str()));
+    let ids: BTreeSet<String> = all
+        .iter()
+        .map(|a| a["alert_id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(ids, reference_alert_ids(&cfg, &msgs));
+    // Metrics saw it all.
+    let text = metrics.render();
+    assert!(text.contains("churnwatch_events_total{type=\"visit\"}"));
+    assert_eq!(metrics.alerts_total.with_label_values(&["at_risk"]).get(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_messages_go_to_the_dead_letter_topic_and_the_pipeline_goes_on() {
+    let cluster = broker();
+    let bs = cluster.bootstrap_servers();
+    let ts = format_rfc3339_ms(now_ms() - DAY_MS);
+    let bad: Vec<(&str, String)> = vec![
+        ("not_json", "this is not json".to_string()),
+        ("missing_field", r#"{"type":"visit","ts":"TS"}"#.replace("TS", &ts)),
+        ("unknown_type", r#"{"type":"refund","customer_id":"c1","ts":"TS"}"#.replace("TS", &ts)),
+        ("bad_timestamp", r#"{"type":"visit","customer_id":"c1","ts":"yesterday"}"#.to_string()),
+        (
+            "invalid_value",
+            r#"{"type":"purchase","customer_id":"c1","ts":"TS","amount":-3}"#.replace("TS", &ts),
+        ),
+        ("wrong_type", r#"{"type":"visit","customer_id":7,"ts":"TS"}"#.replace("TS", &ts)),
+        (
+            "timestamp_out_of_range",
+            r#"{"type":"visit","customer_id":"c1","ts":"2999-01-01T00:00:00Z"}"#.to_string(),
+        ),
+        (
+            "oversized",
+            format!(
+                r#"{{"type":"visit","customer_id":"c1","ts":"{ts}","page":"{}"}}"#,
+                "x".repeat(20_000)
+            ),
+        ),
+    ];
+    let mut msgs: Vec<Msg> = vec![visit("c1", now_ms() - 2 * DAY_MS)];
+    for (i, (_, payload)) in bad.iter().enumerate() {
+        msgs.push((format!("bad{i}"), payload.clone().into_bytes()));
+    }
+    msgs.push(visit("c1", now_ms() - DAY_MS));
+    msgs.push(visit("c2", now_ms() - DAY_MS));
+    produce(&bs, &msgs);
+
+    let (result, metrics) = run_until(
+        config(&bs, "dlq"),
+        msgs.len() as u64,
+        Duration::from_secs(60),
+    )
+    .await;
+    let summary = result.expect("pipeline ran cleanly");
+    assert_eq!(summary.invalid, bad.len() as u64);
+    assert_eq!(summary.events, 3, "valid events after the bad ones were processed");
+
+    let dead = read_topic(&bs, DLQ);
+    assert_eq!(dead.len(), bad.len());
+    for (i, (reason, payload)) in bad.iter().enumerate() {
+        let r = dead
+            .iter()
+            .find(|r| r.key.as_deref() == Some(format!("bad{i}").as_str()))
+            .unwrap_or_else(|| panic!("bad{i} ({reason}) not on the dead-letter topic"));
+        assert_eq!(r.payload, payload.as_bytes(), "original bytes are kept");
+        assert_eq!(r.headers["churnwatch.reason"], *reason);
+        assert!(!r.headers["churnwatch.error"].is_empty());
+        assert_eq!(r.headers["churnwatch.source.topic"], EVENTS);
+        assert_eq!(
+            metrics
+                .events_invalid_total
+                .with_label_values(&[reason])
+                .get(),
+            1,
+            "{reason} counted"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_after_a_failed_delivery_loses_no_alert() {
+    let cluster = broker();
+    let bs = cluster.bootstrap_servers();
+    let msgs = four_customers();
+    produce(&bs, &msgs);
+    let cfg = config(&bs, "restart");
+
+    // The broker rejects every produce request: the first alert cannot be delivered, so the
+    // pipeline must stop with an error before committing the offsets of its events.
+    cluster.request_errors(
+        RDKafkaApiKey::Produce,
+        &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS; 500],
+    );
+    let (result, _) = run_until(cfg.clone(), u64::MAX, Duration::from_secs(60)).await;
+    match result {
+        Err(PipelineError::Kafka(e)) => {
+            assert!(e.to_string().contains("acknowledge"), "{e}")
+        }
+        other => panic!("expected a delivery failure, got {other:?}"),
+    }
+    cluster.clear_request_errors(RDKafkaApiKey::Produce);
+
+    // Restart: the same group re-reads the uncommitted events and every alert appears.
+    let (result, _) = run_until(cfg.clone(), msgs.len() as u64, Duration::from_secs(60)).await;
+    result.expect("the restarted pipeline runs cleanly");
+    let ids: BTreeSet<String> = alerts(&bs)
+        .iter()
+        .map(|a| a["alert_id"].as_str().unwrap().to_string())
+        .collect();
+    let expected = reference_alert_ids(&cfg, &msgs);
+    assert!(!expected.is_empty());
+    assert_eq!(ids, expected, "the alerts of an uninterrupted run, none lost");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_graceful_restart_resumes_from_the_committed_offsets() {
+    let cluster = broker();
+    let bs = cluster.bootstrap_servers();
+    let cfg = config(&bs, "resume");
+    let first = scenario(3, &["a", "b"], |_, _| true);
+    produce(&bs, &first);
+    let (result, _) = run_until(cfg.clone(), first.len() as u64, Duration::from_secs(60)).await;
+    assert_eq!(result.unwrap().events, first.len() as u64);
+
+    let second = vec![visit("a", now_ms() - HOUR_MS), visit("c", now_ms() - HOUR_MS)];
+    produce(&bs, &second);
+    let (result, _) = run_until(cfg, second.len() as u64, Duration::from_secs(60)).await;
+    let summary = result.unwrap();
+    // Only the new events: the first run's offsets were committed on shutdown.
+    assert_eq!(summary.events, second.len() as u64);
+}
