@@ -297,7 +297,10 @@ mod tests {
         let d = DAY_MS;
         assert!(s.decide(&assessment(d, 0.6), d, &cfg).unwrap().is_some());
         assert_eq!(
-            s.decide(&assessment(2 * d, 0.1), 2 * d, &cfg).unwrap().unwrap().kind,
+            s.decide(&assessment(2 * d, 0.1), 2 * d, &cfg)
+                .unwrap()
+                .unwrap()
+                .kind,
             AlertKind::Recovered
         );
         assert_eq!(
@@ -306,7 +309,10 @@ mod tests {
         );
         // Counted once per cooldown.
         assert_eq!(s.decide(&assessment(4 * d, 0.7), 4 * d, &cfg), Ok(None));
-        let t = s.decide(&assessment(10 * d, 0.7), 10 * d, &cfg).unwrap().unwrap();
+        let t = s
+            .decide(&assessment(10 * d, 0.7), 10 * d, &cfg)
+            .unwrap()
+            .unwrap();
         assert_eq!(t.kind, AlertKind::AtRisk);
         assert_eq!(t.episode, 2);
     }
@@ -329,7 +335,10 @@ mod tests {
             recent_days: 7.0,
             baseline_days: 28.0,
         });
-        assert_eq!(s.decide(&a, d, &cfg).unwrap().unwrap().kind, AlertKind::AtRisk);
+        assert_eq!(
+            s.decide(&a, d, &cfg).unwrap().unwrap().kind,
+            AlertKind::AtRisk
+        );
         // The baseline has slid down to the new, lower normal: low risk, but not recovered.
         let mut low = assessment(40 * d, 0.05);
         low.recent_visit_rate = 1.0;

@@ -88,7 +88,7 @@ impl From<figment::Error> for ConfigError {
 // ---------------------------------------------------------------------------------------------
 
 /// The config file as written. Unknown keys are errors.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawConfig {
     pub config_version: String,
@@ -220,23 +220,6 @@ pub struct RawValue {
     pub horizon_days: f64,
     pub min_tenure_days: f64,
     pub currency: String,
-}
-
-impl Default for RawConfig {
-    fn default() -> Self {
-        RawConfig {
-            config_version: String::new(),
-            kafka: RawKafka::default(),
-            http: RawHttp::default(),
-            log: RawLog::default(),
-            input: RawInput::default(),
-            windows: RawWindows::default(),
-            signals: RawSignals::default(),
-            alerting: RawAlerting::default(),
-            lifecycle: RawLifecycle::default(),
-            value: RawValue::default(),
-        }
-    }
 }
 
 impl Default for RawKafka {
@@ -587,7 +570,8 @@ impl Config {
         match path {
             Some(p) => Self::load(p),
             None => {
-                let raw = Self::figment(Toml::string(DEFAULT_CONFIG_TOML)).extract::<RawConfig>()?;
+                let raw =
+                    Self::figment(Toml::string(DEFAULT_CONFIG_TOML)).extract::<RawConfig>()?;
                 raw.with_rdkafka_env(std::env::vars()).validate()
             }
         }
@@ -675,7 +659,12 @@ impl RawConfig {
                 ))
             }
         };
-        in_range_u64("kafka.commit_interval_ms", k.commit_interval_ms, 10, 600_000)?;
+        in_range_u64(
+            "kafka.commit_interval_ms",
+            k.commit_interval_ms,
+            10,
+            600_000,
+        )?;
         in_range_u64(
             "kafka.statistics_interval_ms",
             k.statistics_interval_ms,
@@ -802,13 +791,13 @@ impl RawConfig {
             2,
             1_000,
         )?;
-        positive("signals.purchases.prior_mean_gap_days", p.prior_mean_gap_days)?;
-        positive("signals.purchases.prior_strength", p.prior_strength)?;
-        non_negative(
-            "signals.purchases.min_overdue_cycles",
-            p.min_overdue_cycles,
+        positive(
+            "signals.purchases.prior_mean_gap_days",
+            p.prior_mean_gap_days,
         )?;
-        if !(p.full_overdue_cycles > p.min_overdue_cycles) || !p.full_overdue_cycles.is_finite() {
+        positive("signals.purchases.prior_strength", p.prior_strength)?;
+        non_negative("signals.purchases.min_overdue_cycles", p.min_overdue_cycles)?;
+        if p.full_overdue_cycles <= p.min_overdue_cycles || !p.full_overdue_cycles.is_finite() {
             return Err(ConfigError::invalid(
                 "signals.purchases.full_overdue_cycles",
                 p.full_overdue_cycles,
@@ -821,7 +810,7 @@ impl RawConfig {
             "signals.engagement.recent_half_life_days",
             e.recent_half_life_days,
         )?;
-        if !(e.baseline_half_life_days > e.recent_half_life_days)
+        if e.baseline_half_life_days <= e.recent_half_life_days
             || !e.baseline_half_life_days.is_finite()
         {
             return Err(ConfigError::invalid(
@@ -830,7 +819,12 @@ impl RawConfig {
                 "must be greater than signals.engagement.recent_half_life_days",
             ));
         }
-        in_range_u64("signals.engagement.min_events", e.min_events as u64, 2, 1_000)?;
+        in_range_u64(
+            "signals.engagement.min_events",
+            e.min_events as u64,
+            2,
+            1_000,
+        )?;
         drop_pair("signals.engagement", e.min_drop, e.full_drop)?;
 
         let a = &self.alerting;
@@ -994,8 +988,7 @@ fn topic_name(key: &str, v: &str) -> Result<(), ConfigError> {
         && v.len() <= 249
         && v != "."
         && v != ".."
-        && v
-            .chars()
+        && v.chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '_' || c == '-');
     if !ok {
         return Err(ConfigError::invalid(
@@ -1058,7 +1051,7 @@ fn drop_pair(prefix: &str, min_drop: f64, full_drop: f64) -> Result<(), ConfigEr
             "must be a fraction in [0, 1)",
         ));
     }
-    if !(full_drop > min_drop && full_drop <= 1.0) {
+    if full_drop <= min_drop || full_drop > 1.0 || full_drop.is_nan() {
         return Err(ConfigError::invalid(
             &format!("{prefix}.full_drop"),
             full_drop,
@@ -1116,8 +1109,9 @@ mod tests {
 
     #[test]
     fn hysteresis_requires_exit_below_enter() {
-        let err = Config::from_toml_str("[alerting]\nexit_threshold = 0.6\nenter_threshold = 0.5\n")
-            .unwrap_err();
+        let err =
+            Config::from_toml_str("[alerting]\nexit_threshold = 0.6\nenter_threshold = 0.5\n")
+                .unwrap_err();
         assert_eq!(err.key(), Some("alerting.exit_threshold"));
     }
 
@@ -1129,8 +1123,7 @@ mod tests {
 
     #[test]
     fn managed_properties_rejected() {
-        let err =
-            Config::from_toml_str("[kafka.properties]\n\"group.id\" = \"x\"\n").unwrap_err();
+        let err = Config::from_toml_str("[kafka.properties]\n\"group.id\" = \"x\"\n").unwrap_err();
         assert_eq!(err.key(), Some("kafka.properties.group.id"));
     }
 
@@ -1138,7 +1131,10 @@ mod tests {
     fn rdkafka_env_passthrough() {
         let raw = RawConfig::default().with_rdkafka_env(
             vec![
-                ("CHURNWATCH_RDKAFKA_SASL_PASSWORD".to_string(), "s3cret".to_string()),
+                (
+                    "CHURNWATCH_RDKAFKA_SASL_PASSWORD".to_string(),
+                    "s3cret".to_string(),
+                ),
                 ("OTHER".to_string(), "x".to_string()),
             ]
             .into_iter(),

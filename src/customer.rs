@@ -139,10 +139,9 @@ impl CustomerState {
         let bucket_ms = cfg.windows.bucket_ms;
         match ev.activity {
             Activity::Visit => self.windows.add(ev.ts_ms, bucket_ms, |b| b.add_visit()),
-            Activity::Usage { quantity } => {
-                self.windows
-                    .add(ev.ts_ms, bucket_ms, |b| b.add_usage(quantity))
-            }
+            Activity::Usage { quantity } => self
+                .windows
+                .add(ev.ts_ms, bucket_ms, |b| b.add_usage(quantity)),
             Activity::Purchase { amount } => {
                 self.purchases.record(ev.ts_ms, amount);
                 self.windows
@@ -157,8 +156,7 @@ impl CustomerState {
                     e.baseline_half_life_days,
                 );
                 // Engagement updates count as activity but have no bucket counter.
-                self.windows
-                    .add(ev.ts_ms, bucket_ms, |_| {})
+                self.windows.add(ev.ts_ms, bucket_ms, |_| {})
             }
         }
     }

@@ -96,21 +96,29 @@ pub struct DemoSummary {
 }
 
 /// The demo's config: the given file (or the embedded default) pointed at the in-process broker.
-pub fn demo_config(base: Option<&PathBuf>, bootstrap: &str, opts: &DemoOptions) -> Result<Config, ConfigError> {
+pub fn demo_config(
+    base: Option<&PathBuf>,
+    bootstrap: &str,
+    opts: &DemoOptions,
+) -> Result<Config, ConfigError> {
     let mut raw: RawConfig = match base {
         Some(p) => {
             // Validate the file as given first, so errors name the user's keys.
             Config::load(p)?;
-            figment::Figment::from(figment::providers::Serialized::defaults(RawConfig::default()))
-                .merge(<figment::providers::Toml as figment::providers::Format>::file_exact(p))
-                .extract()?
+            figment::Figment::from(figment::providers::Serialized::defaults(
+                RawConfig::default(),
+            ))
+            .merge(<figment::providers::Toml as figment::providers::Format>::file_exact(p))
+            .extract()?
         }
         None => figment::Figment::from(figment::providers::Serialized::defaults(
             RawConfig::default(),
         ))
-        .merge(<figment::providers::Toml as figment::providers::Format>::string(
-            crate::config::DEFAULT_CONFIG_TOML,
-        ))
+        .merge(
+            <figment::providers::Toml as figment::providers::Format>::string(
+                crate::config::DEFAULT_CONFIG_TOML,
+            ),
+        )
         .extract()?,
     };
     raw.kafka.brokers = bootstrap.to_string();
@@ -154,16 +162,33 @@ pub async fn run(opts: DemoOptions, shutdown: CancellationToken) -> Result<DemoS
         });
     }
     let http = if cfg.http.enabled {
-        Some(crate::http::serve(cfg.http.listen, metrics.clone(), health.clone(), stop.clone()).await?)
+        Some(
+            crate::http::serve(
+                cfg.http.listen,
+                metrics.clone(),
+                health.clone(),
+                stop.clone(),
+            )
+            .await?,
+        )
     } else {
         None
     };
 
     eprintln!();
-    eprintln!("churnwatch demo: {} simulated customers, events topic '{}' ({} partitions)", opts.customers, k.events_topics[0], opts.partitions);
+    eprintln!(
+        "churnwatch demo: {} simulated customers, events topic '{}' ({} partitions)",
+        opts.customers, k.events_topics[0], opts.partitions
+    );
     eprintln!("  in-process Kafka broker:  {bootstrap}");
-    eprintln!("  watch the alerts:         kcat -C -b {bootstrap} -t {}", k.alerts_topic);
-    eprintln!("  dead-letter topic:        kcat -C -b {bootstrap} -t {}", k.dead_letter_topic);
+    eprintln!(
+        "  watch the alerts:         kcat -C -b {bootstrap} -t {}",
+        k.alerts_topic
+    );
+    eprintln!(
+        "  dead-letter topic:        kcat -C -b {bootstrap} -t {}",
+        k.dead_letter_topic
+    );
     if let Some((addr, _)) = &http {
         eprintln!("  metrics:                  curl http://{addr}/metrics");
     }
@@ -212,7 +237,10 @@ pub async fn run(opts: DemoOptions, shutdown: CancellationToken) -> Result<DemoS
     };
     eprintln!(
         "churnwatch demo: produced {} messages; processed {} events ({} invalid); {} alerts",
-        summary.produced, summary.pipeline.events, summary.pipeline.invalid, summary.pipeline.alerts
+        summary.produced,
+        summary.pipeline.events,
+        summary.pipeline.invalid,
+        summary.pipeline.alerts
     );
     Ok(summary)
 }
@@ -252,7 +280,11 @@ async fn produce_traffic(
     let mut buf: Vec<SimEvent> = Vec::new();
     let mut sim_ms = start_ms + (opts.backfill_days * DAY_MS as f64) as i64;
     sim.advance(sim_ms, &mut buf);
-    info!(events = buf.len(), days = opts.backfill_days, "producing the simulated customers' history");
+    info!(
+        events = buf.len(),
+        days = opts.backfill_days,
+        "producing the simulated customers' history"
+    );
     if !send_all(&producer, &topic, &mut buf, &produced, &metrics, &stop).await {
         return;
     }
@@ -315,7 +347,12 @@ async fn send_all(
 }
 
 /// Read the alerts topic and print each alert as one line on stdout.
-async fn print_alerts(bootstrap: String, topic: String, stop: CancellationToken, printed: Arc<AtomicU64>) {
+async fn print_alerts(
+    bootstrap: String,
+    topic: String,
+    stop: CancellationToken,
+    printed: Arc<AtomicU64>,
+) {
     let consumer: StreamConsumer = match ClientConfig::new()
         .set("bootstrap.servers", &bootstrap)
         .set("group.id", "churnwatch-demo-printer")

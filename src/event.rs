@@ -59,11 +59,17 @@ impl EventType {
 pub enum Activity {
     Visit,
     /// Usage of `quantity` units (>= 0, default 1).
-    Usage { quantity: f64 },
+    Usage {
+        quantity: f64,
+    },
     /// A purchase worth `amount` (>= 0).
-    Purchase { amount: f64 },
+    Purchase {
+        amount: f64,
+    },
     /// A new engagement score.
-    Engagement { score: f64 },
+    Engagement {
+        score: f64,
+    },
 }
 
 impl Activity {
@@ -402,7 +408,10 @@ mod tests {
         assert_eq!(e.customer_id, "c00042");
         assert_eq!(e.activity, Activity::Purchase { amount: 29.90 });
         assert_eq!(e.ts_ms, parse_rfc3339_ms("2026-03-01T10:15:00Z").unwrap());
-        assert!(matches!(e.customer_id, Cow::Borrowed(_)), "no allocation for plain ids");
+        assert!(
+            matches!(e.customer_id, Cow::Borrowed(_)),
+            "no allocation for plain ids"
+        );
     }
 
     #[test]
@@ -434,9 +443,18 @@ mod tests {
         assert_eq!(reason("not json"), NotJson);
         assert_eq!(reason("{\"type\":\"visit\""), NotJson);
         assert_eq!(reason("[1,2]"), WrongType);
-        assert_eq!(reason(r#"{"customer_id":"c","ts":"2026-03-01T10:15:00Z"}"#), MissingField);
-        assert_eq!(reason(r#"{"type":"visit","ts":"2026-03-01T10:15:00Z"}"#), MissingField);
-        assert_eq!(reason(r#"{"type":"visit","customer_id":"c"}"#), MissingField);
+        assert_eq!(
+            reason(r#"{"customer_id":"c","ts":"2026-03-01T10:15:00Z"}"#),
+            MissingField
+        );
+        assert_eq!(
+            reason(r#"{"type":"visit","ts":"2026-03-01T10:15:00Z"}"#),
+            MissingField
+        );
+        assert_eq!(
+            reason(r#"{"type":"visit","customer_id":"c"}"#),
+            MissingField
+        );
         assert_eq!(
             reason(r#"{"type":"refund","customer_id":"c","ts":"2026-03-01T10:15:00Z"}"#),
             UnknownType
@@ -474,7 +492,9 @@ mod tests {
             WrongType
         );
         assert_eq!(
-            reason(r#"{"type":"usage","customer_id":"c","ts":"2026-03-01T10:15:00Z","quantity":1e300}"#),
+            reason(
+                r#"{"type":"usage","customer_id":"c","ts":"2026-03-01T10:15:00Z","quantity":1e300}"#
+            ),
             InvalidValue
         );
         assert_eq!(

@@ -157,9 +157,11 @@ async fn run(config: PathBuf) -> anyhow::Result<()> {
 
 async fn run_demo(opts: DemoOptions) -> anyhow::Result<()> {
     let log = match &opts.config {
-        Some(p) => Config::load(p)
-            .with_context(|| format!("{} is not valid", p.display()))?
-            .log,
+        Some(p) => {
+            Config::load(p)
+                .with_context(|| format!("{} is not valid", p.display()))?
+                .log
+        }
         None => Config::default().log,
     };
     logging::init(&log);

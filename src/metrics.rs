@@ -209,7 +209,11 @@ impl Metrics {
             .sum();
         let invalid: u64 = InvalidReason::ALL
             .iter()
-            .map(|r| self.events_invalid_total.with_label_values(&[r.as_str()]).get())
+            .map(|r| {
+                self.events_invalid_total
+                    .with_label_values(&[r.as_str()])
+                    .get()
+            })
             .sum();
         valid + invalid
     }

@@ -172,8 +172,7 @@ impl PartitionState {
         let Some(st) = self.stream_time_ms else {
             return false;
         };
-        if now_wall.duration_since(self.last_event_wall) < self.cfg.input.idle_partition_timeout
-        {
+        if now_wall.duration_since(self.last_event_wall) < self.cfg.input.idle_partition_timeout {
             return false;
         }
         let step = now_wall.duration_since(self.last_advance_wall).as_millis() as i64;
@@ -279,8 +278,7 @@ impl Drop for PartitionState {
 
 /// Lifecycle stage at `as_of_ms`.
 pub fn lifecycle_of(c: &CustomerState, as_of_ms: i64, cfg: &Config) -> Lifecycle {
-    if c.alert.phase == Phase::Lapsed || as_of_ms - c.last_seen_ms >= cfg.lifecycle.lapse_after_ms
-    {
+    if c.alert.phase == Phase::Lapsed || as_of_ms - c.last_seen_ms >= cfg.lifecycle.lapse_after_ms {
         Lifecycle::Lapsed
     } else if c.alert.phase == Phase::AtRisk {
         Lifecycle::Declining
@@ -402,13 +400,28 @@ mod tests {
         assert!(first.reasons[0].summary.starts_with("visits -"));
         // Gauges: one lapsed customer, nobody at risk.
         let text = m.render();
-        assert!(text.contains("churnwatch_customers{lifecycle=\"lapsed\"} 1"), "{text}");
-        assert!(text.contains("churnwatch_customers{lifecycle=\"active\"} 2"), "{text}");
-        assert!(text.contains("churnwatch_customers{lifecycle=\"declining\"} 1"), "{text}");
-        assert!(text.contains("churnwatch_at_risk_customers{tier=\"low\"} 1"), "{text}");
+        assert!(
+            text.contains("churnwatch_customers{lifecycle=\"lapsed\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("churnwatch_customers{lifecycle=\"active\"} 2"),
+            "{text}"
+        );
+        assert!(
+            text.contains("churnwatch_customers{lifecycle=\"declining\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("churnwatch_at_risk_customers{tier=\"low\"} 1"),
+            "{text}"
+        );
         drop(p);
         let text = m.render();
-        assert!(text.contains("churnwatch_customers{lifecycle=\"active\"} 0"), "{text}");
+        assert!(
+            text.contains("churnwatch_customers{lifecycle=\"active\"} 0"),
+            "{text}"
+        );
     }
 
     #[test]
@@ -418,10 +431,18 @@ mod tests {
         let mut out = Vec::new();
         p.on_event(&ev("a", T0 + 10 * DAY_MS, Activity::Visit), None, &mut out);
         // Within the allowance (1 h): not late.
-        let o = p.on_event(&ev("a", T0 + 10 * DAY_MS - 30 * 60_000, Activity::Visit), None, &mut out);
+        let o = p.on_event(
+            &ev("a", T0 + 10 * DAY_MS - 30 * 60_000, Activity::Visit),
+            None,
+            &mut out,
+        );
         assert!(!o.late);
         // Two hours back: late, but its bucket is held.
-        let o = p.on_event(&ev("a", T0 + 10 * DAY_MS - 2 * HOUR_MS, Activity::Visit), None, &mut out);
+        let o = p.on_event(
+            &ev("a", T0 + 10 * DAY_MS - 2 * HOUR_MS, Activity::Visit),
+            None,
+            &mut out,
+        );
         assert!(o.late && !o.outside_window);
         // A year back: late and outside the windows.
         let o = p.on_event(&ev("a", T0 - 365 * DAY_MS, Activity::Visit), None, &mut out);
@@ -455,8 +476,18 @@ mod tests {
             _ => !(30..44).contains(&d),
         };
         let m = Metrics::new();
-        let one = run(&mut PartitionState::new(Arc::new(Config::default()), &m), 80, active, &ids);
-        let two = run(&mut PartitionState::new(Arc::new(Config::default()), &m), 80, active, &ids);
+        let one = run(
+            &mut PartitionState::new(Arc::new(Config::default()), &m),
+            80,
+            active,
+            &ids,
+        );
+        let two = run(
+            &mut PartitionState::new(Arc::new(Config::default()), &m),
+            80,
+            active,
+            &ids,
+        );
         let id = |v: &[Alert]| v.iter().map(|a| a.alert_id.clone()).collect::<Vec<_>>();
         assert!(!one.is_empty());
         assert_eq!(id(&one), id(&two));

@@ -30,8 +30,8 @@ use crate::event::{decode, DecodeLimits, InvalidReason};
 use crate::http::Health;
 use crate::kafka::sink::PendingAck;
 use crate::kafka::{
-    consumer_config, producer_config, ConsumerCtx, DeadLetter, KafkaPipelineError,
-    RebalanceNotice, Sink, SinkError,
+    consumer_config, producer_config, ConsumerCtx, DeadLetter, KafkaPipelineError, RebalanceNotice,
+    Sink, SinkError,
 };
 use crate::metrics::Metrics;
 use crate::partition::PartitionState;

@@ -571,7 +571,12 @@ mod tests {
     fn steady_visitor_is_not_at_risk() {
         let cfg = Config::default();
         let evs: Vec<_> = (0..60)
-            .flat_map(|d| [ev(d as f64 + 0.3, Activity::Visit), ev(d as f64 + 0.6, Activity::Visit)])
+            .flat_map(|d| {
+                [
+                    ev(d as f64 + 0.3, Activity::Visit),
+                    ev(d as f64 + 0.6, Activity::Visit),
+                ]
+            })
             .collect();
         let c = customer(&cfg, &evs);
         let a = SignalScorer.assess(&c, at(60.0), &cfg);
@@ -608,7 +613,9 @@ mod tests {
     #[test]
     fn too_little_history_yields_no_signal() {
         let cfg = Config::default();
-        let evs: Vec<_> = (0..5).map(|d| ev(d as f64 + 0.5, Activity::Visit)).collect();
+        let evs: Vec<_> = (0..5)
+            .map(|d| ev(d as f64 + 0.5, Activity::Visit))
+            .collect();
         let c = customer(&cfg, &evs);
         let a = SignalScorer.assess(&c, at(9.0), &cfg);
         assert!(a.signals[0].is_none());
@@ -637,7 +644,14 @@ mod tests {
     fn engagement_drop() {
         let cfg = Config::default();
         let mut evs: Vec<_> = (0..30)
-            .map(|d| ev(d as f64, Activity::Engagement { score: 70.0 + (d % 4) as f64 }))
+            .map(|d| {
+                ev(
+                    d as f64,
+                    Activity::Engagement {
+                        score: 70.0 + (d % 4) as f64,
+                    },
+                )
+            })
             .collect();
         evs.extend((30..36).map(|d| ev(d as f64, Activity::Engagement { score: 30.0 })));
         let c = customer(&cfg, &evs);

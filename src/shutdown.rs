@@ -27,7 +27,10 @@ pub fn cancel_on_signals(token: CancellationToken) {
             s = term => s,
             _ = token.cancelled() => return,
         };
-        info!(signal, "shutting down: stop fetching, finish in-flight work, flush, commit");
+        info!(
+            signal,
+            "shutting down: stop fetching, finish in-flight work, flush, commit"
+        );
         token.cancel();
     });
 }

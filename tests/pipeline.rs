@@ -164,7 +164,10 @@ fn read_topic(bootstrap: &str, topic: &str) -> Vec<Record> {
     let mut out = Vec::new();
     let start = Instant::now();
     while eof.len() < parts as usize {
-        assert!(start.elapsed() < Duration::from_secs(20), "reading {topic} timed out");
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "reading {topic} timed out"
+        );
         match c.poll(Duration::from_millis(200)) {
             Some(Ok(m)) => {
                 let mut headers = HashMap::new();
@@ -246,7 +249,11 @@ async fn alerts_follow_each_customers_story() {
     assert_eq!(summary.events, msgs.len() as u64);
 
     let all = alerts(&bs);
-    assert_eq!(summary.alerts as usize, all.len(), "every alert reached the topic");
+    assert_eq!(
+        summary.alerts as usize,
+        all.len(),
+        "every alert reached the topic"
+    );
     // A steady customer yields none.
     assert_eq!(kinds_of(&all, "steady"), Vec::<String>::new());
     // A declining one yields exactly one at_risk (and does not "recover" at its new low level).
@@ -256,9 +263,15 @@ async fn alerts_follow_each_customers_story() {
         1,
         "{declining:?}"
     );
-    assert!(!declining.contains(&"recovered".to_string()), "{declining:?}");
+    assert!(
+        !declining.contains(&"recovered".to_string()),
+        "{declining:?}"
+    );
     // One that goes silent is flagged with no further events of its own, by a timer.
-    let silent: Vec<&Value> = all.iter().filter(|a| a["customer_id"] == "silent").collect();
+    let silent: Vec<&Value> = all
+        .iter()
+        .filter(|a| a["customer_id"] == "silent")
+        .collect();
     assert_eq!(silent[0]["kind"], "at_risk");
     assert_eq!(silent[0]["trigger"], "timer");
     assert!(!silent[0]["reasons"].as_array().unwrap().is_empty());
@@ -269,7 +282,9 @@ async fn alerts_follow_each_customers_story() {
     assert_eq!(returning.last().map(String::as_str), Some("recovered"));
     // The alerts carry the config version and are the same as the scoring code's own.
     let cfg = config(&bs, "stories");
-    assert!(all.iter().all(|a| a["config_version"] == cfg.version.as_str()));
+    assert!(all
+        .iter()
+        .all(|a| a["config_version"] == cfg.version.as_str()));
     let ids: BTreeSet<String> = all
         .iter()
         .map(|a| a["alert_id"].as_str().unwrap().to_string())
@@ -278,7 +293,10 @@ async fn alerts_follow_each_customers_story() {
     // Metrics saw it all.
     let text = metrics.render();
     assert!(text.contains("churnwatch_events_total{type=\"visit\"}"));
-    assert_eq!(metrics.alerts_total.with_label_values(&["at_risk"]).get(), 3);
+    assert_eq!(
+        metrics.alerts_total.with_label_values(&["at_risk"]).get(),
+        3
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -288,14 +306,26 @@ async fn malformed_messages_go_to_the_dead_letter_topic_and_the_pipeline_goes_on
     let ts = format_rfc3339_ms(now_ms() - DAY_MS);
     let bad: Vec<(&str, String)> = vec![
         ("not_json", "this is not json".to_string()),
-        ("missing_field", r#"{"type":"visit","ts":"TS"}"#.replace("TS", &ts)),
-        ("unknown_type", r#"{"type":"refund","customer_id":"c1","ts":"TS"}"#.replace("TS", &ts)),
-        ("bad_timestamp", r#"{"type":"visit","customer_id":"c1","ts":"yesterday"}"#.to_string()),
+        (
+            "missing_field",
+            r#"{"type":"visit","ts":"TS"}"#.replace("TS", &ts),
+        ),
+        (
+            "unknown_type",
+            r#"{"type":"refund","customer_id":"c1","ts":"TS"}"#.replace("TS", &ts),
+        ),
+        (
+            "bad_timestamp",
+            r#"{"type":"visit","customer_id":"c1","ts":"yesterday"}"#.to_string(),
+        ),
         (
             "invalid_value",
             r#"{"type":"purchase","customer_id":"c1","ts":"TS","amount":-3}"#.replace("TS", &ts),
         ),
-        ("wrong_type", r#"{"type":"visit","customer_id":7,"ts":"TS"}"#.replace("TS", &ts)),
+        (
+            "wrong_type",
+            r#"{"type":"visit","customer_id":7,"ts":"TS"}"#.replace("TS", &ts),
+        ),
         (
             "timestamp_out_of_range",
             r#"{"type":"visit","customer_id":"c1","ts":"2999-01-01T00:00:00Z"}"#.to_string(),
@@ -324,7 +354,10 @@ async fn malformed_messages_go_to_the_dead_letter_topic_and_the_pipeline_goes_on
     .await;
     let summary = result.expect("pipeline ran cleanly");
     assert_eq!(summary.invalid, bad.len() as u64);
-    assert_eq!(summary.events, 3, "valid events after the bad ones were processed");
+    assert_eq!(
+        summary.events, 3,
+        "valid events after the bad ones were processed"
+    );
 
     let dead = read_topic(&bs, DLQ);
     assert_eq!(dead.len(), bad.len());
@@ -380,7 +413,10 @@ async fn a_restart_after_a_failed_delivery_loses_no_alert() {
         .collect();
     let expected = reference_alert_ids(&cfg, &msgs);
     assert!(!expected.is_empty());
-    assert_eq!(ids, expected, "the alerts of an uninterrupted run, none lost");
+    assert_eq!(
+        ids, expected,
+        "the alerts of an uninterrupted run, none lost"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -393,7 +429,10 @@ async fn a_graceful_restart_resumes_from_the_committed_offsets() {
     let (result, _) = run_until(cfg.clone(), first.len() as u64, Duration::from_secs(60)).await;
     assert_eq!(result.unwrap().events, first.len() as u64);
 
-    let second = vec![visit("a", now_ms() - HOUR_MS), visit("c", now_ms() - HOUR_MS)];
+    let second = vec![
+        visit("a", now_ms() - HOUR_MS),
+        visit("c", now_ms() - HOUR_MS),
+    ];
     produce(&bs, &second);
     let (result, _) = run_until(cfg, second.len() as u64, Duration::from_secs(60)).await;
     let summary = result.unwrap();

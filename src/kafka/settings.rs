@@ -22,7 +22,10 @@ pub fn consumer_config(cfg: &KafkaConfig) -> ClientConfig {
     c.set("group.id", &cfg.group_id)
         .set("enable.auto.commit", "true")
         .set("enable.auto.offset.store", "false")
-        .set("auto.commit.interval.ms", cfg.commit_interval_ms.to_string())
+        .set(
+            "auto.commit.interval.ms",
+            cfg.commit_interval_ms.to_string(),
+        )
         .set("auto.offset.reset", cfg.auto_offset_reset.as_str())
         .set("enable.partition.eof", "false");
     if cfg.statistics_interval_ms > 0 {

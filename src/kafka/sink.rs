@@ -116,10 +116,9 @@ impl Sink {
                 key: HEADER_SOURCE_OFFSET,
                 value: Some(offset.as_bytes()),
             });
-        let mut record: FutureRecord<'_, [u8], [u8]> =
-            FutureRecord::to(&self.dead_letter_topic)
-                .payload(dl.payload)
-                .headers(headers);
+        let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&self.dead_letter_topic)
+            .payload(dl.payload)
+            .headers(headers);
         if let Some(k) = dl.key {
             record = record.key(k);
         }
