@@ -168,6 +168,7 @@ pub async fn run(
     // The loop dropped its sender: wait until every acknowledgement has arrived and its
     // offsets are stored, then commit.
     health.set_ready(false);
+    metrics.ready.set(0);
     let _ = ack_task.await;
     let ack_failure = failure.lock().ok().and_then(|mut f| f.take());
     if let Err(e) = sink.flush(Duration::from_millis(cfg.kafka.delivery_timeout_ms)) {
@@ -235,7 +236,7 @@ impl ConsumeLoop {
             }
             if last_tick.elapsed() >= TICK {
                 last_tick = Instant::now();
-                apply_notices(&self.notices, parts, &self.health);
+                apply_notices(&self.notices, parts, &self.health, &self.metrics);
                 let now = Instant::now();
                 for p in parts.iter_mut() {
                     p.state.on_idle(now, &mut alerts);
@@ -256,7 +257,7 @@ impl ConsumeLoop {
                 continue;
             };
             summary.chunks += 1;
-            apply_notices(&self.notices, parts, &self.health);
+            apply_notices(&self.notices, parts, &self.health, &self.metrics);
             let mut batch = Batch::default();
             let limits = DecodeLimits::from_config(&cfg.input, now_ms());
             let mut next = Some(first);
@@ -382,10 +383,14 @@ fn apply_notices(
     notices: &std::sync::mpsc::Receiver<RebalanceNotice>,
     parts: &mut Vec<Part>,
     health: &Health,
+    metrics: &Metrics,
 ) {
     while let Ok(n) = notices.try_recv() {
         match n {
-            RebalanceNotice::Assigned(_) => health.set_ready(true),
+            RebalanceNotice::Assigned(_) => {
+                health.set_ready(true);
+                metrics.ready.set(1);
+            }
             RebalanceNotice::Revoked(revoked) => {
                 parts.retain(|p| {
                     !revoked
