@@ -51,6 +51,36 @@ impl ConfigError {
         }
     }
 
+    /// If the offending key was set by an environment variable, say so.
+    fn naming_env_source(self) -> Self {
+        match self {
+            ConfigError::Invalid {
+                key,
+                value,
+                mut problem,
+            } => {
+                let var = format!(
+                    "{ENV_PREFIX}{}",
+                    key.to_ascii_uppercase().replace('.', "__")
+                );
+                if !key.contains('.') || std::env::var_os(&var).is_none() {
+                    return ConfigError::Invalid {
+                        key,
+                        value,
+                        problem,
+                    };
+                }
+                problem.push_str(&format!("; set by environment variable {var}"));
+                ConfigError::Invalid {
+                    key,
+                    value,
+                    problem,
+                }
+            }
+            other => other,
+        }
+    }
+
     /// The config key the error is about, when it is known.
     pub fn key(&self) -> Option<&str> {
         match self {
@@ -70,7 +100,10 @@ impl From<figment::Error> for ConfigError {
                 let source = e
                     .metadata
                     .as_ref()
-                    .map(|m| format!(" (from {})", m.name))
+                    .map(|m| match &m.source {
+                        Some(src) => format!(" (from {} {src})", m.name),
+                        None => format!(" (from {})", m.name),
+                    })
                     .unwrap_or_default();
                 if path.is_empty() {
                     format!("{}{}", e.kind, source)
@@ -562,7 +595,9 @@ impl Config {
             )));
         }
         let raw = Self::figment(Toml::file_exact(path)).extract::<RawConfig>()?;
-        raw.with_rdkafka_env(std::env::vars()).validate()
+        raw.with_rdkafka_env(std::env::vars())
+            .validate()
+            .map_err(ConfigError::naming_env_source)
     }
 
     /// Load from an optional path; `None` means the embedded default (plus environment overrides).
