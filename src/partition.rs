@@ -464,7 +464,7 @@ mod tests {
         assert!(!p.on_idle(start, &mut out));
         assert!(p.on_idle(start + std::time::Duration::from_secs(5), &mut out));
         let st = p.stream_time_ms().unwrap();
-        assert!(st >= T0 + 5_000 && st < T0 + 10_000, "{st}");
+        assert!((T0 + 5_000..T0 + 10_000).contains(&st), "{st}");
     }
 
     #[test]

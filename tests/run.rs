@@ -2,130 +2,83 @@
 //! in-process broker serves as the cluster, `run` joins it with its own consumer group, scores
 //! the same traffic, serves its metrics, and stops cleanly on SIGTERM.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+mod common;
+
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use common::process::{churnwatch, free_port, http_get, metric_sum, Running};
 
-fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut buf = String::new();
-    s.read_to_string(&mut buf).ok()?;
-    let status = buf.split_whitespace().nth(1)?.parse().ok()?;
-    let body = buf.split_once("\r\n\r\n").map(|x| x.1).unwrap_or("");
-    Some((status, body.to_string()))
-}
+const HTTP_TIMEOUT: Duration = Duration::from_secs(3);
 
-/// Sum of a metric's samples (all label sets) in a Prometheus text exposition.
-fn metric_sum(text: &str, name: &str) -> f64 {
-    text.lines()
-        .filter(|l| {
-            l.starts_with(name) && matches!(l.as_bytes().get(name.len()), Some(b'{') | Some(b' '))
-        })
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
-struct Kill(Child);
-
-impl Drop for Kill {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
+fn addr(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
 }
 
 #[test]
 fn run_joins_a_cluster_scores_and_stops_on_sigterm() {
-    let bin = env!("CARGO_BIN_EXE_churnwatch");
-    let demo_port = free_port();
-    let mut demo = Kill(
-        Command::new(bin)
-            .args(["demo", "--duration", "60", "--customers", "2000"])
-            .args(["--listen", &format!("127.0.0.1:{demo_port}")])
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start the demo"),
-    );
-    // The demo prints its broker's address on stderr.
-    let (tx, rx) = mpsc::channel();
-    let stderr = demo.0.stderr.take().unwrap();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if let Some(addr) = line.split("in-process Kafka broker:").nth(1) {
-                let _ = tx.send(addr.trim().to_string());
-            }
-        }
-    });
-    let bootstrap = rx
-        .recv_timeout(Duration::from_secs(30))
+    let mut demo_cmd = churnwatch();
+    demo_cmd
+        .args(["demo", "--duration", "60", "--customers", "2000"])
+        .args(["--listen", &addr(free_port()).to_string()]);
+    let mut demo = Running::spawn(demo_cmd);
+    let line = demo
+        .wait_for_stderr_line("in-process Kafka broker:", Duration::from_secs(30))
         .expect("the demo prints its bootstrap address");
+    let bootstrap = line
+        .split("in-process Kafka broker:")
+        .nth(1)
+        .unwrap()
+        .trim()
+        .to_string();
 
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("churnwatch.toml");
-    let run_port = free_port();
+    let run_addr = addr(free_port());
     std::fs::write(
         &cfg,
         format!(
             "[kafka]\nbrokers = \"{bootstrap}\"\ngroup_id = \"run-under-test\"\n\
-             alerts_topic = \"run-alerts\"\n\n[http]\nlisten = \"127.0.0.1:{run_port}\"\n\n\
+             alerts_topic = \"run-alerts\"\n\n[http]\nlisten = \"{run_addr}\"\n\n\
              [input]\nmax_future_skew_secs = 0\n"
         ),
     )
     .unwrap();
-    let mut run = Kill(
-        Command::new(bin)
-            .args(["run", "--config"])
-            .arg(&cfg)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start run"),
-    );
+    let mut run_cmd = churnwatch();
+    run_cmd.args(["run", "--config"]).arg(&cfg);
+    let mut run = Running::spawn(run_cmd);
 
-    // It consumes, scores and alerts (to its own alerts topic, which the mock broker creates).
+    // It consumes, scores and alerts (to its own alerts topic, which the broker creates).
     let start = Instant::now();
     let (mut events, mut alerts, mut ready) = (0.0, 0.0, false);
     while start.elapsed() < Duration::from_secs(45) && (events == 0.0 || alerts == 0.0 || !ready) {
         std::thread::sleep(Duration::from_millis(500));
-        if let Some((200, text)) = http_get(run_port, "/metrics") {
-            events = metric_sum(&text, "churnwatch_events_total");
-            alerts = metric_sum(&text, "churnwatch_alerts_total");
+        if let Ok(r) = http_get(run_addr, "/metrics", HTTP_TIMEOUT) {
+            events = metric_sum(&r.body, "churnwatch_events_total").unwrap_or(0.0);
+            alerts = metric_sum(&r.body, "churnwatch_alerts_total").unwrap_or(0.0);
         }
-        ready = matches!(http_get(run_port, "/readyz"), Some((200, _)));
+        ready = http_get(run_addr, "/readyz", HTTP_TIMEOUT).is_ok_and(|r| r.status == 200);
     }
-    assert!(events > 0.0, "run consumed no events");
+    assert!(events > 0.0, "run consumed no events: {}", run.stderr());
     assert!(alerts > 0.0, "run raised no alerts after {events} events");
     assert!(ready, "/readyz never became ready");
-    assert_eq!(http_get(run_port, "/healthz").map(|r| r.0), Some(200));
+    assert_eq!(
+        http_get(run_addr, "/healthz", HTTP_TIMEOUT).unwrap().status,
+        200
+    );
 
     // SIGTERM: finish, flush, commit, exit 0.
-    let pid = run.0.id().to_string();
-    let status = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-    assert!(status.success());
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let exit = loop {
-        if let Some(s) = run.0.try_wait().unwrap() {
-            break s;
-        }
-        assert!(Instant::now() < deadline, "run did not stop after SIGTERM");
-        std::thread::sleep(Duration::from_millis(100));
-    };
-    assert!(exit.success(), "run exited with {exit}");
+    run.signal("TERM");
+    let out = run.finish(Duration::from_secs(20));
+    assert!(
+        out.status.success(),
+        "run did not exit 0 after SIGTERM: {}",
+        out.describe()
+    );
+    assert!(
+        out.stderr.contains("pipeline stopped"),
+        "{}",
+        out.describe()
+    );
+    demo.signal("TERM");
 }
