@@ -102,6 +102,21 @@ impl AlertState {
         (self.phase == Phase::AtRisk).then_some(self.alerted_tier)
     }
 
+    /// Back to healthy; the cooldown starts now.
+    fn recover(&mut self, now: i64) -> Transition {
+        let previous_tier = self.alerted_tier;
+        self.phase = Phase::Healthy;
+        self.alerted_tier = Tier::None;
+        self.recovered_ms = Some(now);
+        self.cooldown_noted = false;
+        Transition {
+            kind: AlertKind::Recovered,
+            tier: Tier::None,
+            previous_tier,
+            episode: self.episode,
+        }
+    }
+
     /// Whether recent activity is back to (near) the level before the episode.
     fn back_to_level(&self, a: &Assessment, cfg: &Config) -> bool {
         let s = &cfg.signals;
@@ -125,17 +140,7 @@ impl AlertState {
         match self.phase {
             Phase::Lapsed => {
                 if last_seen_ms > self.since_ms {
-                    let previous_tier = self.alerted_tier;
-                    self.phase = Phase::Healthy;
-                    self.alerted_tier = Tier::None;
-                    self.recovered_ms = Some(now);
-                    self.cooldown_noted = false;
-                    return Ok(Some(Transition {
-                        kind: AlertKind::Recovered,
-                        tier: Tier::None,
-                        previous_tier,
-                        episode: self.episode,
-                    }));
+                    return Ok(Some(self.recover(now)));
                 }
                 Ok(None)
             }
@@ -185,17 +190,7 @@ impl AlertState {
                     && last_seen_ms > self.since_ms
                     && self.back_to_level(a, cfg)
                 {
-                    let previous_tier = self.alerted_tier;
-                    self.phase = Phase::Healthy;
-                    self.alerted_tier = Tier::None;
-                    self.recovered_ms = Some(now);
-                    self.cooldown_noted = false;
-                    return Ok(Some(Transition {
-                        kind: AlertKind::Recovered,
-                        tier: Tier::None,
-                        previous_tier,
-                        episode: self.episode,
-                    }));
+                    return Ok(Some(self.recover(now)));
                 }
                 if a.risk >= ac.enter_threshold {
                     let tier = Tier::of_at_risk(a.risk, ac);
