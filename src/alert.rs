@@ -1,8 +1,9 @@
 //! The alert as it goes on the wire (JSON, documented in `schema/alert.schema.json`).
 //!
 //! `schema_version` is bumped on any incompatible change. `alert_id` is deterministic: a
-//! UUIDv5 of the customer id, kind, episode and triggering event time, so a replay or a retry
-//! after a crash produces the same id and consumers can deduplicate on it.
+//! UUIDv5 of the customer id, kind, episode and triggering event time, so replaying the same
+//! events through the same state yields the same ids, and a record re-sent after a failed
+//! delivery keeps its id; consumers deduplicate on it.
 
 use serde::Serialize;
 use uuid::Uuid;
@@ -121,7 +122,8 @@ impl Alert {
             customer_id: customer_id.to_string(),
             tier: t.tier,
             previous_tier: t.previous_tier,
-            risk_score: round(a.risk, 4),
+            // Rounded down, so the shown score never reaches a tier threshold the risk did not.
+            risk_score: (a.risk * 1e4).floor() / 1e4,
             reasons: reasons.iter().map(ReasonOut::from).collect(),
             customer_value: round(a.customer_value, 2),
             value_at_risk: round(a.value_at_risk(), 2),

@@ -161,13 +161,15 @@ pub async fn run(opts: DemoOptions, shutdown: CancellationToken) -> Result<DemoS
             s.cancel();
         });
     }
+    // The HTTP server outlives the pipeline's drain, so /readyz answers 503 while it stops.
+    let http_stop = CancellationToken::new();
     let http = if cfg.http.enabled {
         Some(
             crate::http::serve(
                 cfg.http.listen,
                 metrics.clone(),
                 health.clone(),
-                stop.clone(),
+                http_stop.clone(),
             )
             .await?,
         )
@@ -226,6 +228,7 @@ pub async fn run(opts: DemoOptions, shutdown: CancellationToken) -> Result<DemoS
         printer_stop.cancel();
         let _ = p.await;
     }
+    http_stop.cancel();
     if let Some((_, h)) = http {
         let _ = h.await;
     }
@@ -236,7 +239,7 @@ pub async fn run(opts: DemoOptions, shutdown: CancellationToken) -> Result<DemoS
         pipeline: result?,
     };
     eprintln!(
-        "churnwatch demo: produced {} messages; processed {} events ({} invalid); {} alerts",
+        "churnwatch demo: produced {} messages; processed {} valid events and {} invalid messages; {} alerts",
         summary.produced,
         summary.pipeline.events,
         summary.pipeline.invalid,

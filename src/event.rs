@@ -111,7 +111,7 @@ pub enum InvalidReason {
     Oversized,
     /// Not valid UTF-8.
     InvalidUtf8,
-    /// Not parseable as JSON (or not a JSON object).
+    /// Not parseable as JSON (a JSON value that is not an object is `WrongType`).
     NotJson,
     /// A required field is absent or null.
     MissingField,

@@ -132,13 +132,15 @@ async fn run(config: PathBuf) -> anyhow::Result<()> {
     let health = Arc::new(Health::default());
     let token = CancellationToken::new();
     shutdown::cancel_on_signals(token.clone());
+    // The HTTP server outlives the pipeline's drain, so /readyz answers 503 while it stops.
+    let http_token = CancellationToken::new();
     let http = if cfg.http.enabled {
         Some(
             churnwatch::http::serve(
                 cfg.http.listen,
                 metrics.clone(),
                 health.clone(),
-                token.clone(),
+                http_token.clone(),
             )
             .await
             .context("starting the HTTP server")?,
@@ -147,7 +149,7 @@ async fn run(config: PathBuf) -> anyhow::Result<()> {
         None
     };
     let result = pipeline::run(cfg, metrics, health, token.clone()).await;
-    token.cancel();
+    http_token.cancel();
     if let Some((_, h)) = http {
         let _ = h.await;
     }

@@ -225,9 +225,20 @@ impl PartitionState {
         match decision {
             Ok(Some(t)) => {
                 let mut reasons = a.ranked_reasons();
-                if t.kind == AlertKind::Lapsed || reasons.is_empty() {
-                    reasons.insert(0, inactivity_reason(a.days_since_last_seen, cfg));
+                let lapsed = t.kind == AlertKind::Lapsed;
+                if lapsed || reasons.is_empty() {
+                    reasons.insert(0, inactivity_reason(a.days_since_last_seen, lapsed, cfg));
                 }
+                // A lapse is the risk realised: the alert says so, and its value at risk is
+                // the customer's whole value.
+                let a = if lapsed {
+                    Assessment {
+                        risk: 1.0,
+                        ..a.clone()
+                    }
+                } else {
+                    a.clone()
+                };
                 self.hot.alerts[t.kind as usize].inc();
                 out.push(Alert::build(
                     &self.ids[slot as usize],

@@ -160,17 +160,25 @@ impl Reason {
                 self.recent_days,
                 p
             ),
-            Signal::Purchases => format!(
+            Signal::Purchases if self.statistic > 0.0 => format!(
                 "purchase {:.1} cycles overdue ({:.0} days since last purchase, usual gap {:.1} days), p={}",
                 self.statistic, self.recent, self.baseline, p
+            ),
+            Signal::Purchases => format!(
+                "next purchase not yet due ({:.0} days since last purchase, usual gap {:.1} days)",
+                self.recent, self.baseline
             ),
             Signal::Engagement => format!(
                 "engagement score {:+.0}% vs baseline ({:.1} -> {:.1}, z={:.1}), p={}",
                 self.change_pct, self.baseline, self.recent, self.statistic, p
             ),
-            Signal::Inactivity => format!(
+            Signal::Inactivity if self.strength > 0.0 => format!(
                 "no activity for {:.1} days (lapse threshold {:.0} days)",
                 self.recent, self.baseline
+            ),
+            Signal::Inactivity => format!(
+                "active again (last activity {:.1} days ago)",
+                self.recent
             ),
         }
     }
@@ -523,17 +531,19 @@ fn engagement_signal(c: &CustomerState, cfg: &Config) -> Option<Reason> {
     })
 }
 
-/// The reason attached to a `lapsed` alert.
-pub fn inactivity_reason(days_silent: f64, cfg: &Config) -> Reason {
+/// The inactivity reason: on a `lapsed` alert it carries the whole risk (`lapsed = true`); on a
+/// `recovered` alert with no testable signal it just says the customer is active again.
+pub fn inactivity_reason(days_silent: f64, lapsed: bool, cfg: &Config) -> Reason {
     let lapse_days = cfg.lifecycle.lapse_after_ms as f64 / DAY_MS as f64;
+    let strength = if lapsed { 1.0 } else { 0.0 };
     Reason {
         signal: Signal::Inactivity,
         baseline: lapse_days,
         recent: days_silent,
-        change_pct: -100.0,
+        change_pct: if lapsed { -100.0 } else { 0.0 },
         statistic: days_silent,
-        p_value: 0.0,
-        strength: 1.0,
+        p_value: if lapsed { 0.0 } else { 1.0 },
+        strength,
         weight: 1.0,
         recent_days: days_silent,
         baseline_days: lapse_days,
