@@ -1,6 +1,6 @@
 //! `churnwatch demo`: the embedded default. No Kafka to install: an in-process Kafka-protocol
 //! broker (librdkafka's mock cluster), the simulator producing customer traffic to it, and the
-//! real [`pipeline`](crate::pipeline) consuming it, exactly as `run` would against a cluster.
+//! real [`pipeline`](mod@crate::pipeline) consuming it, exactly as `run` would against a cluster.
 //!
 //! Timeline: simulated time starts `history_days` before now. The first `backfill_days` are
 //! produced at once (the customers' history; decliners start to decline inside it, so the

@@ -27,12 +27,14 @@
 //!   timers, and the per-event entry point used by the live stream and tests alike.
 //! - [`metrics`]: the Prometheus registry and every `churnwatch_` metric.
 //! - [`http`]: `/metrics`, `/healthz`, `/readyz`.
-//! - [`kafka`]: rdkafka client settings, the consumer driver with at-least-once offset
-//!   handling, and the alert / dead-letter sink.
-//! - [`pipeline`]: wires Kafka, partitions, sinks and shutdown into `churnwatch run`.
+//! - [`kafka`]: rdkafka client settings, the consumer's context (rebalances, lag from
+//!   statistics, commits) and the alert / dead-letter sink.
+//! - [`pipeline`]: `churnwatch run`: the consumer thread, partition states, the sink and the
+//!   acknowledgement task that stores offsets only after the broker has the alerts.
 //! - [`sim`]: a seeded simulator of customer activity (the demo's traffic).
 //! - [`demo`]: the embedded default: an in-process broker, the simulator and the real pipeline.
 //! - [`shutdown`]: SIGINT/SIGTERM handling shared by `run` and `demo`.
+//! - [`logging`]: `tracing` to stderr, as text or JSON lines.
 
 pub mod alert;
 pub mod alerting;
