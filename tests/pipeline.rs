@@ -439,3 +439,58 @@ async fn a_graceful_restart_resumes_from_the_committed_offsets() {
     // Only the new events: the first run's offsets were committed on shutdown.
     assert_eq!(summary.events, second.len() as u64);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_partition_advances_with_the_wall_clock_and_fires_timers() {
+    let cluster = broker();
+    let bs = cluster.bootstrap_servers();
+    // The last events are two seconds before a midnight, where every customer's daily
+    // re-score timer is due; nothing comes after them.
+    let midnight = now_ms().div_euclid(DAY_MS) * DAY_MS;
+    let msgs: Vec<Msg> = (0..3)
+        .flat_map(|d| {
+            let t = midnight - (3 - d) * DAY_MS + 12 * HOUR_MS;
+            [visit("a", t), visit("b", t)]
+        })
+        .chain([visit("a", midnight - 2_000), visit("b", midnight - 2_000)])
+        .collect();
+    produce(&bs, &msgs);
+    let mut raw = RawConfig::default();
+    raw.kafka.brokers = bs.clone();
+    raw.kafka.group_id = "idle".into();
+    raw.http.enabled = false;
+    raw.input.allowed_lateness_secs = 0;
+    raw.input.idle_partition_timeout_secs = 1;
+    let cfg = raw.validate().unwrap();
+
+    let metrics = Arc::new(Metrics::new());
+    let token = CancellationToken::new();
+    let handle = tokio::spawn(pipeline::run(
+        Arc::new(cfg),
+        metrics.clone(),
+        Arc::new(Health::default()),
+        token.clone(),
+    ));
+    let start = Instant::now();
+    while metrics.messages_processed() < msgs.len() as u64 {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "events not consumed"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let fired_with_events = metrics.timers_fired_total.get();
+    // No more events: within a few seconds of wall-clock idleness, stream time passes midnight
+    // and both customers' timers fire.
+    while metrics.timers_fired_total.get() < fired_with_events + 2 {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "idle partition never fired its timers ({} fired)",
+            metrics.timers_fired_total.get()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(metrics.watermark_timestamp_seconds.get() * 1000.0 >= midnight as f64);
+    token.cancel();
+    handle.await.unwrap().unwrap();
+}
