@@ -17,7 +17,7 @@ use crate::config::Config;
 use crate::customer::CustomerState;
 use crate::stats::{gamma_survival, normal_cdf, poisson_rate_drop};
 use crate::time::{bucket_index, ms_to_days, DAY_MS};
-use crate::window::Bucket;
+use crate::window::{Moments, Totals};
 
 /// The signals churnwatch watches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -238,55 +238,38 @@ impl Scorer for SignalScorer {
     fn assess(&self, c: &CustomerState, as_of_ms: i64, cfg: &Config) -> Assessment {
         let s = &cfg.signals;
         let win = RateWindows::new(c, as_of_ms, cfg);
-        let visits = if s.visits.enabled {
-            win.and_then(|w| w.visits(c, cfg))
-        } else {
-            None
-        };
-        let usage = if s.usage.enabled {
-            win.and_then(|w| w.usage(c, cfg))
-        } else {
-            None
-        };
-        let purchases = if s.purchases.enabled {
-            purchase_signal(c, as_of_ms, cfg)
-        } else {
-            None
-        };
-        let engagement = if s.engagement.enabled {
-            engagement_signal(c, cfg)
-        } else {
-            None
-        };
+        let visits = s.visits.enabled.then(|| win.visits(cfg)).flatten();
+        let usage = s.usage.enabled.then(|| win.usage(cfg)).flatten();
+        let purchases = s
+            .purchases
+            .enabled
+            .then(|| purchase_signal(c, as_of_ms, cfg))
+            .flatten();
+        let engagement = s
+            .engagement
+            .enabled
+            .then(|| engagement_signal(c, cfg))
+            .flatten();
         let signals = [visits, usage, purchases, engagement];
-        let survive: f64 = signals
-            .iter()
-            .flatten()
-            .map(|r| 1.0 - r.contribution())
-            .product();
-        let risk = (1.0 - survive).clamp(0.0, 1.0);
-        let (recent_visit_rate, recent_usage_rate) = recent_rates(c, as_of_ms, cfg);
         Assessment {
-            recent_visit_rate,
-            recent_usage_rate,
             as_of_ms,
-            risk,
+            risk: combine(signals.iter().flatten()),
             signals,
             customer_value: customer_value(c, as_of_ms, cfg),
             days_since_last_seen: ms_to_days((as_of_ms - c.last_seen_ms).max(0)),
+            recent_visit_rate: win.recent.visits as f64 / win.recent_days,
+            recent_usage_rate: win.recent.usage_qty / win.recent_days,
         }
     }
 }
 
-/// Visits and usage units per day over the recent window ending at `as_of_ms`.
-pub fn recent_rates(c: &CustomerState, as_of_ms: i64, cfg: &Config) -> (f64, f64) {
-    let w = &cfg.windows;
-    let now_idx = bucket_index(as_of_ms, w.bucket_ms);
-    let from = now_idx - w.recent_buckets as i64 + 1;
-    let start_ms = (from * w.bucket_ms).max(c.first_seen_ms);
-    let days = ms_to_days(as_of_ms - start_ms).max(1.0 / 24.0);
-    let t = c.windows.sum(from, now_idx);
-    (t.visits as f64 / days, t.usage_qty / days)
+/// The noisy-OR of the reasons' contributions: `1 - Π(1 - weight · strength)`.
+pub fn combine<'a>(reasons: impl IntoIterator<Item = &'a Reason>) -> f64 {
+    let survive: f64 = reasons
+        .into_iter()
+        .map(|r| 1.0 - r.contribution())
+        .product();
+    (1.0 - survive).clamp(0.0, 1.0)
 }
 
 /// Expected revenue over `value.horizon_days` from the customer's own purchase rate.
@@ -298,159 +281,157 @@ pub fn customer_value(c: &CustomerState, as_of_ms: i64, cfg: &Config) -> f64 {
     c.purchases.total_value / tenure * cfg.value.horizon_days
 }
 
-/// The recent and baseline windows' bucket ranges and exposures at a scoring time.
+/// The recent window's totals and, once there is enough history, the baseline window's, read
+/// from the bucket ring once per assessment.
 #[derive(Debug, Clone, Copy)]
 struct RateWindows {
-    recent_from: i64,
-    recent_to: i64,
-    baseline_from: i64,
-    baseline_to: i64,
+    recent: Totals,
     recent_days: f64,
-    baseline_days: f64,
+    baseline: Option<Baseline>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Baseline {
+    m: Moments,
+    days: f64,
+    /// Buckets since the customer's first one (the spread of per-bucket counts is over these).
+    buckets: f64,
 }
 
 impl RateWindows {
-    fn new(c: &CustomerState, as_of_ms: i64, cfg: &Config) -> Option<RateWindows> {
+    fn new(c: &CustomerState, as_of_ms: i64, cfg: &Config) -> RateWindows {
         let w = &cfg.windows;
         let b = w.bucket_ms;
         let now_idx = bucket_index(as_of_ms, b);
         let recent_from = now_idx - w.recent_buckets as i64 + 1;
-        let baseline_to = recent_from - 1;
-        let baseline_from = baseline_to - w.baseline_buckets as i64 + 1;
         let recent_start_ms = recent_from * b;
         // The current bucket counts only for the part of it that has elapsed.
-        let recent_days = ms_to_days(as_of_ms - recent_start_ms).max(1e-6);
+        let recent_days =
+            ms_to_days(as_of_ms - recent_start_ms.max(c.first_seen_ms)).max(1.0 / 24.0);
+        let recent = c.windows.sum(recent_from, now_idx);
+        let baseline_to = recent_from - 1;
+        let baseline_from = baseline_to - w.baseline_buckets as i64 + 1;
         // The baseline starts no earlier than the customer's first event.
-        let baseline_start_ms = (baseline_from * b).max(c.first_seen_ms);
-        let baseline_ms = recent_start_ms - baseline_start_ms;
-        if baseline_ms < w.min_baseline_buckets as i64 * b {
-            return None;
-        }
-        Some(RateWindows {
-            recent_from,
-            recent_to: now_idx,
-            baseline_from,
-            baseline_to,
+        let baseline_ms = recent_start_ms - (baseline_from * b).max(c.first_seen_ms);
+        let baseline = (baseline_ms >= w.min_baseline_buckets as i64 * b).then(|| {
+            let first_idx = bucket_index(c.first_seen_ms, b);
+            Baseline {
+                m: c.windows.moments(baseline_from, baseline_to),
+                days: ms_to_days(baseline_ms),
+                buckets: (baseline_to - baseline_from.max(first_idx) + 1) as f64,
+            }
+        });
+        RateWindows {
+            recent,
             recent_days,
-            baseline_days: ms_to_days(baseline_ms),
-        })
+            baseline,
+        }
     }
 
-    /// Over-dispersion of a per-bucket count in the baseline: variance / mean of the buckets
-    /// since the customer's first bucket (at least 1). Activity comes in bursts (sessions,
-    /// busy weeks), so the plain Poisson test would be far too confident; dividing the counts by
-    /// this factor is the quasi-Poisson correction.
-    fn dispersion(&self, c: &CustomerState, cfg: &Config, value: impl Fn(&Bucket) -> f64) -> f64 {
-        let first = bucket_index(c.first_seen_ms, cfg.windows.bucket_ms);
-        let from = self.baseline_from.max(first);
-        let n = (self.baseline_to - from + 1) as f64;
-        if n < 2.0 {
-            return 1.0;
-        }
-        let (mut sum, mut sq) = (0.0, 0.0);
-        for idx in from..=self.baseline_to {
-            let x = value(&c.windows.get(idx));
-            sum += x;
-            sq += x * x;
-        }
-        let mean = sum / n;
-        if mean <= 0.0 {
-            return 1.0;
-        }
-        let var = (sq - n * mean * mean) / (n - 1.0);
-        (var / mean).clamp(1.0, 100.0)
-    }
-
-    fn visits(&self, c: &CustomerState, cfg: &Config) -> Option<Reason> {
+    fn visits(&self, cfg: &Config) -> Option<Reason> {
         let sc = &cfg.signals.visits;
-        let recent = c.windows.sum(self.recent_from, self.recent_to).visits;
-        let base = c.windows.sum(self.baseline_from, self.baseline_to).visits;
-        if base < sc.min_baseline_events as u64 {
+        let base = self.baseline?;
+        let total = base.m.totals.visits;
+        if total < sc.min_baseline_events as u64 {
             return None;
         }
-        let phi = self.dispersion(c, cfg, |b| b.visits as f64);
-        let mut t = poisson_rate_drop(
-            scaled(recent as f64, phi),
-            self.recent_days,
-            scaled(base as f64, phi),
-            self.baseline_days,
-        )?;
-        // Report the rates of the real counts.
-        t.baseline_rate = base as f64 / self.baseline_days;
-        t.recent_rate = recent as f64 / self.recent_days;
-        t.change = if t.baseline_rate > 0.0 {
-            t.recent_rate / t.baseline_rate - 1.0
-        } else {
-            0.0
-        };
-        Some(self.reason(Signal::Visits, &t, sc, cfg, t.baseline_rate, t.recent_rate))
+        let phi = dispersion(total as f64, base.m.visits_sq, base.buckets);
+        self.rate_reason(
+            Signal::Visits,
+            sc,
+            cfg,
+            self.recent.visits as f64,
+            total as f64,
+            phi,
+            1.0,
+        )
     }
 
-    fn usage(&self, c: &CustomerState, cfg: &Config) -> Option<Reason> {
+    fn usage(&self, cfg: &Config) -> Option<Reason> {
         let sc = &cfg.signals.usage;
-        let recent = c.windows.sum(self.recent_from, self.recent_to);
-        let base = c.windows.sum(self.baseline_from, self.baseline_to);
-        if base.usage_events < sc.min_baseline_events as u64 || base.usage_qty <= 0.0 {
+        let base = self.baseline?;
+        let t = base.m.totals;
+        if t.usage_events < sc.min_baseline_events as u64 || t.usage_qty <= 0.0 {
             return None;
         }
         // Usage in units of the customer's typical event size: fewer and smaller events both
-        // count. Then the quasi-Poisson correction for the burstiness of the units per bucket.
-        let unit = base.usage_qty / base.usage_events as f64;
-        let phi = self.dispersion(c, cfg, |b| b.usage_qty as f64 / unit);
-        let mut t = poisson_rate_drop(
-            scaled(recent.usage_qty / unit, phi),
+        // count. The dispersion is that of the units per bucket.
+        let unit = t.usage_qty / t.usage_events as f64;
+        let phi = dispersion(
+            t.usage_qty / unit,
+            base.m.usage_qty_sq / (unit * unit),
+            base.buckets,
+        );
+        self.rate_reason(
+            Signal::Usage,
+            sc,
+            cfg,
+            self.recent.usage_qty / unit,
+            t.usage_qty / unit,
+            phi,
+            unit,
+        )
+    }
+
+    /// Test `recent` against `baseline` (counts in test units) for a drop, with the counts
+    /// divided by the dispersion `phi`; levels are reported in test units times `per_unit`.
+    #[allow(clippy::too_many_arguments)]
+    fn rate_reason(
+        &self,
+        signal: Signal,
+        sc: &crate::config::RateSignalConfig,
+        cfg: &Config,
+        recent: f64,
+        baseline: f64,
+        phi: f64,
+        per_unit: f64,
+    ) -> Option<Reason> {
+        let base = self.baseline?;
+        let t = poisson_rate_drop(
+            scaled(recent, phi),
             self.recent_days,
-            scaled(base.usage_qty / unit, phi),
-            self.baseline_days,
+            scaled(baseline, phi),
+            base.days,
         )?;
-        t.change = if base.usage_qty > 0.0 {
-            (recent.usage_qty / self.recent_days) / (base.usage_qty / self.baseline_days) - 1.0
+        let baseline_level = baseline * per_unit / base.days;
+        let recent_level = recent * per_unit / self.recent_days;
+        let change = if baseline_level > 0.0 {
+            recent_level / baseline_level - 1.0
         } else {
             0.0
         };
-        Some(self.reason(
-            Signal::Usage,
-            &t,
-            sc,
-            cfg,
-            base.usage_qty / self.baseline_days,
-            recent.usage_qty / self.recent_days,
-        ))
-    }
-
-    fn reason(
-        &self,
-        signal: Signal,
-        t: &crate::stats::RateTest,
-        sc: &crate::config::RateSignalConfig,
-        cfg: &Config,
-        baseline: f64,
-        recent: f64,
-    ) -> Reason {
-        let drop = -t.change;
+        let drop = -change;
         let strength = if drop >= sc.min_drop && t.p_value <= cfg.signals.max_p_value {
             (1.0 - t.p_value) * (drop / sc.full_drop).min(1.0)
         } else {
             0.0
         };
-        let change_pct = if baseline > 0.0 {
-            (recent / baseline - 1.0) * 100.0
-        } else {
-            t.change * 100.0
-        };
-        Reason {
+        Some(Reason {
             signal,
-            baseline,
-            recent,
-            change_pct,
+            baseline: baseline_level,
+            recent: recent_level,
+            change_pct: change * 100.0,
             statistic: t.z,
             p_value: t.p_value,
             strength,
             weight: sc.weight,
             recent_days: self.recent_days,
-            baseline_days: self.baseline_days,
-        }
+            baseline_days: base.days,
+        })
     }
+}
+
+/// Over-dispersion of a per-bucket count from its sum and sum of squares over `n` buckets:
+/// variance / mean, at least 1. Activity comes in bursts (sessions, busy weeks), so the plain
+/// Poisson test would be far too confident; dividing the counts by this factor is the
+/// quasi-Poisson correction.
+fn dispersion(sum: f64, sum_sq: f64, n: f64) -> f64 {
+    if n < 2.0 || sum <= 0.0 {
+        return 1.0;
+    }
+    let mean = sum / n;
+    let var = (sum_sq - n * mean * mean) / (n - 1.0);
+    (var / mean).clamp(1.0, 100.0)
 }
 
 /// A count divided by the dispersion factor, as a whole number for the exact test.
@@ -668,6 +649,16 @@ mod tests {
         let a = SignalScorer.assess(&c, at(36.0), &cfg);
         let e = a.signals[3].unwrap();
         assert!(e.strength > 0.5 && e.change_pct < -20.0, "{e:?}");
+    }
+
+    #[test]
+    fn dispersion_of_steady_and_bursty_counts() {
+        // Three a day every day: no extra spread.
+        assert_eq!(dispersion(3.0 * 14.0, 9.0 * 14.0, 14.0), 1.0);
+        // Twenty-one once a week over two weeks: far more spread than Poisson.
+        let phi = dispersion(42.0, 2.0 * 441.0, 14.0);
+        assert!(phi > 15.0, "{phi}");
+        assert_eq!(dispersion(0.0, 0.0, 14.0), 1.0);
     }
 
     #[test]

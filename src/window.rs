@@ -28,6 +28,15 @@ pub struct Totals {
     pub purchase_value: f64,
 }
 
+/// Sums over a range of buckets plus the sums of squares of the per-bucket visit count and
+/// usage quantity (for the spread of the counts from bucket to bucket).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Moments {
+    pub totals: Totals,
+    pub visits_sq: f64,
+    pub usage_qty_sq: f64,
+}
+
 /// Ring of buckets; `head` is the absolute index of the newest bucket held.
 #[derive(Debug, Clone)]
 pub struct Windows {
@@ -119,21 +128,29 @@ impl Windows {
 
     /// Sums over absolute bucket indices `from..=to`.
     pub fn sum(&self, from: i64, to: i64) -> Totals {
-        let mut t = Totals::default();
+        self.moments(from, to).totals
+    }
+
+    /// Sums and sums of squares over absolute bucket indices `from..=to`, in one pass.
+    pub fn moments(&self, from: i64, to: i64) -> Moments {
+        let mut m = Moments::default();
         if self.is_empty() || to < from {
-            return t;
+            return m;
         }
         let lo = from.max(self.head - self.buckets.len() as i64 + 1);
         let hi = to.min(self.head);
         for idx in lo..=hi {
             let b = &self.buckets[self.slot(idx)];
+            let t = &mut m.totals;
             t.visits += b.visits as u64;
             t.usage_events += b.usage_events as u64;
             t.usage_qty += b.usage_qty as f64;
             t.purchases += b.purchases as u64;
             t.purchase_value += b.purchase_value as f64;
+            m.visits_sq += (b.visits as f64).powi(2);
+            m.usage_qty_sq += (b.usage_qty as f64).powi(2);
         }
-        t
+        m
     }
 }
 
@@ -178,6 +195,9 @@ mod tests {
         assert_eq!(w.get(0).visits, 0);
         assert_eq!(w.get(1).visits, 2);
         assert_eq!(w.sum(0, 4).usage_qty, 2.5);
+        let m = w.moments(0, 4);
+        assert_eq!((m.totals.visits, m.visits_sq), (2, 4.0));
+        assert_eq!(m.usage_qty_sq, 6.25);
         assert_eq!(w.add(200, B, |b| b.add_visit()), Placement::TooOld);
         // A long jump clears everything.
         w.add(100_000, B, |b| b.add_purchase(9.0));
