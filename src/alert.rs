@@ -76,6 +76,25 @@ pub struct Source {
     pub offset: i64,
 }
 
+/// Where an event came from, borrowed: what the per-event path passes along, copied into a
+/// [`Source`] only when the event raises an alert.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SourceRef<'a> {
+    pub topic: &'a str,
+    pub partition: i32,
+    pub offset: i64,
+}
+
+impl SourceRef<'_> {
+    pub fn to_source(self) -> Source {
+        Source {
+            topic: self.topic.to_string(),
+            partition: self.partition,
+            offset: self.offset,
+        }
+    }
+}
+
 /// An alert.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Alert {
@@ -112,9 +131,12 @@ impl Alert {
         reasons: Vec<Reason>,
         lifecycle: Lifecycle,
         trigger: Trigger,
-        source: Option<Source>,
+        source: Option<SourceRef<'_>>,
         cfg: &Config,
     ) -> Alert {
+        // The alert's risk is the noisy-OR of the reasons it carries: the assessment's risk,
+        // or 1 for a lapse, whose inactivity reason contributes 1 (the risk realised).
+        let risk = crate::scoring::combine(&reasons);
         Alert {
             schema_version: SCHEMA_VERSION,
             alert_id: alert_id(customer_id, t.kind, t.episode, a.as_of_ms),
@@ -123,10 +145,10 @@ impl Alert {
             tier: t.tier,
             previous_tier: t.previous_tier,
             // Rounded down, so the shown score never reaches a tier threshold the risk did not.
-            risk_score: (a.risk * 1e4).floor() / 1e4,
+            risk_score: (risk * 1e4).floor() / 1e4,
             reasons: reasons.iter().map(ReasonOut::from).collect(),
             customer_value: round(a.customer_value, 2),
-            value_at_risk: round(a.value_at_risk(), 2),
+            value_at_risk: round(a.customer_value * risk, 2),
             currency: cfg.value.currency.clone(),
             lifecycle,
             event_time: format_rfc3339_ms(a.as_of_ms),
@@ -136,7 +158,7 @@ impl Alert {
             episode: t.episode,
             config_version: cfg.version.clone(),
             emitted_at: format_rfc3339_ms(crate::time::now_ms()),
-            source,
+            source: source.map(SourceRef::to_source),
         }
     }
 

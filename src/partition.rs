@@ -17,7 +17,7 @@ use std::time::Instant;
 
 use rustc_hash::FxHashMap;
 
-use crate::alert::{Alert, Source, Trigger};
+use crate::alert::{Alert, SourceRef, Trigger};
 use crate::alerting::{AlertKind, Phase, Suppressed};
 use crate::config::Config;
 use crate::customer::{CustomerState, GaugeContribution};
@@ -104,7 +104,7 @@ impl PartitionState {
     pub fn on_event(
         &mut self,
         ev: &Event<'_>,
-        source: Option<Source>,
+        source: Option<SourceRef<'_>>,
         out: &mut Vec<Alert>,
     ) -> EventOutcome {
         let now_wall = Instant::now();
@@ -214,7 +214,7 @@ impl PartitionState {
         slot: u32,
         as_of_ms: i64,
         trigger: Trigger,
-        source: Option<Source>,
+        source: Option<SourceRef<'_>>,
         out: &mut Vec<Alert>,
     ) {
         let cfg = &*self.cfg;
@@ -229,16 +229,6 @@ impl PartitionState {
                 if lapsed || reasons.is_empty() {
                     reasons.insert(0, inactivity_reason(a.days_since_last_seen, lapsed, cfg));
                 }
-                // A lapse is the risk realised: the alert says so, and its value at risk is
-                // the customer's whole value.
-                let a = if lapsed {
-                    Assessment {
-                        risk: 1.0,
-                        ..a.clone()
-                    }
-                } else {
-                    a.clone()
-                };
                 self.hot.alerts[t.kind as usize].inc();
                 out.push(Alert::build(
                     &self.ids[slot as usize],

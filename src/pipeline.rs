@@ -13,7 +13,7 @@
 //! Back-pressure: at most `kafka.max_in_flight_batches` chunks await acknowledgement; beyond
 //! that the loop stops fetching until the broker catches up.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
@@ -24,7 +24,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
-use crate::alert::{Alert, Source};
+use crate::alert::{Alert, SourceRef};
 use crate::config::Config;
 use crate::event::{decode, DecodeLimits, InvalidReason};
 use crate::http::Health;
@@ -139,13 +139,11 @@ pub async fn run(
 
     let (ack_tx, ack_rx) = mpsc::channel::<Batch>(k.max_in_flight_batches);
     let failed = CancellationToken::new();
-    let failure: Arc<Mutex<Option<KafkaPipelineError>>> = Arc::new(Mutex::new(None));
     let ack_task = tokio::spawn(ack_loop(
         consumer.clone(),
         ack_rx,
         metrics.clone(),
         failed.clone(),
-        failure.clone(),
     ));
 
     // The consumer loop is synchronous: it polls librdkafka with a timeout on its own thread
@@ -169,8 +167,7 @@ pub async fn run(
     // offsets are stored, then commit.
     health.set_ready(false);
     metrics.ready.set(0);
-    let _ = ack_task.await;
-    let ack_failure = failure.lock().ok().and_then(|mut f| f.take());
+    let ack_failure = ack_task.await.expect("the ack task does not panic");
     if let Err(e) = sink.flush(Duration::from_millis(cfg.kafka.delivery_timeout_ms)) {
         warn!(error = %e, "producer flush incomplete");
     }
@@ -329,8 +326,8 @@ impl ConsumeLoop {
             Ok(ev) => {
                 summary.events += 1;
                 *max_event_ms = Some(max_event_ms.map_or(ev.ts_ms, |t| t.max(ev.ts_ms)));
-                let source = Source {
-                    topic: topic.to_string(),
+                let source = SourceRef {
+                    topic,
                     partition,
                     offset,
                 };
@@ -402,37 +399,35 @@ fn apply_notices(
     }
 }
 
-/// Wait for each batch's acknowledgements in order, then store its offsets.
+/// Wait for each batch's acknowledgements in order, then store its offsets. On the first record
+/// the broker did not take, signal `failed` (the consumer loop stops), store nothing more, and
+/// return the error once the loop has hung up.
 async fn ack_loop(
     consumer: Arc<BaseConsumer<ConsumerCtx>>,
     mut rx: mpsc::Receiver<Batch>,
     metrics: Arc<Metrics>,
     failed: CancellationToken,
-    failure: Arc<Mutex<Option<KafkaPipelineError>>>,
-) {
+) -> Option<KafkaPipelineError> {
+    let mut failure = None;
     while let Some(batch) = rx.recv().await {
-        if failed.is_cancelled() {
+        if failure.is_some() {
             continue; // drain without storing anything after a failure
         }
         for ack in batch.acks {
             let err = match ack.future.await {
-                Ok(Ok(_)) => None,
-                Ok(Err((e, _))) => Some(e),
-                Err(_) => Some(KafkaError::Canceled),
+                Ok(Ok(_)) => continue,
+                Ok(Err((e, _))) => e,
+                Err(_) => KafkaError::Canceled,
             };
-            if let Some(e) = err {
-                metrics.delivery_errors_total.inc();
-                if let Ok(mut f) = failure.lock() {
-                    f.get_or_insert(KafkaPipelineError::Delivery {
-                        topic: ack.topic.to_string(),
-                        source: e,
-                    });
-                }
-                failed.cancel();
-                break;
-            }
+            metrics.delivery_errors_total.inc();
+            failure = Some(KafkaPipelineError::Delivery {
+                topic: ack.topic.to_string(),
+                source: err,
+            });
+            failed.cancel();
+            break;
         }
-        if failed.is_cancelled() {
+        if failure.is_some() {
             continue;
         }
         for (topic, partition, offset) in batch.offsets {
@@ -442,4 +437,5 @@ async fn ack_loop(
             }
         }
     }
+    failure
 }

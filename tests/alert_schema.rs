@@ -11,7 +11,7 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use churnwatch::alert::{Alert, ReasonOut, Source, Trigger};
+use churnwatch::alert::{Alert, ReasonOut, SourceRef, Trigger};
 use churnwatch::alerting::AlertKind;
 use churnwatch::config::Config;
 use churnwatch::event::{decode, DecodeLimits};
@@ -170,8 +170,8 @@ fn scenario_alerts(days: i64) -> Vec<Alert> {
         events.sort_by_key(|(h, _)| *h);
         for (_, json) in events {
             let ev = decode(json.as_bytes(), &limits).expect("scenario events are valid");
-            let source = Source {
-                topic: "customer-events".into(),
+            let source = SourceRef {
+                topic: "customer-events",
                 partition: 0,
                 offset,
             };
