@@ -2,7 +2,7 @@
 //! librdkafka's statistics, commit results into metrics.
 
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use rdkafka::consumer::{BaseConsumer, ConsumerContext, Rebalance};
 use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
@@ -23,7 +23,7 @@ pub enum RebalanceNotice {
 pub struct ConsumerCtx {
     metrics: Arc<Metrics>,
     events_topics: Vec<String>,
-    notices: Mutex<mpsc::Sender<RebalanceNotice>>,
+    notices: mpsc::Sender<RebalanceNotice>,
 }
 
 impl ConsumerCtx {
@@ -36,16 +36,15 @@ impl ConsumerCtx {
             ConsumerCtx {
                 metrics,
                 events_topics,
-                notices: Mutex::new(tx),
+                notices: tx,
             },
             rx,
         )
     }
 
     fn notify(&self, n: RebalanceNotice) {
-        if let Ok(tx) = self.notices.lock() {
-            let _ = tx.send(n);
-        }
+        // The pipeline only stops listening when it is shutting down.
+        let _ = self.notices.send(n);
     }
 }
 
