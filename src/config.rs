@@ -13,7 +13,7 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
@@ -586,30 +586,9 @@ impl Default for Config {
 }
 
 impl Config {
-    /// Load from a file, with environment overrides, and validate.
+    /// Load a file, apply the environment overrides, and validate.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        if !path.exists() {
-            return Err(ConfigError::Parse(format!(
-                "config file {} does not exist",
-                path.display()
-            )));
-        }
-        let raw = Self::figment(Toml::file_exact(path)).extract::<RawConfig>()?;
-        raw.with_rdkafka_env(std::env::vars())
-            .validate()
-            .map_err(ConfigError::naming_env_source)
-    }
-
-    /// Load from an optional path; `None` means the embedded default (plus environment overrides).
-    pub fn load_or_default(path: Option<&PathBuf>) -> Result<Config, ConfigError> {
-        match path {
-            Some(p) => Self::load(p),
-            None => {
-                let raw =
-                    Self::figment(Toml::string(DEFAULT_CONFIG_TOML)).extract::<RawConfig>()?;
-                raw.with_rdkafka_env(std::env::vars()).validate()
-            }
-        }
+        RawConfig::load(Some(path))?.into_config()
     }
 
     /// Parse a TOML string (no environment overrides) and validate.
@@ -619,19 +598,38 @@ impl Config {
             .extract::<RawConfig>()?;
         raw.validate()
     }
+}
 
-    fn figment(file: figment::providers::Data<Toml>) -> Figment {
-        Figment::from(Serialized::defaults(RawConfig::default()))
+impl RawConfig {
+    /// The file (or, with `None`, the embedded default) with the environment overrides
+    /// applied; not validated yet.
+    pub fn load(path: Option<&Path>) -> Result<RawConfig, ConfigError> {
+        let file = match path {
+            Some(p) if !p.exists() => {
+                return Err(ConfigError::Parse(format!(
+                    "config file {} does not exist",
+                    p.display()
+                )))
+            }
+            Some(p) => Toml::file_exact(p),
+            None => Toml::string(DEFAULT_CONFIG_TOML),
+        };
+        let raw = Figment::from(Serialized::defaults(RawConfig::default()))
             .merge(file)
             .merge(
                 Env::prefixed(ENV_PREFIX)
                     .filter(|k| k.as_str().contains("__"))
                     .split("__"),
             )
+            .extract::<RawConfig>()?;
+        Ok(raw.with_rdkafka_env(std::env::vars()))
     }
-}
 
-impl RawConfig {
+    /// Validate, naming the environment variable when it set the offending value.
+    pub fn into_config(self) -> Result<Config, ConfigError> {
+        self.validate().map_err(ConfigError::naming_env_source)
+    }
+
     /// Apply `CHURNWATCH_RDKAFKA_<PROP>` variables as librdkafka pass-through properties.
     pub fn with_rdkafka_env(mut self, vars: impl Iterator<Item = (String, String)>) -> Self {
         for (k, v) in vars {

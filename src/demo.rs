@@ -10,7 +10,6 @@
 
 use std::io::Write;
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::config::{Config, ConfigError, RawConfig};
-use crate::http::Health;
+use crate::http::{Health, Server};
 use crate::metrics::Metrics;
 use crate::pipeline::{self, PipelineError, RunSummary};
 use crate::sim::{SimConfig, SimEvent, Simulator};
@@ -46,8 +45,9 @@ pub struct DemoOptions {
     pub backfill_days: f64,
     /// Where the simulated timeline starts, in days before now.
     pub history_days: f64,
-    /// A config file to start from (the broker, group and topics are the demo's own).
-    pub config: Option<PathBuf>,
+    /// The config to start from (the broker, group and topics are the demo's own); by
+    /// default the shipped one.
+    pub config: RawConfig,
     /// Override of `http.listen`.
     pub listen: Option<SocketAddr>,
     /// Share of deliberately malformed messages (they go to the dead-letter topic).
@@ -66,7 +66,7 @@ impl Default for DemoOptions {
             speed: 6.0 * 3600.0,
             backfill_days: 45.0,
             history_days: 60.0,
-            config: None,
+            config: RawConfig::default(),
             listen: None,
             malformed_share: 0.0005,
             print_alerts: true,
@@ -95,32 +95,9 @@ pub struct DemoSummary {
     pub pipeline: RunSummary,
 }
 
-/// The demo's config: the given file (or the embedded default) pointed at the in-process broker.
-pub fn demo_config(
-    base: Option<&PathBuf>,
-    bootstrap: &str,
-    opts: &DemoOptions,
-) -> Result<Config, ConfigError> {
-    let mut raw: RawConfig = match base {
-        Some(p) => {
-            // Validate the file as given first, so errors name the user's keys.
-            Config::load(p)?;
-            figment::Figment::from(figment::providers::Serialized::defaults(
-                RawConfig::default(),
-            ))
-            .merge(<figment::providers::Toml as figment::providers::Format>::file_exact(p))
-            .extract()?
-        }
-        None => figment::Figment::from(figment::providers::Serialized::defaults(
-            RawConfig::default(),
-        ))
-        .merge(
-            <figment::providers::Toml as figment::providers::Format>::string(
-                crate::config::DEFAULT_CONFIG_TOML,
-            ),
-        )
-        .extract()?,
-    };
+/// The demo's config: `opts.config` pointed at the in-process broker.
+pub fn demo_config(bootstrap: &str, opts: &DemoOptions) -> Result<Config, ConfigError> {
+    let mut raw = opts.config.clone();
     raw.kafka.brokers = bootstrap.to_string();
     raw.kafka.group_id = "churnwatch-demo".into();
     raw.kafka.properties.clear();
@@ -136,7 +113,7 @@ pub fn demo_config(
 pub async fn run(opts: DemoOptions, shutdown: CancellationToken) -> Result<DemoSummary, DemoError> {
     let cluster = MockCluster::new(1).map_err(DemoError::Broker)?;
     let bootstrap = cluster.bootstrap_servers();
-    let cfg = Arc::new(demo_config(opts.config.as_ref(), &bootstrap, &opts)?);
+    let cfg = Arc::new(demo_config(&bootstrap, &opts)?);
     let k = &cfg.kafka;
     for t in &k.events_topics {
         cluster
@@ -161,21 +138,7 @@ pub async fn run(opts: DemoOptions, shutdown: CancellationToken) -> Result<DemoS
             s.cancel();
         });
     }
-    // The HTTP server outlives the pipeline's drain, so /readyz answers 503 while it stops.
-    let http_stop = CancellationToken::new();
-    let http = if cfg.http.enabled {
-        Some(
-            crate::http::serve(
-                cfg.http.listen,
-                metrics.clone(),
-                health.clone(),
-                http_stop.clone(),
-            )
-            .await?,
-        )
-    } else {
-        None
-    };
+    let http = Server::start_configured(&cfg.http, metrics.clone(), health.clone()).await?;
 
     eprintln!();
     eprintln!(
@@ -191,8 +154,11 @@ pub async fn run(opts: DemoOptions, shutdown: CancellationToken) -> Result<DemoS
         "  dead-letter topic:        kcat -C -b {bootstrap} -t {}",
         k.dead_letter_topic
     );
-    if let Some((addr, _)) = &http {
-        eprintln!("  metrics:                  curl http://{addr}/metrics");
+    if let Some(server) = &http {
+        eprintln!(
+            "  metrics:                  curl http://{}/metrics",
+            server.addr
+        );
     }
     eprintln!("  alerts are printed below as JSON lines; stop with Ctrl-C");
     eprintln!();
@@ -228,9 +194,8 @@ pub async fn run(opts: DemoOptions, shutdown: CancellationToken) -> Result<DemoS
         printer_stop.cancel();
         let _ = p.await;
     }
-    http_stop.cancel();
-    if let Some((_, h)) = http {
-        let _ = h.await;
+    if let Some(server) = http {
+        server.stop().await;
     }
     drop(cluster);
     let summary = DemoSummary {

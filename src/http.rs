@@ -71,26 +71,58 @@ async fn ready_handler(State(s): State<AppState>) -> impl IntoResponse {
     }
 }
 
-/// Bind `addr` (errors surface here) and serve until `shutdown` is cancelled.
-/// Returns the bound address (useful with port 0) and the server task.
-pub async fn serve(
-    addr: SocketAddr,
-    metrics: Arc<Metrics>,
-    health: Arc<Health>,
-    shutdown: CancellationToken,
-) -> Result<(SocketAddr, JoinHandle<()>), HttpError> {
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .map_err(|source| HttpError { addr, source })?;
-    let local = listener
-        .local_addr()
-        .map_err(|source| HttpError { addr, source })?;
-    let app = router(metrics, health);
-    let handle = tokio::spawn(async move {
-        let _ = axum::serve(listener, app)
-            .with_graceful_shutdown(async move { shutdown.cancelled().await })
-            .await;
-    });
-    tracing::info!(listen = %local, "serving /metrics, /healthz, /readyz");
-    Ok((local, handle))
+/// A running HTTP server.
+pub struct Server {
+    pub addr: SocketAddr,
+    stop: CancellationToken,
+    task: JoinHandle<()>,
+}
+
+impl Server {
+    /// Bind `addr` (errors surface here) and serve until [`Server::stop`]. The server has its own
+    /// lifetime, so it can outlive a pipeline's drain and answer `/readyz` with 503 meanwhile.
+    pub async fn start(
+        addr: SocketAddr,
+        metrics: Arc<Metrics>,
+        health: Arc<Health>,
+    ) -> Result<Server, HttpError> {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|source| HttpError { addr, source })?;
+        let local = listener
+            .local_addr()
+            .map_err(|source| HttpError { addr, source })?;
+        let app = router(metrics, health);
+        let stop = CancellationToken::new();
+        let cancelled = stop.clone();
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app)
+                .with_graceful_shutdown(async move { cancelled.cancelled().await })
+                .await;
+        });
+        tracing::info!(listen = %local, "serving /metrics, /healthz, /readyz");
+        Ok(Server {
+            addr: local,
+            stop,
+            task,
+        })
+    }
+
+    /// Start the server the config asks for, if any.
+    pub async fn start_configured(
+        cfg: &crate::config::HttpConfig,
+        metrics: Arc<Metrics>,
+        health: Arc<Health>,
+    ) -> Result<Option<Server>, HttpError> {
+        if !cfg.enabled {
+            return Ok(None);
+        }
+        Self::start(cfg.listen, metrics, health).await.map(Some)
+    }
+
+    /// Finish the requests in flight and stop.
+    pub async fn stop(self) {
+        self.stop.cancel();
+        let _ = self.task.await;
+    }
 }

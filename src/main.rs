@@ -7,12 +7,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
-use churnwatch::config::Config;
+use churnwatch::config::{Config, RawConfig};
 use churnwatch::demo::{self, DemoOptions};
-use churnwatch::http::Health;
+use churnwatch::http::{Health, Server};
 use churnwatch::metrics::Metrics;
 use churnwatch::{logging, pipeline, shutdown};
 
@@ -36,29 +36,7 @@ enum Command {
         config: PathBuf,
     },
     /// Run everything in-process: a Kafka-protocol broker, simulated customers and the pipeline.
-    Demo {
-        /// Stop after this many seconds (default: until Ctrl-C).
-        #[arg(long)]
-        duration: Option<f64>,
-        /// Number of simulated customers.
-        #[arg(long, default_value_t = 5000)]
-        customers: usize,
-        /// Seed of the simulator.
-        #[arg(long, default_value_t = 1)]
-        seed: u64,
-        /// Partitions of the events topic.
-        #[arg(long, default_value_t = 4)]
-        partitions: i32,
-        /// Simulated seconds per wall-clock second once the history is produced.
-        #[arg(long, default_value_t = 21600.0)]
-        speed: f64,
-        /// Start from this config file instead of the embedded default.
-        #[arg(long, short)]
-        config: Option<PathBuf>,
-        /// Metrics address (overrides http.listen).
-        #[arg(long)]
-        listen: Option<SocketAddr>,
-    },
+    Demo(DemoArgs),
     /// Validate a config file and print the effective settings' version.
     CheckConfig {
         /// Config file (default: config/churnwatch.toml).
@@ -66,32 +44,37 @@ enum Command {
     },
 }
 
+#[derive(Args)]
+struct DemoArgs {
+    /// Stop after this many seconds (default: until Ctrl-C).
+    #[arg(long)]
+    duration: Option<f64>,
+    /// Number of simulated customers.
+    #[arg(long, default_value_t = 5000)]
+    customers: usize,
+    /// Seed of the simulator.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Partitions of the events topic.
+    #[arg(long, default_value_t = 4)]
+    partitions: i32,
+    /// Simulated seconds per wall-clock second once the history is produced.
+    #[arg(long, default_value_t = 21600.0)]
+    speed: f64,
+    /// Start from this config file instead of the embedded default.
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    /// Metrics address (overrides http.listen).
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::CheckConfig { path } => check_config(path),
         Command::Run { config } => runtime().and_then(|rt| rt.block_on(run(config))),
-        Command::Demo {
-            duration,
-            customers,
-            seed,
-            partitions,
-            speed,
-            config,
-            listen,
-        } => {
-            let opts = DemoOptions {
-                duration: duration.map(Duration::from_secs_f64),
-                customers,
-                seed,
-                partitions,
-                speed,
-                config,
-                listen,
-                ..DemoOptions::default()
-            };
-            runtime().and_then(|rt| rt.block_on(run_demo(opts)))
-        }
+        Command::Demo(args) => runtime().and_then(|rt| rt.block_on(run_demo(args))),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -133,42 +116,42 @@ async fn run(config: PathBuf) -> anyhow::Result<()> {
     let token = CancellationToken::new();
     shutdown::cancel_on_signals(token.clone());
     // The HTTP server outlives the pipeline's drain, so /readyz answers 503 while it stops.
-    let http_token = CancellationToken::new();
-    let http = if cfg.http.enabled {
-        Some(
-            churnwatch::http::serve(
-                cfg.http.listen,
-                metrics.clone(),
-                health.clone(),
-                http_token.clone(),
-            )
-            .await
-            .context("starting the HTTP server")?,
-        )
-    } else {
-        None
-    };
-    let result = pipeline::run(cfg, metrics, health, token.clone()).await;
-    http_token.cancel();
-    if let Some((_, h)) = http {
-        let _ = h.await;
+    let http = Server::start_configured(&cfg.http, metrics.clone(), health.clone())
+        .await
+        .context("starting the HTTP server")?;
+    let result = pipeline::run(cfg, metrics, health, token).await;
+    if let Some(server) = http {
+        server.stop().await;
     }
     result.context("pipeline stopped with an error")?;
     Ok(())
 }
 
-async fn run_demo(opts: DemoOptions) -> anyhow::Result<()> {
-    let log = match &opts.config {
-        Some(p) => {
-            Config::load(p)
-                .with_context(|| format!("{} is not valid", p.display()))?
-                .log
-        }
-        None => Config::default().log,
-    };
+async fn run_demo(args: DemoArgs) -> anyhow::Result<()> {
+    let path = args.config.as_deref();
+    let config = RawConfig::load(path)?;
+    // Validate the config as given, so errors name the user's keys, not the demo's.
+    let log = config
+        .clone()
+        .into_config()
+        .with_context(|| match path {
+            Some(p) => format!("{} is not valid", p.display()),
+            None => "the embedded default config is not valid".to_string(),
+        })?
+        .log;
     logging::init(&log);
     let token = CancellationToken::new();
     shutdown::cancel_on_signals(token.clone());
+    let opts = DemoOptions {
+        duration: args.duration.map(Duration::from_secs_f64),
+        customers: args.customers,
+        seed: args.seed,
+        partitions: args.partitions,
+        speed: args.speed,
+        config,
+        listen: args.listen,
+        ..DemoOptions::default()
+    };
     demo::run(opts, token).await.context("demo failed")?;
     Ok(())
 }
