@@ -93,17 +93,6 @@ pub struct Event<'a> {
     pub event_id: Option<Cow<'a, str>>,
 }
 
-impl Event<'_> {
-    pub fn into_owned(self) -> Event<'static> {
-        Event {
-            customer_id: Cow::Owned(self.customer_id.into_owned()),
-            ts_ms: self.ts_ms,
-            activity: self.activity,
-            event_id: self.event_id.map(|e| Cow::Owned(e.into_owned())),
-        }
-    }
-}
-
 /// Why a message was rejected. The string forms are stable (metric labels, dead-letter headers).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum InvalidReason {

@@ -23,7 +23,7 @@ use crate::config::Config;
 use crate::customer::{CustomerState, GaugeContribution};
 use crate::event::Event;
 use crate::metrics::{HotMetrics, Metrics};
-use crate::scoring::{inactivity_reason, Assessment, Lifecycle, Scorer, SignalScorer};
+use crate::scoring::{inactivity_reason, Lifecycle, Scorer, SignalScorer};
 use crate::timers::{next_grid_time, Timers};
 use crate::window::Placement;
 
@@ -32,7 +32,6 @@ use crate::window::Placement;
 pub struct EventOutcome {
     pub late: bool,
     pub outside_window: bool,
-    pub new_customer: bool,
 }
 
 /// State of one partition.
@@ -70,10 +69,6 @@ impl PartitionState {
         }
     }
 
-    pub fn config(&self) -> &Arc<Config> {
-        &self.cfg
-    }
-
     /// Newest event time seen.
     pub fn stream_time_ms(&self) -> Option<i64> {
         self.stream_time_ms
@@ -85,18 +80,8 @@ impl PartitionState {
             .map(|t| t - self.cfg.input.allowed_lateness_ms)
     }
 
-    pub fn customer_count(&self) -> usize {
-        self.customers.len()
-    }
-
     pub fn customer(&self, id: &str) -> Option<&CustomerState> {
         self.index.get(id).map(|&s| &self.customers[s as usize])
-    }
-
-    /// The customer's assessment at `as_of_ms` (for inspection; changes nothing).
-    pub fn assess(&self, id: &str, as_of_ms: i64) -> Option<Assessment> {
-        self.customer(id)
-            .map(|c| self.scorer.assess(c, as_of_ms, &self.cfg))
     }
 
     /// Process one valid event; alerts it causes (its own, and those of timers it lets fire)
@@ -120,8 +105,8 @@ impl PartitionState {
             }
         }
 
-        let (slot, new_customer) = match self.index.get(ev.customer_id.as_ref()) {
-            Some(&s) => (s, false),
+        let slot = match self.index.get(ev.customer_id.as_ref()) {
+            Some(&s) => s,
             None => {
                 let s = self.customers.len() as u32;
                 let id: Box<str> = ev.customer_id.as_ref().into();
@@ -130,7 +115,7 @@ impl PartitionState {
                 let c = CustomerState::new(&self.cfg, ev.ts_ms);
                 self.hot.customers[c.gauge.lifecycle as usize].inc();
                 self.customers.push(c);
-                (s, true)
+                s
             }
         };
         let c = &mut self.customers[slot as usize];
@@ -154,7 +139,6 @@ impl PartitionState {
         EventOutcome {
             late,
             outside_window,
-            new_customer,
         }
     }
 

@@ -2,8 +2,7 @@
 
 use chrono::{DateTime, SecondsFormat, Utc};
 
-/// One second / minute / hour / day in milliseconds.
-pub const SECOND_MS: i64 = 1_000;
+/// One hour / day in milliseconds.
 pub const HOUR_MS: i64 = 3_600_000;
 pub const DAY_MS: i64 = 86_400_000;
 

@@ -28,19 +28,6 @@ impl Timers {
             _ => None,
         }
     }
-
-    /// The earliest due time, if any.
-    pub fn next_due(&self) -> Option<i64> {
-        self.heap.peek().map(|r| r.0 .0)
-    }
-
-    pub fn len(&self) -> usize {
-        self.heap.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.heap.is_empty()
-    }
 }
 
 /// The first multiple of `interval_ms` strictly after `ts_ms` (timers fire on a shared grid,
@@ -63,7 +50,7 @@ mod tests {
         assert_eq!(t.pop_due(25), Some((10, 2)));
         assert_eq!(t.pop_due(25), Some((20, 3)));
         assert_eq!(t.pop_due(25), None);
-        assert_eq!(t.next_due(), Some(30));
+        assert_eq!(t.pop_due(30), Some((30, 1)));
     }
 
     #[test]

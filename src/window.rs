@@ -63,17 +63,8 @@ impl Windows {
         }
     }
 
-    pub fn len(&self) -> usize {
-        self.buckets.len()
-    }
-
     pub fn is_empty(&self) -> bool {
         self.head == i64::MIN
-    }
-
-    /// Absolute index of the newest bucket held, if any.
-    pub fn head(&self) -> Option<i64> {
-        (!self.is_empty()).then_some(self.head)
     }
 
     fn slot(&self, idx: i64) -> usize {

@@ -64,10 +64,6 @@ impl Sink {
         }
     }
 
-    pub fn producer(&self) -> &FutureProducer {
-        &self.producer
-    }
-
     /// Produce one alert (key = customer id).
     pub fn send_alert(&self, alert: &Alert) -> Result<PendingAck, SinkError> {
         let payload = alert.to_json();
