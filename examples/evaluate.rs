@@ -31,7 +31,9 @@ fn main() {
         ..SimConfig::default()
     });
     let mut buf = Vec::new();
+    let t = std::time::Instant::now();
     sim.advance(start + days * 86_400_000, &mut buf);
+    let generated = t.elapsed();
     let limits = DecodeLimits {
         max_event_bytes: 1 << 20,
         max_ts_ms: None,
@@ -96,11 +98,12 @@ fn main() {
     }
     leads.sort_by(|a, b| a.partial_cmp(b).unwrap());
     println!(
-        "{} events in {:?} ({:.0} ev/s), {} alerts",
+        "{} events in {:?} ({:.0} ev/s), {} alerts; simulated in {:?}",
         buf.len(),
         el,
         buf.len() as f64 / el.as_secs_f64(),
-        alerts.len()
+        alerts.len(),
+        generated
     );
     let mut kinds: HashMap<&str, usize> = HashMap::new();
     for a in &alerts {

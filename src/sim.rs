@@ -1578,19 +1578,4 @@ mod tests {
             assert_eq!(String::from_utf8(buf).unwrap(), expected);
         }
     }
-
-    /// `cargo test --release --lib sim::tests::throughput -- --ignored --nocapture`
-    #[test]
-    #[ignore]
-    fn throughput() {
-        let t0 = std::time::Instant::now();
-        let mut sim = Simulator::new(cfg(10_000, 1));
-        let mut out = Vec::new();
-        let mut t = START;
-        while out.len() < 1_000_000 {
-            t += DAY;
-            sim.advance(t, &mut out);
-        }
-        eprintln!("{} events in {:?}", out.len(), t0.elapsed());
-    }
 }
