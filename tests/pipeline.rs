@@ -106,13 +106,15 @@ fn four_customers() -> Vec<Msg> {
     )
 }
 
-/// Run the pipeline until it has processed `expected` messages (then stop it gracefully), or
-/// until it stops by itself.
-async fn run_until(
-    cfg: Config,
-    expected: u64,
-    limit: Duration,
-) -> (Result<RunSummary, PipelineError>, Arc<Metrics>) {
+/// A pipeline running in this process, with its own metrics.
+struct Running {
+    metrics: Arc<Metrics>,
+    token: CancellationToken,
+    handle: tokio::task::JoinHandle<Result<RunSummary, PipelineError>>,
+    started: Instant,
+}
+
+fn start(cfg: Config) -> Running {
     let metrics = Arc::new(Metrics::new());
     let token = CancellationToken::new();
     let handle = tokio::spawn(pipeline::run(
@@ -121,18 +123,46 @@ async fn run_until(
         Arc::new(Health::default()),
         token.clone(),
     ));
-    let start = Instant::now();
-    while metrics.messages_processed() < expected && !handle.is_finished() {
-        assert!(
-            start.elapsed() < limit,
-            "pipeline processed only {} of {expected} messages in {limit:?}",
-            metrics.messages_processed()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
+    Running {
+        metrics,
+        token,
+        handle,
+        started: Instant::now(),
     }
-    token.cancel();
-    let result = handle.await.expect("pipeline task");
-    (result, metrics)
+}
+
+impl Running {
+    /// Wait until `done` holds (or the pipeline stops by itself), failing after `limit`.
+    async fn wait_for(&self, limit: Duration, what: &str, done: impl Fn(&Metrics) -> bool) {
+        while !done(&self.metrics) && !self.handle.is_finished() {
+            assert!(
+                self.started.elapsed() < limit,
+                "{what}: not within {limit:?} ({} messages processed)",
+                self.metrics.messages_processed()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Stop gracefully and return the outcome.
+    async fn stop(self) -> (Result<RunSummary, PipelineError>, Arc<Metrics>) {
+        self.token.cancel();
+        let result = self.handle.await.expect("pipeline task");
+        (result, self.metrics)
+    }
+}
+
+/// Run the pipeline until it has processed `expected` messages (then stop it gracefully), or
+/// until it stops by itself.
+async fn run_until(
+    cfg: Config,
+    expected: u64,
+    limit: Duration,
+) -> (Result<RunSummary, PipelineError>, Arc<Metrics>) {
+    let p = start(cfg);
+    p.wait_for(limit, "consuming", |m| m.messages_processed() >= expected)
+        .await;
+    p.stop().await
 }
 
 /// Every record of `topic` (all partitions), from the beginning up to the end.
@@ -463,34 +493,21 @@ async fn an_idle_partition_advances_with_the_wall_clock_and_fires_timers() {
     raw.input.idle_partition_timeout_secs = 1;
     let cfg = raw.validate().unwrap();
 
-    let metrics = Arc::new(Metrics::new());
-    let token = CancellationToken::new();
-    let handle = tokio::spawn(pipeline::run(
-        Arc::new(cfg),
-        metrics.clone(),
-        Arc::new(Health::default()),
-        token.clone(),
-    ));
-    let start = Instant::now();
-    while metrics.messages_processed() < msgs.len() as u64 {
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "events not consumed"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let fired_with_events = metrics.timers_fired_total.get();
+    let p = start(cfg);
+    let all = msgs.len() as u64;
+    p.wait_for(Duration::from_secs(30), "consuming", |m| {
+        m.messages_processed() >= all
+    })
+    .await;
+    let fired_with_events = p.metrics.timers_fired_total.get();
     // No more events: within a few seconds of wall-clock idleness, stream time passes midnight
     // and both customers' timers fire.
-    while metrics.timers_fired_total.get() < fired_with_events + 2 {
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "idle partition never fired its timers ({} fired)",
-            metrics.timers_fired_total.get()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(metrics.watermark_timestamp_seconds.get() * 1000.0 >= midnight as f64);
-    token.cancel();
-    handle.await.unwrap().unwrap();
+    p.wait_for(Duration::from_secs(30), "idle timers", |m| {
+        m.timers_fired_total.get() >= fired_with_events + 2
+    })
+    .await;
+    assert!(p.metrics.timers_fired_total.get() >= fired_with_events + 2);
+    assert!(p.metrics.watermark_timestamp_seconds.get() * 1000.0 >= midnight as f64);
+    let (result, _) = p.stop().await;
+    result.unwrap();
 }
