@@ -38,19 +38,23 @@
 
 pub mod alert;
 pub mod alerting;
+pub mod backtest;
 pub mod config;
 pub mod customer;
 pub mod demo;
 pub mod event;
 pub mod http;
 pub mod kafka;
+pub mod labels;
 pub mod logging;
 pub mod metrics;
+pub mod model;
 pub mod partition;
 pub mod pipeline;
 pub mod scoring;
 pub mod shutdown;
 pub mod sim;
+pub mod simulate;
 pub mod stats;
 pub mod time;
 pub mod timers;

@@ -1,0 +1,1 @@
+//! Accuracy metrics (filled in by the metrics work).

@@ -1,0 +1,1 @@
+//! Ground-truth labels of a simulated dataset (`labels.csv`).

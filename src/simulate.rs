@@ -1,0 +1,1 @@
+//! `churnwatch simulate`: write a dataset (events.jsonl + labels.csv) or produce to Kafka.
