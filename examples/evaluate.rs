@@ -27,7 +27,8 @@ fn main() {
         customers: 5000,
         seed: 7,
         start_ms: start,
-        decline_onset_days: (50.0, 90.0),
+        existing_share: 1.0,
+        decline_window_days: Some((50.0, 90.0)),
         ..SimConfig::default()
     });
     let mut buf = Vec::new();

@@ -46,6 +46,12 @@ pub struct ReasonOut {
     pub contribution: f64,
     pub recent_days: f64,
     pub baseline_days: f64,
+    /// Estimated start of the change (RFC 3339), when the signal locates one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub onset: Option<String>,
+    /// Posterior probability that the customer is still active (silence signal).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub posterior: Option<f64>,
 }
 
 impl From<&Reason> for ReasonOut {
@@ -64,6 +70,8 @@ impl From<&Reason> for ReasonOut {
             contribution: round(r.contribution(), 4),
             recent_days: round(r.recent_days, 3),
             baseline_days: round(r.baseline_days, 3),
+            onset: r.onset_ms.map(format_rfc3339_ms),
+            posterior: r.posterior.map(|p| round(p, 4)),
         }
     }
 }
@@ -105,6 +113,9 @@ pub struct Alert {
     pub tier: Tier,
     pub previous_tier: Tier,
     pub risk_score: f64,
+    /// Probability of no activity within `churn_horizon_days`.
+    pub p_churn: f64,
+    pub churn_horizon_days: f64,
     pub reasons: Vec<ReasonOut>,
     pub customer_value: f64,
     pub value_at_risk: f64,
@@ -146,6 +157,8 @@ impl Alert {
             previous_tier: t.previous_tier,
             // Rounded down, so the shown score never reaches a tier threshold the risk did not.
             risk_score: (risk * 1e4).floor() / 1e4,
+            p_churn: round(a.p_churn, 4),
+            churn_horizon_days: cfg.churn.horizon_days,
             reasons: reasons.iter().map(ReasonOut::from).collect(),
             customer_value: round(a.customer_value, 2),
             value_at_risk: round(a.customer_value * risk, 2),

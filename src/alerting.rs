@@ -171,7 +171,7 @@ impl AlertState {
                         return Err(Suppressed::Cooldown);
                     }
                 }
-                let tier = Tier::of_at_risk(a.risk, ac);
+                let tier = Tier::of_assessment(a, ac);
                 self.phase = Phase::AtRisk;
                 self.alerted_tier = tier;
                 self.since_ms = now;
@@ -193,7 +193,7 @@ impl AlertState {
                     return Ok(Some(self.recover(now)));
                 }
                 if a.risk >= ac.enter_threshold {
-                    let tier = Tier::of_at_risk(a.risk, ac);
+                    let tier = Tier::of_assessment(a, ac);
                     if tier > self.alerted_tier {
                         let previous_tier = self.alerted_tier;
                         self.alerted_tier = tier;
@@ -220,7 +220,8 @@ mod tests {
         Assessment {
             as_of_ms,
             risk,
-            signals: [None; 4],
+            signals: [None; 5],
+            p_churn: 0.0,
             customer_value: 0.0,
             days_since_last_seen: 0.0,
             recent_visit_rate: 0.0,
@@ -329,6 +330,8 @@ mod tests {
             weight: 0.7,
             recent_days: 7.0,
             baseline_days: 28.0,
+            onset_ms: None,
+            posterior: None,
         });
         assert_eq!(
             s.decide(&a, d, &cfg).unwrap().unwrap().kind,

@@ -131,6 +131,7 @@ pub struct RawConfig {
     pub input: RawInput,
     pub windows: RawWindows,
     pub signals: RawSignals,
+    pub churn: RawChurn,
     pub alerting: RawAlerting,
     pub lifecycle: RawLifecycle,
     pub value: RawValue,
@@ -232,12 +233,22 @@ pub struct RawEngagementSignal {
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
+pub struct RawChurn {
+    pub horizon_days: f64,
+    pub priors: String,
+    pub weight: f64,
+    pub min_repeat_days: u32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
 pub struct RawAlerting {
     pub enter_threshold: f64,
     pub exit_threshold: f64,
     pub medium_threshold: f64,
     pub high_threshold: f64,
     pub cooldown_secs: u64,
+    pub high_value_at_risk: f64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -381,6 +392,7 @@ impl Default for RawAlerting {
             medium_threshold: 0.7,
             high_threshold: 0.85,
             cooldown_secs: 7 * 86_400,
+            high_value_at_risk: 0.0,
         }
     }
 }
@@ -390,6 +402,17 @@ impl Default for RawLifecycle {
         RawLifecycle {
             new_customer_days: 30.0,
             lapse_after_days: 30.0,
+        }
+    }
+}
+
+impl Default for RawChurn {
+    fn default() -> Self {
+        RawChurn {
+            horizon_days: 30.0,
+            priors: String::new(),
+            weight: 0.8,
+            min_repeat_days: 4,
         }
     }
 }
@@ -419,6 +442,7 @@ pub struct Config {
     pub input: InputConfig,
     pub windows: WindowConfig,
     pub signals: SignalsConfig,
+    pub churn: ChurnConfig,
     pub alerting: AlertingConfig,
     pub lifecycle: LifecycleConfig,
     pub value: ValueConfig,
@@ -557,6 +581,24 @@ pub struct EngagementSignalConfig {
     pub full_drop: f64,
 }
 
+/// The churn probability and the silence signal.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChurnConfig {
+    /// `p_churn` is the probability of no activity within this many days.
+    pub horizon_days: f64,
+    /// The customer-base models for customers who visit or use the product (active days) and
+    /// for purchase-only customers (purchase days), from `churn.priors` or the built-in
+    /// defaults.
+    pub activity_model: crate::model::Model,
+    pub purchase_model: crate::model::Model,
+    /// Where the priors came from (`None`: built-in defaults).
+    pub priors_path: Option<std::path::PathBuf>,
+    /// Weight of the silence signal in the risk.
+    pub weight: f64,
+    /// Repeat active days needed before silence is judged against the customer's rhythm.
+    pub min_repeat_days: u32,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct AlertingConfig {
     pub enter_threshold: f64,
@@ -564,6 +606,9 @@ pub struct AlertingConfig {
     pub medium_threshold: f64,
     pub high_threshold: f64,
     pub cooldown_ms: i64,
+    /// Value at risk (currency units) from which an at-risk customer's tier is raised one
+    /// step; 0 = off.
+    pub high_value_at_risk: f64,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -622,7 +667,15 @@ impl RawConfig {
                     .split("__"),
             )
             .extract::<RawConfig>()?;
-        Ok(raw.with_rdkafka_env(std::env::vars()))
+        let mut raw = raw.with_rdkafka_env(std::env::vars());
+        // A relative priors path is relative to the config file.
+        if let Some(dir) = path.and_then(Path::parent) {
+            let priors = raw.churn.priors.trim();
+            if !priors.is_empty() && Path::new(priors).is_relative() {
+                raw.churn.priors = dir.join(priors).to_string_lossy().into_owned();
+            }
+        }
+        Ok(raw)
     }
 
     /// Validate, naming the environment variable when it set the offending value.
@@ -645,11 +698,6 @@ impl RawConfig {
 
     /// Validate every key, returning the first problem found.
     pub fn validate(self) -> Result<Config, ConfigError> {
-        let version = if self.config_version.trim().is_empty() {
-            content_hash(&self)
-        } else {
-            self.config_version.trim().to_string()
-        };
 
         let k = &self.kafka;
         non_empty("kafka.brokers", &k.brokers)?;
@@ -860,7 +908,38 @@ impl RawConfig {
         )?;
         drop_pair("signals.engagement", e.min_drop, e.full_drop)?;
 
+        let ch = &self.churn;
+        positive("churn.horizon_days", ch.horizon_days)?;
+        if ch.horizon_days > 3650.0 {
+            return Err(ConfigError::invalid(
+                "churn.horizon_days",
+                ch.horizon_days,
+                "must be at most 3650",
+            ));
+        }
+        unit("churn.weight", ch.weight)?;
+        let (priors, priors_path) = if ch.priors.trim().is_empty() {
+            (crate::model::Priors::default(), None)
+        } else {
+            let path = std::path::PathBuf::from(ch.priors.trim());
+            let text = std::fs::read_to_string(&path).map_err(|e| {
+                ConfigError::invalid("churn.priors", format!("{:?}", ch.priors), format!("cannot be read: {e}"))
+            })?;
+            let priors = crate::model::Priors::from_toml_str(&text).map_err(|e| {
+                ConfigError::invalid("churn.priors", format!("{:?}", ch.priors), format!("is not a valid priors file: {e}"))
+            })?;
+            (priors, Some((path, text)))
+        };
+        // The version covers the priors' content, not just their path.
+        let version = if self.config_version.trim().is_empty() {
+            content_hash(&self, priors_path.as_ref().map(|(_, text)| text.as_str()))
+        } else {
+            self.config_version.trim().to_string()
+        };
+        let priors_path = priors_path.map(|(path, _)| path);
+
         let a = &self.alerting;
+        non_negative("alerting.high_value_at_risk", a.high_value_at_risk)?;
         unit("alerting.exit_threshold", a.exit_threshold)?;
         unit("alerting.enter_threshold", a.enter_threshold)?;
         unit("alerting.medium_threshold", a.medium_threshold)?;
@@ -988,6 +1067,19 @@ impl RawConfig {
                 medium_threshold: a.medium_threshold,
                 high_threshold: a.high_threshold,
                 cooldown_ms: a.cooldown_secs as i64 * 1000,
+                high_value_at_risk: a.high_value_at_risk,
+            },
+            churn: ChurnConfig {
+                horizon_days: ch.horizon_days,
+                activity_model: priors
+                    .activity_model()
+                    .unwrap_or(crate::model::DEFAULT_ACTIVITY),
+                purchase_model: priors
+                    .purchases_model()
+                    .unwrap_or(crate::model::DEFAULT_PURCHASES),
+                priors_path,
+                weight: ch.weight,
+                min_repeat_days: ch.min_repeat_days,
             },
             lifecycle: LifecycleConfig {
                 new_customer_ms: (l.new_customer_days * day) as i64,
@@ -1003,8 +1095,11 @@ impl RawConfig {
 }
 
 /// A short content hash of the effective config (stable across runs and machines).
-fn content_hash(raw: &RawConfig) -> String {
-    let canonical = serde_json::to_vec(raw).expect("config serializes");
+fn content_hash(raw: &RawConfig, priors: Option<&str>) -> String {
+    let mut canonical = serde_json::to_vec(raw).expect("config serializes");
+    if let Some(p) = priors {
+        canonical.extend_from_slice(p.as_bytes());
+    }
     let id = uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_OID, &canonical);
     format!("cfg-{}", &id.simple().to_string()[..12])
 }

@@ -6,15 +6,75 @@ use crate::alerting::AlertState;
 use crate::config::Config;
 use crate::event::{Activity, Event};
 use crate::scoring::Lifecycle;
-use crate::time::DAY_MS;
+use crate::time::{ms_to_days, DAY_MS};
 use crate::window::{Placement, Windows};
 
-/// The purchase rhythm: count, last purchase, and the running mean and variance of the gaps
-/// between purchases (Welford), in days.
+/// Days with activity since the customer's first: the summary `(x, t_x, T)` that the
+/// customer-base models of the BG/NBD family need, kept in O(1).
+///
+/// Several events on one calendar day (UTC) are one transaction day: a basket of ten order
+/// lines, or a session of many clicks, is one occasion.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct ActiveDays {
+    /// First and latest activity (event time), `None` before any.
+    pub first_ms: Option<i64>,
+    pub last_ms: i64,
+    /// Distinct days with activity after the first one (the models' `x`).
+    pub repeat_days: u32,
+}
+
+impl ActiveDays {
+    pub fn record(&mut self, ts_ms: i64) {
+        let day = |t: i64| t.div_euclid(DAY_MS);
+        match self.first_ms {
+            None => {
+                self.first_ms = Some(ts_ms);
+                self.last_ms = ts_ms;
+            }
+            Some(first) => {
+                if ts_ms < first {
+                    // Late event from before the first: the earlier day becomes the first.
+                    if day(ts_ms) < day(first) {
+                        self.repeat_days = self.repeat_days.saturating_add(1);
+                    }
+                    self.first_ms = Some(ts_ms);
+                } else if day(ts_ms) > day(self.last_ms) {
+                    self.repeat_days = self.repeat_days.saturating_add(1);
+                    self.last_ms = ts_ms;
+                } else if ts_ms > self.last_ms {
+                    self.last_ms = ts_ms;
+                }
+                // A late event on a day between the first and the latest cannot be told
+                // apart from a day already counted: it is not counted (an underestimate of
+                // at most the late events' days).
+            }
+        }
+    }
+
+    pub fn last_ms_or(&self, default: i64) -> i64 {
+        if self.first_ms.is_some() {
+            self.last_ms
+        } else {
+            default
+        }
+    }
+
+    /// `(x, t_x, T)` in days at `as_of_ms`.
+    pub fn summary(&self, as_of_ms: i64) -> Option<(f64, f64, f64)> {
+        let first = self.first_ms?;
+        let t = ms_to_days((as_of_ms - first).max(0));
+        let t_x = ms_to_days((self.last_ms - first).max(0)).min(t);
+        Some((self.repeat_days as f64, t_x, t))
+    }
+}
+
+/// The purchase rhythm: purchase days, total value, and the running mean and variance of the
+/// gaps between purchase days (Welford), in days.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct PurchaseRhythm {
+    /// Purchase events (all of them, for value).
     pub count: u32,
-    pub last_ms: Option<i64>,
+    pub days: ActiveDays,
     pub gaps: u32,
     pub gap_mean_days: f64,
     gap_m2: f64,
@@ -25,18 +85,29 @@ impl PurchaseRhythm {
     pub fn record(&mut self, ts_ms: i64, amount: f64) {
         self.count = self.count.saturating_add(1);
         self.total_value += amount;
-        match self.last_ms {
-            Some(last) if ts_ms > last => {
-                let gap = (ts_ms - last) as f64 / DAY_MS as f64;
-                self.gaps += 1;
-                let d = gap - self.gap_mean_days;
-                self.gap_mean_days += d / self.gaps as f64;
-                self.gap_m2 += d * (gap - self.gap_mean_days);
-                self.last_ms = Some(ts_ms);
-            }
-            Some(_) => {} // out of order: counted in value and count, not in the rhythm
-            None => self.last_ms = Some(ts_ms),
+        let before = self.days;
+        self.days.record(ts_ms);
+        if before.first_ms.is_some() && self.days.repeat_days > before.repeat_days && ts_ms > before.last_ms {
+            let gap = (ts_ms - before.last_ms) as f64 / DAY_MS as f64;
+            self.gaps += 1;
+            let d = gap - self.gap_mean_days;
+            self.gap_mean_days += d / self.gaps as f64;
+            self.gap_m2 += d * (gap - self.gap_mean_days);
         }
+    }
+
+    /// Days with a purchase.
+    pub fn occasions(&self) -> u32 {
+        if self.days.first_ms.is_some() {
+            self.days.repeat_days + 1
+        } else {
+            0
+        }
+    }
+
+    /// Latest purchase.
+    pub fn last_ms(&self) -> Option<i64> {
+        self.days.first_ms.map(|_| self.days.last_ms)
     }
 
     /// Sample variance of the gaps (days²), when there are at least two.
@@ -93,6 +164,12 @@ pub struct CustomerState {
     pub first_seen_ms: i64,
     pub last_seen_ms: i64,
     pub events: u64,
+    /// Days with activity (visits, usage, purchases; not engagement-score updates, which are
+    /// about the customer rather than by them).
+    pub activity: ActiveDays,
+    /// Whether the customer has ever visited or used the product (else: a purchase-only
+    /// customer, scored with the purchase model's priors).
+    pub engaged: bool,
     pub purchases: PurchaseRhythm,
     pub engagement: EngagementLevel,
     pub alert: AlertState,
@@ -115,10 +192,13 @@ pub struct GaugeContribution {
 impl CustomerState {
     pub fn new(cfg: &Config, first_seen_ms: i64) -> Self {
         CustomerState {
-            windows: Windows::new(cfg.windows.total_buckets() as usize),
+            // One more than the windows cover: the current, incomplete bucket.
+            windows: Windows::new(cfg.windows.total_buckets() as usize + 1),
             first_seen_ms,
             last_seen_ms: first_seen_ms,
             events: 0,
+            activity: ActiveDays::default(),
+            engaged: false,
             purchases: PurchaseRhythm::default(),
             engagement: EngagementLevel::default(),
             alert: AlertState::default(),
@@ -131,6 +211,11 @@ impl CustomerState {
         }
     }
 
+    /// Latest activity, or the first time the customer was seen when they have had none.
+    pub fn last_active_ms(&self) -> i64 {
+        self.activity.last_ms_or(self.first_seen_ms)
+    }
+
     /// Fold one event into the state. Returns whether its bucket was still held.
     pub fn apply(&mut self, ev: &Event<'_>, cfg: &Config) -> Placement {
         self.events += 1;
@@ -138,11 +223,21 @@ impl CustomerState {
         self.last_seen_ms = self.last_seen_ms.max(ev.ts_ms);
         let bucket_ms = cfg.windows.bucket_ms;
         match ev.activity {
-            Activity::Visit => self.windows.add(ev.ts_ms, bucket_ms, |b| b.add_visit()),
-            Activity::Usage { quantity } => self
-                .windows
-                .add(ev.ts_ms, bucket_ms, |b| b.add_usage(quantity)),
+            Activity::Visit => {
+                self.activity.record(ev.ts_ms);
+                self.engaged = true;
+                self.windows.add(ev.ts_ms, bucket_ms, |b| b.add_visit())
+            }
+            Activity::Usage { quantity } => {
+                if quantity > 0.0 {
+                    self.activity.record(ev.ts_ms);
+                    self.engaged = true;
+                }
+                self.windows
+                    .add(ev.ts_ms, bucket_ms, |b| b.add_usage(quantity))
+            }
             Activity::Purchase { amount } => {
+                self.activity.record(ev.ts_ms);
                 self.purchases.record(ev.ts_ms, amount);
                 self.windows
                     .add(ev.ts_ms, bucket_ms, |b| b.add_purchase(amount))
@@ -173,6 +268,7 @@ mod tests {
             r.record(d * DAY_MS, 10.0);
         }
         assert_eq!(r.count, 5);
+        assert_eq!(r.occasions(), 5);
         assert_eq!(r.gaps, 4);
         assert!((r.gap_mean_days - 10.0).abs() < 1e-9);
         assert!(r.gap_variance().unwrap().abs() < 1e-9);
@@ -181,6 +277,22 @@ mod tests {
         r.record(5 * DAY_MS, 1.0);
         assert_eq!(r.gaps, 4);
         assert_eq!(r.count, 6);
+        // A second order line on the same day: one purchase occasion.
+        r.record(40 * DAY_MS + 60_000, 5.0);
+        assert_eq!(r.occasions(), 5);
+        assert_eq!(r.gaps, 4);
+        assert_eq!(r.last_ms(), Some(40 * DAY_MS + 60_000));
+    }
+
+    #[test]
+    fn active_days_summary() {
+        let mut a = ActiveDays::default();
+        assert_eq!(a.summary(0), None);
+        for t in [0, 3_600_000, DAY_MS + 5, 10 * DAY_MS] {
+            a.record(t);
+        }
+        assert_eq!(a.repeat_days, 2);
+        assert_eq!(a.summary(20 * DAY_MS), Some((2.0, 10.0, 20.0)));
     }
 
     #[test]

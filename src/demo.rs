@@ -242,7 +242,10 @@ async fn produce_traffic(
         seed: opts.seed,
         start_ms,
         malformed_share: opts.malformed_share,
-        decline_onset_days: (opts.backfill_days * 0.5, opts.backfill_days * 0.5 + 30.0),
+        // Everybody exists from the start, and decliners start to decline inside the backfill
+        // (the first alerts appear within seconds).
+        existing_share: 1.0,
+        decline_window_days: Some((opts.backfill_days * 0.5, opts.backfill_days * 0.5 + 30.0)),
         ..SimConfig::default()
     });
     let mut buf: Vec<SimEvent> = Vec::new();

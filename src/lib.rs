@@ -39,6 +39,7 @@
 pub mod alert;
 pub mod alerting;
 pub mod backtest;
+pub mod change;
 pub mod config;
 pub mod customer;
 pub mod demo;

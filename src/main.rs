@@ -37,6 +37,15 @@ enum Command {
     },
     /// Run everything in-process: a Kafka-protocol broker, simulated customers and the pipeline.
     Demo(DemoArgs),
+    /// Generate customers with a known ground truth: a dataset (events.jsonl + labels.csv) or a
+    /// stream produced to Kafka.
+    Simulate(SimulateArgs),
+    /// Estimate the population priors of the churn models from history (maximum likelihood).
+    Fit(FitArgs),
+    /// Replay events through the streaming scorer up to a time; one CSV row per customer.
+    Score(ScoreArgs),
+    /// Replay events as production would and measure the alerts and scores against labels.
+    Backtest(BacktestArgs),
     /// Validate a config file and print the effective settings' version.
     CheckConfig {
         /// Config file (default: config/churnwatch.toml).
@@ -69,10 +78,114 @@ struct DemoArgs {
     listen: Option<SocketAddr>,
 }
 
+#[derive(Args)]
+struct SimulateArgs {
+    /// Number of customers.
+    #[arg(long, default_value_t = 20_000)]
+    customers: usize,
+    /// Length of the simulated period in days.
+    #[arg(long, default_value_t = 365.0)]
+    days: f64,
+    /// Seed (the same seed gives the same data).
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Start of the period (RFC 3339).
+    #[arg(long, default_value = "2026-01-01T00:00:00Z")]
+    start: String,
+    /// Share of deliberately malformed messages (for dead-letter tests).
+    #[arg(long, default_value_t = 0.0)]
+    malformed_share: f64,
+    /// Write DIR/events.jsonl and DIR/labels.csv.
+    #[arg(long, required_unless_present = "brokers")]
+    out: Option<PathBuf>,
+    /// Produce the events to Kafka instead (with --topic).
+    #[arg(long, requires = "topic", conflicts_with = "out")]
+    brokers: Option<String>,
+    /// Topic to produce to.
+    #[arg(long, requires = "brokers")]
+    topic: Option<String>,
+    /// With --brokers: also write the labels to this file.
+    #[arg(long, requires = "brokers")]
+    labels: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct FitArgs {
+    /// Events, one JSON object per line (the live schema), in arrival order.
+    #[arg(long, short)]
+    input: PathBuf,
+    /// Where to write the priors (TOML; reference it as churn.priors in the config).
+    #[arg(long, short)]
+    out: PathBuf,
+    /// Fit on the events before this time (RFC 3339; default: all of them).
+    #[arg(long)]
+    as_of: Option<String>,
+    /// Config file (default: the embedded default config).
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct ScoreArgs {
+    /// Events, one JSON object per line (the live schema), in arrival order.
+    #[arg(long, short)]
+    input: PathBuf,
+    /// Score as of this time (RFC 3339); events from then on are not read.
+    #[arg(long)]
+    as_of: String,
+    /// Horizon of p_churn in days (overrides churn.horizon_days).
+    #[arg(long)]
+    horizon_days: Option<f64>,
+    /// Config file (default: the embedded default config).
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    /// Where to write the CSV.
+    #[arg(long, short)]
+    out: PathBuf,
+}
+
+#[derive(Args)]
+struct BacktestArgs {
+    /// Events, one JSON object per line, in arrival order.
+    #[arg(long, short)]
+    input: PathBuf,
+    /// Ground truth: customer_id,churned,decline_onset,churned_at,segment.
+    #[arg(long, short)]
+    labels: PathBuf,
+    /// Config file (default: the embedded default config).
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
+    /// Also evaluate a grid of alerting.enter_threshold values and print the trade-off.
+    #[arg(long)]
+    sweep: bool,
+    /// The grid for --sweep (comma-separated).
+    #[arg(long, value_delimiter = ',', default_value = "0.3,0.35,0.4,0.45,0.5,0.55,0.6,0.65,0.7,0.75,0.8,0.85,0.9")]
+    grid: Vec<f64>,
+    /// --sweep target: the smallest share of at_risk alerts followed by churn.
+    #[arg(long, conflicts_with = "max_alerts_per_1000_per_day")]
+    min_precision: Option<f64>,
+    /// --sweep target: the largest number of at_risk alerts per 1,000 customers per day.
+    #[arg(long)]
+    max_alerts_per_1000_per_day: Option<f64>,
+    /// Days between cut-off dates for the ranking and calibration figures.
+    #[arg(long, default_value_t = 30.0)]
+    cutoff_every_days: f64,
+    /// Days after the first event of the first cut-off date.
+    #[arg(long, default_value_t = 90.0)]
+    first_cutoff_days: f64,
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::CheckConfig { path } => check_config(path),
+        Command::Simulate(args) => simulate(args),
+        Command::Fit(args) => fit(args),
+        Command::Score(args) => score(args),
+        Command::Backtest(args) => backtest(args),
         Command::Run { config } => runtime().and_then(|rt| rt.block_on(run(config))),
         Command::Demo(args) => runtime().and_then(|rt| rt.block_on(run_demo(args))),
     };
@@ -103,6 +216,174 @@ fn check_config(path: Option<PathBuf>) -> anyhow::Result<()> {
         cfg.kafka.brokers,
         cfg.kafka.alerts_topic
     );
+    Ok(())
+}
+
+fn parse_time(flag: &str, s: &str) -> anyhow::Result<i64> {
+    churnwatch::time::parse_rfc3339_ms(s)
+        .with_context(|| format!("{flag} {s:?} is not an RFC 3339 time such as 2026-06-30T00:00:00Z"))
+}
+
+/// The config for offline commands: a file or the embedded default, with env overrides.
+fn offline_config(path: Option<&std::path::Path>) -> anyhow::Result<RawConfig> {
+    let raw = RawConfig::load(path)?;
+    // Validate once here so errors name the user's keys.
+    raw.clone().into_config().with_context(|| match path {
+        Some(p) => format!("{} is not valid", p.display()),
+        None => "the embedded default config is not valid".to_string(),
+    })?;
+    Ok(raw)
+}
+
+fn simulate(args: SimulateArgs) -> anyhow::Result<()> {
+    use churnwatch::simulate::{produce_blocking, write_dataset, SimulateOptions};
+    let opts = SimulateOptions {
+        customers: args.customers,
+        days: args.days,
+        seed: args.seed,
+        start_ms: parse_time("--start", &args.start)?,
+        malformed_share: args.malformed_share,
+    };
+    let started = std::time::Instant::now();
+    let summary = match (&args.out, &args.brokers, &args.topic) {
+        (Some(dir), _, _) => write_dataset(&opts, dir)
+            .with_context(|| format!("writing the dataset to {}", dir.display()))?,
+        (None, Some(brokers), Some(topic)) => {
+            produce_blocking(&opts, brokers, topic, &[], args.labels.as_deref())
+                .with_context(|| format!("producing to {topic} on {brokers}"))?
+        }
+        _ => anyhow::bail!("give --out DIR, or --brokers and --topic"),
+    };
+    eprintln!(
+        "simulated {} customers over {} days (seed {}) in {:.1}s",
+        args.customers,
+        args.days,
+        args.seed,
+        started.elapsed().as_secs_f64()
+    );
+    println!("{summary}");
+    Ok(())
+}
+
+fn fit(args: FitArgs) -> anyhow::Result<()> {
+    let cfg = Arc::new(offline_config(args.config.as_deref())?.into_config()?);
+    let as_of = args
+        .as_of
+        .as_deref()
+        .map(|s| parse_time("--as-of", s))
+        .transpose()?;
+    let input = std::fs::File::open(&args.input)
+        .with_context(|| format!("opening {}", args.input.display()))?;
+    let started = std::time::Instant::now();
+    let fitted = churnwatch::backtest::fit::fit_priors(
+        std::io::BufReader::with_capacity(1 << 20, input),
+        as_of,
+        cfg,
+    )
+    .with_context(|| format!("fitting priors to {}", args.input.display()))?;
+    let as_of = churnwatch::time::format_rfc3339_ms(fitted.as_of_ms);
+    println!(
+        "Fitted on {} events of {} as of {as_of} ({:.1}s)\n",
+        fitted.events,
+        args.input.display(),
+        started.elapsed().as_secs_f64()
+    );
+    for (name, report) in [
+        ("activity (customers who visit or use the product; active days)", &fitted.activity),
+        ("purchases (purchase-only customers; purchase days)", &fitted.purchases),
+    ] {
+        match report {
+            Some(r) => println!("== {name}\n{r}"),
+            None => println!("== {name}\nno such customers: the built-in default stays in use\n"),
+        }
+    }
+    let body = fitted
+        .priors
+        .to_toml_string()
+        .context("writing the priors as TOML")?;
+    let text = format!(
+        "# churnwatch priors: fitted by `churnwatch fit` on {} as of {as_of}.\n# Reference this file as churn.priors in the config. Time unit: days.\n\n{body}",
+        args.input.display()
+    );
+    std::fs::write(&args.out, text).with_context(|| format!("writing {}", args.out.display()))?;
+    println!("wrote {}", args.out.display());
+    Ok(())
+}
+
+fn score(args: ScoreArgs) -> anyhow::Result<()> {
+    let mut raw = offline_config(args.config.as_deref())?;
+    if let Some(h) = args.horizon_days {
+        raw.churn.horizon_days = h;
+    }
+    let cfg = raw
+        .into_config()
+        .context("--horizon-days is not valid")?;
+    let as_of = parse_time("--as-of", &args.as_of)?;
+    let input = std::fs::File::open(&args.input)
+        .with_context(|| format!("opening {}", args.input.display()))?;
+    let out = std::fs::File::create(&args.out)
+        .with_context(|| format!("creating {}", args.out.display()))?;
+    let started = std::time::Instant::now();
+    let summary = churnwatch::backtest::scores::score(
+        std::io::BufReader::with_capacity(1 << 20, input),
+        as_of,
+        Arc::new(cfg),
+        std::io::BufWriter::new(out),
+    )
+    .with_context(|| format!("scoring {}", args.input.display()))?;
+    eprintln!(
+        "scored {} customers as of {} from {} events ({} invalid lines) in {:.1}s: {} at risk -> {}",
+        summary.customers,
+        args.as_of,
+        summary.replay.events,
+        summary.replay.invalid,
+        started.elapsed().as_secs_f64(),
+        summary.at_risk,
+        args.out.display()
+    );
+    Ok(())
+}
+
+fn backtest(args: BacktestArgs) -> anyhow::Result<()> {
+    use churnwatch::backtest::evaluate::{self, BacktestOptions, SweepTarget};
+    let raw = offline_config(args.config.as_deref())?;
+    let cfg = Arc::new(raw.clone().into_config()?);
+    let labels_file = std::fs::File::open(&args.labels)
+        .with_context(|| format!("opening {}", args.labels.display()))?;
+    let labels = churnwatch::labels::read_labels(std::io::BufReader::new(labels_file))
+        .with_context(|| format!("reading {}", args.labels.display()))?;
+    let opts = BacktestOptions {
+        cutoff_every_days: args.cutoff_every_days,
+        first_cutoff_days: args.first_cutoff_days,
+        ..BacktestOptions::default()
+    };
+    let started = std::time::Instant::now();
+    let report = evaluate::backtest(&args.input, &labels, cfg, &opts)
+        .with_context(|| format!("backtesting {}", args.input.display()))?;
+    let sweep = if args.sweep {
+        let target = args
+            .min_precision
+            .map(SweepTarget::MinPrecision)
+            .or(args.max_alerts_per_1000_per_day.map(SweepTarget::MaxAlertsPer1000PerDay));
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        Some(
+            evaluate::sweep(&args.input, &labels, &raw, &args.grid, target, &opts, threads)
+                .context("sweeping the thresholds")?,
+        )
+    } else {
+        None
+    };
+    if args.json {
+        let v = serde_json::json!({ "report": report, "sweep": sweep });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        print!("{report}");
+        if let Some(s) = sweep {
+            println!("\nThreshold sweep (alerting.enter_threshold; exit kept at the same ratio)");
+            print!("{s}");
+        }
+    }
+    eprintln!("backtest took {:.1}s", started.elapsed().as_secs_f64());
     Ok(())
 }
 

@@ -204,7 +204,7 @@ impl PartitionState {
         let cfg = &*self.cfg;
         let c = &mut self.customers[slot as usize];
         let a = self.scorer.assess(c, as_of_ms, cfg);
-        let decision = c.alert.decide(&a, c.last_seen_ms, cfg);
+        let decision = c.alert.decide(&a, c.last_active_ms(), cfg);
         let lifecycle = lifecycle_of(c, as_of_ms, cfg);
         match decision {
             Ok(Some(t)) => {
@@ -243,6 +243,34 @@ impl PartitionState {
         apply_gauge_delta(&self.hot, Some(&old), Some(&new));
     }
 
+    /// Number of customers tracked.
+    pub fn len(&self) -> usize {
+        self.customers.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.customers.is_empty()
+    }
+
+    /// Every customer's state, with its id.
+    pub fn customers(&self) -> impl Iterator<Item = (&str, &CustomerState)> {
+        self.ids.iter().map(|id| &**id).zip(&self.customers)
+    }
+
+    /// Assess every customer at `as_of_ms` with the partition's scorer, without changing any
+    /// state (replays, `churnwatch score`, the backtest's cut-off dates).
+    pub fn for_each_assessment(
+        &self,
+        as_of_ms: i64,
+        mut f: impl FnMut(&str, &CustomerState, &crate::scoring::Assessment, Lifecycle),
+    ) {
+        let cfg = &*self.cfg;
+        for (id, c) in self.ids.iter().zip(&self.customers) {
+            let a = self.scorer.assess(c, as_of_ms, cfg);
+            f(id, c, &a, lifecycle_of(c, as_of_ms, cfg));
+        }
+    }
+
     /// Withdraw this partition's customers from the population gauges (on revoke or shutdown).
     pub fn release(&mut self) {
         for c in &self.customers {
@@ -263,7 +291,8 @@ impl Drop for PartitionState {
 
 /// Lifecycle stage at `as_of_ms`.
 pub fn lifecycle_of(c: &CustomerState, as_of_ms: i64, cfg: &Config) -> Lifecycle {
-    if c.alert.phase == Phase::Lapsed || as_of_ms - c.last_seen_ms >= cfg.lifecycle.lapse_after_ms {
+    if c.alert.phase == Phase::Lapsed || as_of_ms - c.last_active_ms() >= cfg.lifecycle.lapse_after_ms
+    {
         Lifecycle::Lapsed
     } else if c.alert.phase == Phase::AtRisk {
         Lifecycle::Declining

@@ -1,5 +1,16 @@
-//! Scoring: the four early signals, each a statistical test against the customer's own
-//! baseline, combined into a risk score in [0, 1] with a tier and ranked, quantified reasons.
+//! Scoring: the early signals, each a statistical test against the customer's own baseline,
+//! and the churn probability, combined into a risk score in [0, 1] with a tier and ranked,
+//! quantified reasons.
+//!
+//! - Visits and usage: the online change detector of [`crate::change`] (a CUSUM for the onset
+//!   of a drop against the customer's weekday-adjusted baseline, the exact conditional Poisson
+//!   test for its significance).
+//! - Purchases: the time since the last purchase day against the customer's own gamma model
+//!   of the gaps, shrunk towards a population prior.
+//! - Engagement score: the recent level against the baseline level, a one-sided z-test.
+//! - Silence: `p_churn`, the probability of no activity within `churn.horizon_days`, from the
+//!   customer-base model of [`crate::model`] with the population priors; the signal is how far
+//!   it has risen above what it was right after the customer's latest activity.
 //!
 //! Each signal yields a [`Reason`] with a *strength* in [0, 1]: the test's confidence
 //! (1 - p) times the severity of the change (relative to the config's `full_drop` or
@@ -15,9 +26,10 @@ use serde::Serialize;
 
 use crate::config::Config;
 use crate::customer::CustomerState;
-use crate::stats::{gamma_survival, normal_cdf, poisson_rate_drop};
+use crate::change::{detect_drop, Series};
+use crate::stats::{gamma_survival, normal_cdf};
 use crate::time::{bucket_index, ms_to_days, DAY_MS};
-use crate::window::{Moments, Totals};
+use crate::window::{Bucket, Moments, Totals};
 
 /// The signals churnwatch watches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -27,6 +39,8 @@ pub enum Signal {
     Usage,
     Purchases,
     Engagement,
+    /// Silence judged against the customer's own rhythm of active days (the churn model).
+    Silence,
     /// Days without any activity (explains `lapsed` alerts).
     Inactivity,
 }
@@ -38,6 +52,7 @@ impl Signal {
             Signal::Usage => "usage",
             Signal::Purchases => "purchases",
             Signal::Engagement => "engagement",
+            Signal::Silence => "silence",
             Signal::Inactivity => "inactivity",
         }
     }
@@ -74,6 +89,21 @@ impl Tier {
             Tier::Medium
         } else {
             Tier::Low
+        }
+    }
+
+    /// The tier of an at-risk customer: from the risk, raised one step when the value at
+    /// risk reaches `alerting.high_value_at_risk`.
+    pub fn of_assessment(a: &Assessment, cfg: &crate::config::AlertingConfig) -> Tier {
+        let tier = Tier::of_at_risk(a.risk, cfg);
+        if cfg.high_value_at_risk > 0.0 && a.value_at_risk() >= cfg.high_value_at_risk {
+            match tier {
+                Tier::None => Tier::None,
+                Tier::Low => Tier::Medium,
+                Tier::Medium | Tier::High => Tier::High,
+            }
+        } else {
+            tier
         }
     }
 }
@@ -125,6 +155,10 @@ pub struct Reason {
     /// Length of the recent and baseline windows the numbers cover, in days.
     pub recent_days: f64,
     pub baseline_days: f64,
+    /// Estimated start of the change (event time).
+    pub onset_ms: Option<i64>,
+    /// Posterior probability that the customer is still active (silence signal).
+    pub posterior: Option<f64>,
 }
 
 impl Reason {
@@ -138,6 +172,7 @@ impl Reason {
             Signal::Usage => "units_per_day",
             Signal::Purchases => "days_between_purchases",
             Signal::Engagement => "score",
+            Signal::Silence => "days_between_active_days",
             Signal::Inactivity => "days",
         }
     }
@@ -147,7 +182,7 @@ impl Reason {
         let p = format_p(self.p_value);
         match self.signal {
             Signal::Visits | Signal::Usage => format!(
-                "{} {:+.0}% vs {:.0}-day baseline ({:.2} -> {:.2} per day over {:.0} days), p={}",
+                "{} {:+.0}% vs {:.0}-day baseline ({:.2} -> {:.2} per day over the last {:.0} days), p={}",
                 if self.signal == Signal::Visits {
                     "visits"
                 } else {
@@ -171,6 +206,14 @@ impl Reason {
             Signal::Engagement => format!(
                 "engagement score {:+.0}% vs baseline ({:.1} -> {:.1}, z={:.1}), p={}",
                 self.change_pct, self.baseline, self.recent, self.statistic, p
+            ),
+            Signal::Silence => format!(
+                "no activity for {:.1} days (usually every {:.1} days): P(still active) {:.0}%, churn within {:.0} days {:.0}%",
+                self.recent,
+                self.baseline,
+                self.posterior.unwrap_or(1.0) * 100.0,
+                self.recent_days,
+                self.statistic * 100.0
             ),
             Signal::Inactivity if self.strength > 0.0 => format!(
                 "no activity for {:.1} days (lapse threshold {:.0} days)",
@@ -197,8 +240,11 @@ fn format_p(p: f64) -> String {
 pub struct Assessment {
     pub as_of_ms: i64,
     pub risk: f64,
-    /// Evidence of every signal that could be evaluated (no heap allocation).
-    pub signals: [Option<Reason>; 4],
+    /// Evidence of every signal that could be evaluated (no heap allocation), in the order
+    /// visits, usage, purchases, engagement, silence.
+    pub signals: [Option<Reason>; 5],
+    /// Probability of no activity within `churn.horizon_days`.
+    pub p_churn: f64,
     /// Expected revenue over the value horizon if the customer stays.
     pub customer_value: f64,
     pub days_since_last_seen: f64,
@@ -250,17 +296,88 @@ impl Scorer for SignalScorer {
             .enabled
             .then(|| engagement_signal(c, cfg))
             .flatten();
-        let signals = [visits, usage, purchases, engagement];
+        let churn = churn_estimate(c, as_of_ms, cfg);
+        let silence = churn.and_then(|e| silence_signal(c, &e, cfg));
+        let signals = [visits, usage, purchases, engagement, silence];
         Assessment {
             as_of_ms,
             risk: combine(signals.iter().flatten()),
             signals,
+            p_churn: churn.map_or(1.0, |e| e.p_churn),
             customer_value: customer_value(c, as_of_ms, cfg),
-            days_since_last_seen: ms_to_days((as_of_ms - c.last_seen_ms).max(0)),
+            days_since_last_seen: ms_to_days((as_of_ms - c.last_active_ms()).max(0)),
             recent_visit_rate: win.recent.visits as f64 / win.recent_days,
             recent_usage_rate: win.recent.usage_qty / win.recent_days,
         }
     }
+}
+
+/// What the customer-base model says about one customer.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ChurnEstimate {
+    /// P(no activity within the horizon).
+    pub p_churn: f64,
+    /// P(no activity within the horizon) as it was right after the latest activity.
+    pub p_churn_after_last: f64,
+    /// Posterior probability that the customer is still active.
+    pub p_alive: f64,
+    /// Posterior predictive probability of a silence at least this long if still active.
+    pub p_silence: f64,
+    /// Repeat active days, days since the latest activity, and the usual gap (days).
+    pub repeat_days: f64,
+    pub days_silent: f64,
+    pub usual_gap_days: f64,
+}
+
+/// `p_churn` and its parts, from the customer's active days and the population priors: the
+/// purchase model for customers who only ever bought, the activity model otherwise.
+pub fn churn_estimate(c: &CustomerState, as_of_ms: i64, cfg: &Config) -> Option<ChurnEstimate> {
+    let (x, t_x, t) = c.activity.summary(as_of_ms)?;
+    let m = if c.engaged {
+        &cfg.churn.activity_model
+    } else {
+        &cfg.churn.purchase_model
+    };
+    let h = cfg.churn.horizon_days;
+    let p = m.params;
+    Some(ChurnEstimate {
+        p_churn: m.p_no_transaction(x, t_x, t, h),
+        p_churn_after_last: m.p_no_transaction(x, t_x, t_x, h),
+        p_alive: m.p_alive(x, t_x, t),
+        p_silence: ((p.alpha + t_x) / (p.alpha + t)).powf(p.r + x),
+        repeat_days: x,
+        days_silent: t - t_x,
+        usual_gap_days: (p.alpha + t) / (p.r + x),
+    })
+}
+
+/// The silence signal: how far `p_churn` has risen above the customer's own normal.
+fn silence_signal(c: &CustomerState, e: &ChurnEstimate, cfg: &Config) -> Option<Reason> {
+    let ch = &cfg.churn;
+    let excess = if e.p_churn_after_last < 1.0 {
+        ((e.p_churn - e.p_churn_after_last) / (1.0 - e.p_churn_after_last)).clamp(0.0, 1.0)
+    } else {
+        0.0
+    };
+    let strength = if e.repeat_days >= ch.min_repeat_days as f64 {
+        excess
+    } else {
+        0.0
+    };
+    Some(Reason {
+        signal: Signal::Silence,
+        baseline: e.usual_gap_days,
+        recent: e.days_silent,
+        change_pct: (e.days_silent / e.usual_gap_days.max(1e-9) - 1.0) * 100.0,
+        statistic: e.p_churn,
+        p_value: e.p_silence,
+        strength,
+        weight: ch.weight,
+        recent_days: ch.horizon_days,
+        baseline_days: ms_to_days((c.activity.last_ms - c.activity.first_ms?).max(0)),
+        onset_ms: Some(c.activity.last_ms),
+        posterior: Some(e.p_alive),
+    })
 }
 
 /// The noisy-OR of the reasons' contributions: `1 - Π(1 - weight · strength)`.
@@ -281,21 +398,30 @@ pub fn customer_value(c: &CustomerState, as_of_ms: i64, cfg: &Config) -> f64 {
     c.purchases.total_value / tenure * cfg.value.horizon_days
 }
 
-/// The recent window's totals and, once there is enough history, the baseline window's, read
-/// from the bucket ring once per assessment.
-#[derive(Debug, Clone, Copy)]
+/// The recent window's totals and, once there is enough history, the per-bucket counts of the
+/// recent (complete buckets) and baseline windows, read from the bucket ring once per
+/// assessment.
+#[derive(Debug, Clone)]
 struct RateWindows {
+    /// Totals of the recent window including the current, incomplete bucket (recovery is
+    /// judged on these).
     recent: Totals,
     recent_days: f64,
     baseline: Option<Baseline>,
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct Baseline {
     m: Moments,
     days: f64,
     /// Buckets since the customer's first one (the spread of per-bucket counts is over these).
     buckets: f64,
+    /// Baseline and recent complete buckets, oldest first, with the absolute index of the
+    /// first of each.
+    base: Vec<Bucket>,
+    base_from: i64,
+    recent: Vec<Bucket>,
+    recent_from: i64,
 }
 
 impl RateWindows {
@@ -303,22 +429,29 @@ impl RateWindows {
         let w = &cfg.windows;
         let b = w.bucket_ms;
         let now_idx = bucket_index(as_of_ms, b);
-        let recent_from = now_idx - w.recent_buckets as i64 + 1;
-        let recent_start_ms = recent_from * b;
-        // The current bucket counts only for the part of it that has elapsed.
+        let first_idx = bucket_index(c.first_seen_ms, b);
+        // Recent window for levels: the last `recent_buckets` buckets, the current one counting
+        // only for the part of it that has elapsed.
+        let level_from = now_idx - w.recent_buckets as i64 + 1;
         let recent_days =
-            ms_to_days(as_of_ms - recent_start_ms.max(c.first_seen_ms)).max(1.0 / 24.0);
-        let recent = c.windows.sum(recent_from, now_idx);
+            ms_to_days(as_of_ms - (level_from * b).max(c.first_seen_ms)).max(1.0 / 24.0);
+        let recent = c.windows.sum(level_from, now_idx);
+        // For change detection: complete buckets only.
+        let recent_from = now_idx - w.recent_buckets as i64;
+        let recent_to = now_idx - 1;
         let baseline_to = recent_from - 1;
-        let baseline_from = baseline_to - w.baseline_buckets as i64 + 1;
-        // The baseline starts no earlier than the customer's first event.
-        let baseline_ms = recent_start_ms - (baseline_from * b).max(c.first_seen_ms);
+        let baseline_from = (baseline_to - w.baseline_buckets as i64 + 1).max(first_idx);
+        let baseline_ms = recent_from * b - (baseline_from * b).max(c.first_seen_ms);
         let baseline = (baseline_ms >= w.min_baseline_buckets as i64 * b).then(|| {
-            let first_idx = bucket_index(c.first_seen_ms, b);
+            let collect = |from: i64, to: i64| (from..=to).map(|i| c.windows.get(i)).collect();
             Baseline {
                 m: c.windows.moments(baseline_from, baseline_to),
                 days: ms_to_days(baseline_ms),
-                buckets: (baseline_to - baseline_from.max(first_idx) + 1) as f64,
+                buckets: (baseline_to - baseline_from + 1) as f64,
+                base: collect(baseline_from, baseline_to),
+                base_from: baseline_from,
+                recent: collect(recent_from, recent_to),
+                recent_from,
             }
         });
         RateWindows {
@@ -330,26 +463,18 @@ impl RateWindows {
 
     fn visits(&self, cfg: &Config) -> Option<Reason> {
         let sc = &cfg.signals.visits;
-        let base = self.baseline?;
+        let base = self.baseline.as_ref()?;
         let total = base.m.totals.visits;
         if total < sc.min_baseline_events as u64 {
             return None;
         }
         let phi = dispersion(total as f64, base.m.visits_sq, base.buckets);
-        self.rate_reason(
-            Signal::Visits,
-            sc,
-            cfg,
-            self.recent.visits as f64,
-            total as f64,
-            phi,
-            1.0,
-        )
+        self.rate_reason(Signal::Visits, sc, cfg, phi, 1.0, |b| b.visits as f64)
     }
 
     fn usage(&self, cfg: &Config) -> Option<Reason> {
         let sc = &cfg.signals.usage;
-        let base = self.baseline?;
+        let base = self.baseline.as_ref()?;
         let t = base.m.totals;
         if t.usage_events < sc.min_baseline_events as u64 || t.usage_qty <= 0.0 {
             return None;
@@ -362,47 +487,44 @@ impl RateWindows {
             base.m.usage_qty_sq / (unit * unit),
             base.buckets,
         );
-        self.rate_reason(
-            Signal::Usage,
-            sc,
-            cfg,
-            self.recent.usage_qty / unit,
-            t.usage_qty / unit,
-            phi,
-            unit,
-        )
+        self.rate_reason(Signal::Usage, sc, cfg, phi, unit, move |b| {
+            b.usage_qty as f64 / unit
+        })
     }
 
-    /// Test `recent` against `baseline` (counts in test units) for a drop, with the counts
-    /// divided by the dispersion `phi`; levels are reported in test units times `per_unit`.
-    #[allow(clippy::too_many_arguments)]
+    /// Run the change detector on one per-bucket count (in test units); levels are reported
+    /// per day in test units times `per_unit`.
     fn rate_reason(
         &self,
         signal: Signal,
         sc: &crate::config::RateSignalConfig,
         cfg: &Config,
-        recent: f64,
-        baseline: f64,
         phi: f64,
         per_unit: f64,
+        count: impl Fn(&Bucket) -> f64,
     ) -> Option<Reason> {
-        let base = self.baseline?;
-        let t = poisson_rate_drop(
-            scaled(recent, phi),
-            self.recent_days,
-            scaled(baseline, phi),
-            base.days,
-        )?;
-        let baseline_level = baseline * per_unit / base.days;
-        let recent_level = recent * per_unit / self.recent_days;
-        let change = if baseline_level > 0.0 {
-            recent_level / baseline_level - 1.0
-        } else {
-            0.0
-        };
+        let base = self.baseline.as_ref()?;
+        let b = cfg.windows.bucket_ms;
+        let baseline: Vec<f64> = base.base.iter().map(&count).collect();
+        let recent: Vec<f64> = base.recent.iter().map(&count).collect();
+        let period = season_period(b);
+        let phase = |idx: i64| idx.rem_euclid(period as i64) as usize;
+        let ch = detect_drop(&Series {
+            baseline: &baseline,
+            baseline_phase: phase(base.base_from),
+            recent: &recent,
+            recent_phase: phase(base.recent_from),
+            period,
+            dispersion: phi,
+        })?;
+        let bucket_days = b as f64 / DAY_MS as f64;
+        let seg_days = ch.buckets as f64 * bucket_days;
+        let baseline_level = baseline.iter().sum::<f64>() * per_unit / base.days;
+        let recent_level = ch.observed * per_unit / seg_days;
+        let change = ch.change();
         let drop = -change;
-        let strength = if drop >= sc.min_drop && t.p_value <= cfg.signals.max_p_value {
-            (1.0 - t.p_value) * (drop / sc.full_drop).min(1.0)
+        let strength = if ch.in_progress && drop >= sc.min_drop {
+            confidence(ch.p_value, cfg) * (drop / sc.full_drop).min(1.0)
         } else {
             0.0
         };
@@ -411,13 +533,40 @@ impl RateWindows {
             baseline: baseline_level,
             recent: recent_level,
             change_pct: change * 100.0,
-            statistic: t.z,
-            p_value: t.p_value,
+            statistic: ch.cusum,
+            p_value: ch.p_value,
             strength,
             weight: sc.weight,
-            recent_days: self.recent_days,
+            recent_days: seg_days,
             baseline_days: base.days,
+            onset_ms: ch
+                .in_progress
+                .then(|| (base.recent_from + ch.onset as i64) * b),
+            posterior: None,
         })
+    }
+}
+
+/// How sure a test is of a change, 0..1: the evidence `ln(1/p)` relative to that of
+/// `signals.max_p_value`, capped at 1. A p-value at the configured level counts fully; weaker
+/// evidence counts in proportion, so scores rank smoothly while alerts still need strong
+/// evidence (or several signals together) to reach the thresholds.
+pub fn confidence(p_value: f64, cfg: &Config) -> f64 {
+    let full = -cfg.signals.max_p_value.ln();
+    if !(p_value > 0.0) {
+        return 1.0;
+    }
+    (-p_value.ln() / full).clamp(0.0, 1.0)
+}
+
+/// Buckets per week when a week is a whole number of at most seven buckets (daily buckets: a
+/// weekday pattern), else 1 (no seasonal adjustment).
+fn season_period(bucket_ms: i64) -> usize {
+    let week = 7 * DAY_MS;
+    if week % bucket_ms == 0 && week / bucket_ms <= 7 {
+        (week / bucket_ms) as usize
+    } else {
+        1
     }
 }
 
@@ -434,20 +583,15 @@ fn dispersion(sum: f64, sum_sq: f64, n: f64) -> f64 {
     (var / mean).clamp(1.0, 100.0)
 }
 
-/// A count divided by the dispersion factor, as a whole number for the exact test.
-fn scaled(x: f64, phi: f64) -> u64 {
-    (x / phi).round().max(0.0) as u64
-}
-
 /// Purchase rhythm: how surprising is the time since the last purchase, given the customer's
 /// own gaps (gamma model, mean and shape shrunk towards the population prior)?
 fn purchase_signal(c: &CustomerState, as_of_ms: i64, cfg: &Config) -> Option<Reason> {
     let sc = &cfg.signals.purchases;
     let r = &c.purchases;
-    if r.count < sc.min_purchases || r.gaps == 0 {
+    if r.occasions() < sc.min_purchases || r.gaps == 0 {
         return None;
     }
-    let last = r.last_ms?;
+    let last = r.last_ms()?;
     let g = r.gaps as f64;
     let k0 = sc.prior_strength;
     let mean = ((g * r.gap_mean_days + k0 * sc.prior_mean_gap_days) / (g + k0)).max(1.0 / 24.0);
@@ -460,8 +604,8 @@ fn purchase_signal(c: &CustomerState, as_of_ms: i64, cfg: &Config) -> Option<Rea
     let since = ms_to_days((as_of_ms - last).max(0));
     let p = gamma_survival(since, shape, mean);
     let cycles_overdue = since / mean - 1.0;
-    let strength = if cycles_overdue >= sc.min_overdue_cycles && p <= cfg.signals.max_p_value {
-        (1.0 - p) * (cycles_overdue / sc.full_overdue_cycles).min(1.0)
+    let strength = if cycles_overdue >= sc.min_overdue_cycles {
+        confidence(p, cfg) * (cycles_overdue / sc.full_overdue_cycles).min(1.0)
     } else {
         0.0
     };
@@ -476,6 +620,9 @@ fn purchase_signal(c: &CustomerState, as_of_ms: i64, cfg: &Config) -> Option<Rea
         weight: sc.weight,
         recent_days: since,
         baseline_days: ms_to_days((last - c.first_seen_ms).max(0)),
+        // The rhythm broke when the next purchase was due.
+        onset_ms: (cycles_overdue > 0.0).then(|| last + (mean * DAY_MS as f64) as i64),
+        posterior: None,
     })
 }
 
@@ -493,8 +640,8 @@ fn engagement_signal(c: &CustomerState, cfg: &Config) -> Option<Reason> {
     let z = (e.recent - e.baseline) / se;
     let p = normal_cdf(z);
     let drop = (e.baseline - e.recent) / scale;
-    let strength = if drop >= sc.min_drop && p <= cfg.signals.max_p_value {
-        (1.0 - p) * (drop / sc.full_drop).min(1.0)
+    let strength = if drop >= sc.min_drop {
+        confidence(p, cfg) * (drop / sc.full_drop).min(1.0)
     } else {
         0.0
     };
@@ -509,6 +656,8 @@ fn engagement_signal(c: &CustomerState, cfg: &Config) -> Option<Reason> {
         weight: sc.weight,
         recent_days: sc.recent_half_life_days,
         baseline_days: sc.baseline_half_life_days,
+        onset_ms: None,
+        posterior: None,
     })
 }
 
@@ -528,6 +677,8 @@ pub fn inactivity_reason(days_silent: f64, lapsed: bool, cfg: &Config) -> Reason
         weight: 1.0,
         recent_days: days_silent,
         baseline_days: lapse_days,
+        onset_ms: None,
+        posterior: None,
     }
 }
 

@@ -1,16 +1,19 @@
-//! Deterministic, seeded simulator of customer activity.
+//! Deterministic, seeded simulator of customer activity with exact ground truth.
 //!
-//! Used by the `demo` (and `simulate`) subcommands to produce a realistic,
-//! heterogeneous stream of JSON events with a known ground truth (which
-//! customers decline, when, and how), so that alerts can be evaluated.
+//! Used by `churnwatch simulate` (a dataset: events plus truth labels, see
+//! [`crate::simulate`]) and by the `demo` (live traffic). It produces a
+//! realistic, heterogeneous and deliberately hard stream of JSON events
+//! together with the truth: who churns, when their decline starts and when
+//! they leave.
 //!
 //! # Event schema
 //!
 //! Every event is one JSON object with the common fields `type`
 //! (`"visit" | "usage" | "purchase" | "engagement"`), `customer_id`
 //! (`"c000042"`), `ts` (RFC 3339 UTC with milliseconds,
-//! `"2026-03-01T10:15:00.000Z"`) and `event_id` (unique, e.g.
-//! `"e1-c000042-17"` = seed, customer, per-customer sequence number), plus:
+//! `"2026-03-01T10:15:00.000Z"`) and `event_id` (unique per generated event,
+//! e.g. `"e1-c000042-17"` = seed in hex, customer, per-customer sequence
+//! number; a re-delivered duplicate repeats it), plus:
 //!
 //! * `visit`: `page`, `session_id`, `duration_secs` (checkout visits carry no
 //!   duration);
@@ -18,87 +21,159 @@
 //!   with 2 decimals);
 //! * `purchase`: `amount` (2 decimals), `currency` (`"EUR"`), `quantity`
 //!   (integer), `order_id`;
-//! * `engagement`: `score` (CRM lead score 0-100, 1 decimal).
+//! * `engagement`: `score` (CRM / e-mail engagement score 0-100, 1 decimal).
+//!
+//! # Definitions (the truth labels)
+//!
+//! * **Activity** = `visit`, `usage` and `purchase` events. `engagement`
+//!   events are CRM updates *about* the customer, not activity: they continue
+//!   for 30 days after a churn (with a falling score), then stop.
+//! * **`churned_at`** = the moment the customer leaves: the customer has *no*
+//!   activity event with `ts >= churned_at`, and the activity factor (below)
+//!   is 0 from then on for good. For purchase-only dropouts it is their last
+//!   purchase's `ts` + 1 ms.
+//! * **`decline_onset`** = when the customer's engagement starts to fall
+//!   (equal to `churned_at` for sudden stops and purchase-only dropouts).
+//! * **`churned`** = `churned_at` falls inside the simulated period
+//!   `[start, start + days)`. A churn drawn after the end is reported as not
+//!   churned with no `churned_at`; if its decline onset is inside the period,
+//!   the onset is still reported (and the segment names the decline path).
+//! * **Segment** (snake_case, [`Segment`]): what happened to the customer
+//!   *inside the period*, in this order of precedence: the decline path
+//!   (`gradual_decline`, `abrupt_drop`, `sudden_stop`) if the decline onset
+//!   is inside the period; for purchase-only customers `one_time_buyer`
+//!   (a new customer who dropped out after their first purchase),
+//!   `buyer_dropout` (dropped out after several purchases, or an existing
+//!   customer who dropped out) or `buyer_active`; then `temporary_dip`;
+//!   then `holiday` (a personal holiday overlapped the customer's time in the
+//!   period); otherwise `steady`. Only the labels `churned` /
+//!   `churned_at` say whether a customer churned inside the period.
+//!
+//! [`Simulator::truth`] reports these for the period; it is final once the
+//! simulation has been advanced to the end of the period (purchase-only
+//! dropouts are decided as their purchases are generated).
 //!
 //! # Model
 //!
-//! **Customer kinds** (drawn per customer):
+//! **Acquisition**: a share `existing_share` (35 %) of the customers exist at
+//! the start (the existing base, each stream at a random phase); the others
+//! are acquired at a uniformly random day of the period (at an hour drawn
+//! from their kind's hour profile). A new customer's first event is at the
+//! acquisition time (a `/signup` or landing visit, or the first purchase for
+//! purchase-only customers), and nothing happens before it.
 //!
-//! * *SaaS* (45 %): sessions (`visit`) followed by a handful of `usage`
-//!   events inside the session (geometric-like count, per-customer mean
-//!   1.5-5, per-customer favourite features); 75 % pay a monthly
-//!   subscription (`purchase` every 30 days, price per seat x seats; seats
-//!   occasionally grow, and shrink during a decline); CRM `engagement` score
-//!   every 2-7 days.
-//! * *Shop* (35 %): browsing sessions (`visit` only) plus purchases with a
+//! **Customer kinds** ([`CustomerKind`], drawn per customer):
+//!
+//! * *SaaS* (30 %): sessions (`visit`) each followed by a few `usage` events
+//!   inside the session (per-customer mean 1-3, per-customer favourite
+//!   features); 75 % pay a monthly subscription (`purchase` every 30 days,
+//!   price per seat x seats; seats occasionally grow, and shrink during a
+//!   decline); CRM `engagement` score every 2-7 days.
+//! * *Shop* (22 %): browsing sessions (`visit` only) plus purchases with a
 //!   personal rhythm: gamma-distributed gaps (shape 1.5-4, mean 7-45 days),
 //!   each purchase preceded a few minutes earlier by a `/checkout` visit;
 //!   basket size log-normal around a personal median. Half of them get an
-//!   `engagement` (e-mail engagement) score every 5-14 days.
-//! * *Mixed* (20 %): app sessions with fewer usage events, purchases every
-//!   20-60 days, 20 % subscribe, engagement every 2-7 days.
+//!   e-mail `engagement` score every 5-14 days.
+//! * *Mixed* (13 %): app sessions with fewer usage events (mean 0.3-1.3),
+//!   purchases every 20-60 days, 20 % subscribe, engagement every 2-7 days.
+//! * *Purchase-only* (35 %, retail-like): only `purchase` events, no visits,
+//!   usage or engagement. A BG/NBD-like process: purchase rate
+//!   λ ~ Gamma(shape 0.9, mean 1/40 per day) per customer (clamped to
+//!   1/1500 .. 1/2 per day), exponential gaps snapped onto a shop-like
+//!   weekday and hour; after *each* purchase (including the first) the
+//!   customer drops out for good with a personal probability
+//!   p ~ Beta(1.2, 2.5) (mean 0.32), so many are one-time buyers. Amounts are
+//!   log-normal (personal median around 40 EUR, spread 0.7; per purchase 0.5).
+//!   Existing purchase-only customers start at a random phase, so a few with
+//!   a very low rate have no event in the period at all (they are still
+//!   labelled, as active buyers).
 //!
 //! **Heterogeneous rates**: session rates per day are gamma distributed per
-//! customer (SaaS mean 2.2/day, so some customers visit 5+ times a day and
-//! others twice a week; shops mean 0.5/day; mixed 1.2/day).
+//! customer: SaaS mean 0.8 (shape 1.3: some are daily heavy users, many come
+//! weekly), shops mean 0.35, mixed 0.6. A 20,000-customer, 365-day dataset
+//! has about 4.5 million events.
 //!
 //! **Seasonality**: sessions follow a non-homogeneous Poisson process,
 //! generated by *thinning* (candidate gaps from the maximal rate, accepted
 //! with probability `rate(t) / max_rate`). The rate is the base rate times a
 //! piecewise-constant hour-of-day profile (SaaS: office hours; shops: evening
-//! peak), a weekday profile (SaaS lower on weekends, shops higher), a
-//! per-customer-week noise factor in `[0.7, 1.3]` (deterministic hash) and
-//! the customer's *activity factor* (below). Local time uses a per-customer
-//! UTC offset of 0, +1 or +2 hours. Shop purchase dates are snapped onto a
-//! day (weekday-weighted) and an hour drawn from the hour profile.
+//! peak; mixed: the average), a per-customer weekday profile (35 % of SaaS
+//! users are weekday-only, the other SaaS users are lower on weekends, shops
+//! and purchase-only buyers are weekend-heavy; each customer's weekdays are
+//! perturbed log-normally), a per-customer-week noise factor in `[0.7, 1.3]`
+//! (deterministic hash) and the customer's *activity factor* (below). Local
+//! time uses a per-customer UTC offset of 0, +1 or +2 hours. Purchase dates
+//! are snapped onto a day (weekday-weighted) and an hour drawn from the hour
+//! profile, and thinned by the activity factor.
 //!
-//! **Segments / ground truth** ([`Segment`], [`CustomerTruth`]): a share
-//! `declining_share` of customers declines starting at an onset drawn
-//! uniformly from `decline_onset_days`; of those, `returning_share` are
-//! [`Segment::Returning`], the rest are 60 % [`Segment::GradualDecline`] and
-//! 40 % [`Segment::AbruptStop`]. The activity factor multiplies all session
-//! and purchase rates:
+//! **Activity factor** in `[0, 1]`: it multiplies all session and purchase
+//! rates (not subscription renewals, which are billed automatically) and
+//! drives the engagement score. It is 0 before acquisition and from
+//! `churned_at` on, and otherwise the product of:
 //!
-//! * `Steady`: 1 (10 % of them take one 3-10 day "vacation" at factor 0.15
-//!   somewhere in days 10-150: realistic noise / false-positive bait);
-//! * `GradualDecline`: falls linearly from 1 to a floor of 0.1-0.2 over
-//!   14-28 days and stays at the floor; `churned_at` = end of the ramp; the
-//!   subscription is not renewed after `churned_at`;
-//! * `AbruptStop`: 0 from the onset on (`churned_at` = onset): no sessions,
-//!   purchases or renewals any more;
-//! * `Returning`: about 0.1 (0.05-0.15) for 10-20 days after the onset, then
-//!   back to 1 (`churned_at` = `None`).
+//! * the *decline path* of churners (SaaS, Shop and Mixed customers): the
+//!   decline onset comes from a constant hazard (`churn_hazard_per_day`,
+//!   default 0.0013/day, at least 30 days after acquisition; existing
+//!   customers from the start), so that about 22 % of them churn inside a
+//!   365-day period (38 % of those exposed for a whole year). The path is
+//!   [`Segment::GradualDecline`] (45 %: the factor falls linearly from 1 to
+//!   0 over 21-70 days, `churned_at` = end of the ramp),
+//!   [`Segment::AbruptDrop`] (40 %: the factor drops at the onset to
+//!   0.1-0.35 and stays there for 14-56 days, then 0 at `churned_at`) or
+//!   [`Segment::SuddenStop`] (15 %: 0 from the onset = `churned_at`).
+//!   Subscription renewals continue until `churned_at` (seats may shrink
+//!   while the factor is below 0.6), then stop. The demo can instead place
+//!   the onsets uniformly in a window (`decline_window_days`).
+//! * *holidays* (not churn): 35 % of customers take 1-2 holidays a calendar
+//!   year of 3-14 days, 55 % of them starting in July-August, 25 % in
+//!   December 18-30, 20 % anywhere; the factor is 0 (30 % of the holidays:
+//!   fully silent) or 0.05-0.5 during a holiday;
+//! * a *temporary dip* (not churn) for 2 % of the SaaS, Shop and Mixed
+//!   customers: 0.3-0.5 for 10-21 days at a random time in the period, then
+//!   back to 1;
+//! * the population-wide *Christmas week* (December 24 to January 1, local
+//!   time): 0.5.
 //!
 //! The engagement score follows a per-customer level (40-90, slow random
 //! walk) times `0.35 + 0.65 * activity` (smoothed), plus noise, so it falls
-//! during a decline. CRM score updates continue after churn for 30 days,
-//! then stop.
+//! during declines (and, less, during holidays). CRM updates continue for 30
+//! days after `churned_at`, then stop.
 //!
-//! **Malformed messages** (`malformed_share > 0`): the chosen share of
-//! emitted messages is replaced by one of: non-JSON bytes (truncated JSON or
-//! garbage), a missing `customer_id`, an unknown `type`, an unparsable `ts`
-//! or a purchase with a negative `amount`. Malformation decisions use their
-//! own RNG, so the behaviour of the customers does not depend on it.
+//! **Late and duplicate deliveries**: the stream is in *arrival* order. A
+//! share `late_share` (0.3 %) of the events arrives late: 1 minute to 6 hours
+//! after its `ts` (log-uniform), a tenth of them 6 hours to 2 days. A share
+//! `duplicate_share` (0.15 %) is delivered twice: the same bytes (same
+//! `event_id`) again 0-30 minutes after the first delivery. So `ts` is
+//! non-decreasing along the stream except at late events. Delivery decisions
+//! use their own RNG, so the behaviour of the customers does not depend on
+//! them.
+//!
+//! **Malformed messages** (`malformed_share > 0`, 0 by default): the chosen
+//! share of generated messages is replaced by one of: non-JSON bytes
+//! (truncated JSON or garbage), a missing `customer_id`, an unknown `type`,
+//! an unparsable `ts` or a purchase with a negative `amount`. Malformation
+//! decisions use their own RNG too.
 //!
 //! # Implementation
 //!
-//! Each customer has up to four independent streams (sessions, shop
-//! purchases, subscription renewals, engagement updates) with their next
-//! event time in one [`BinaryHeap`]; [`Simulator::advance`] pops events in
-//! `(ts, customer, stream)` order and schedules the stream's next event, so
-//! memory is O(customers) and incremental calls produce exactly the same
-//! stream as a single call. Every customer has its own seeded
+//! Each customer has up to four independent streams (sessions, purchases,
+//! subscription renewals, engagement updates) with their next event time in
+//! one [`BinaryHeap`]; [`Simulator::advance`] pops events in
+//! `(ts, customer, stream)` order and schedules the stream's next event.
+//! Late events and duplicates wait in a small reorder heap keyed by arrival
+//! time. Memory is O(customers), and incremental calls produce exactly the
+//! same stream as a single call. Every customer has its own seeded
 //! `Xoshiro256PlusPlus` RNG, so the output is fully determined by the
 //! configuration.
 
-use std::cmp::Reverse;
+use std::cmp::{Ordering, Reverse};
 use std::collections::BinaryHeap;
 use std::fmt;
 use std::io::Write;
 
 use rand::rngs::Xoshiro256PlusPlus;
 use rand::{RngExt, SeedableRng};
-use rand_distr::{Distribution, Exp1, Gamma, StandardNormal};
+use rand_distr::{Beta, Distribution, Exp1, Gamma, StandardNormal};
 
 const SEC: i64 = 1_000;
 const MIN: i64 = 60 * SEC;
@@ -107,11 +182,24 @@ const DAY: i64 = 24 * HOUR;
 
 /// Maximum of the per-customer-week noise factor (range `[0.7, 1.3]`).
 const NOISE_MAX: f64 = 1.3;
+/// Activity factor of the whole population in the Christmas week.
+const CHRISTMAS_FACTOR: f64 = 0.5;
+/// Customers who churn start to decline at least this long after acquisition.
+const MIN_TENURE_BEFORE_CHURN: i64 = 30 * DAY;
+/// CRM updates continue this long after `churned_at`.
+const ENGAGEMENT_AFTER_CHURN: i64 = 30 * DAY;
 
 const STREAM_SESSION: u8 = 0;
 const STREAM_PURCHASE: u8 = 1;
 const STREAM_SUBSCRIPTION: u8 = 2;
 const STREAM_ENGAGEMENT: u8 = 3;
+
+/// 2026-01-01T00:00:00Z, the default start of a simulation.
+pub const DEFAULT_START_MS: i64 = 1_767_225_600_000;
+
+/// Default churn-onset hazard of SaaS, Shop and Mixed customers: about 22 % of
+/// them churn inside a 365-day period with the default acquisition.
+pub const DEFAULT_CHURN_HAZARD_PER_DAY: f64 = 0.0013;
 
 /// Configuration of the [`Simulator`].
 #[derive(Clone, Debug, PartialEq)]
@@ -120,59 +208,120 @@ pub struct SimConfig {
     pub seed: u64,
     /// Event-time start of the simulation (ms since Unix epoch).
     pub start_ms: i64,
-    /// Share of customers who start to decline at some point (gradual or abrupt).
-    pub declining_share: f64,
-    /// Share of decliners who come back after a while ("returners").
-    pub returning_share: f64,
-    /// Earliest/latest day (from start) at which a decline may begin.
-    pub decline_onset_days: (f64, f64),
-    /// Share of emitted messages that are deliberately malformed (for dead-letter demos); 0.0 = none.
+    /// Length of the simulated period in days: new customers are acquired
+    /// uniformly over it, and the truth labels refer to it. The simulator may
+    /// be advanced beyond it (the demo does); nothing special happens there.
+    pub days: f64,
+    /// Share of customers that exist at the start; the others are acquired
+    /// during the period.
+    pub existing_share: f64,
+    /// Daily hazard of a decline onset for SaaS, Shop and Mixed customers
+    /// (from 30 days after acquisition; from the start for existing ones).
+    pub churn_hazard_per_day: f64,
+    /// Demo knob: when set, the share `1 - exp(-365 * churn_hazard_per_day)`
+    /// of the SaaS, Shop and Mixed customers start to decline at a uniform
+    /// time in this window (days from the start) instead of by the hazard.
+    pub decline_window_days: Option<(f64, f64)>,
+    /// Share of generated messages that are deliberately malformed (for
+    /// dead-letter demos); 0.0 = none.
     pub malformed_share: f64,
+    /// Share of events delivered late (1 min to 6 h after `ts`, a tenth up to 2 days).
+    pub late_share: f64,
+    /// Share of events delivered twice (same bytes, 0-30 min apart).
+    pub duplicate_share: f64,
 }
 
 impl Default for SimConfig {
     fn default() -> Self {
         SimConfig {
-            customers: 2000,
+            customers: 20_000,
             seed: 1,
-            start_ms: 0,
-            declining_share: 0.15,
-            returning_share: 0.25,
-            decline_onset_days: (40.0, 70.0),
+            start_ms: DEFAULT_START_MS,
+            days: 365.0,
+            existing_share: 0.35,
+            churn_hazard_per_day: DEFAULT_CHURN_HAZARD_PER_DAY,
+            decline_window_days: None,
             malformed_share: 0.0,
+            late_share: 0.003,
+            duplicate_share: 0.0015,
         }
     }
 }
 
-/// Ground-truth behaviour segment of a simulated customer.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+/// Ground-truth segment of a simulated customer: what happened to them inside
+/// the simulated period (see the module docs for the precedence).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Segment {
+    /// No decline, dip or personal holiday in the period.
     Steady,
+    /// Took at least one personal holiday in the period (not churn).
+    Holiday,
+    /// Was at 30-50 % for 10-21 days, then back (not churn).
+    TemporaryDip,
+    /// Linear decline to zero over 21-70 days.
     GradualDecline,
-    AbruptStop,
-    Returning,
+    /// Drop to 10-35 % for 14-56 days, then gone.
+    AbruptDrop,
+    /// Gone at once.
+    SuddenStop,
+    /// Purchase-only: a new customer who dropped out after the first purchase.
+    OneTimeBuyer,
+    /// Purchase-only: dropped out after several purchases (or an existing customer who dropped out).
+    BuyerDropout,
+    /// Purchase-only: still alive at the end of the period (whether or not they bought recently).
+    BuyerActive,
 }
 
 impl Segment {
-    pub const ALL: [Segment; 4] = [
+    pub const ALL: [Segment; 9] = [
         Segment::Steady,
+        Segment::Holiday,
+        Segment::TemporaryDip,
         Segment::GradualDecline,
-        Segment::AbruptStop,
-        Segment::Returning,
+        Segment::AbruptDrop,
+        Segment::SuddenStop,
+        Segment::OneTimeBuyer,
+        Segment::BuyerDropout,
+        Segment::BuyerActive,
     ];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Segment::Steady => "steady",
+            Segment::Holiday => "holiday",
+            Segment::TemporaryDip => "temporary_dip",
             Segment::GradualDecline => "gradual_decline",
-            Segment::AbruptStop => "abrupt_stop",
-            Segment::Returning => "returning",
+            Segment::AbruptDrop => "abrupt_drop",
+            Segment::SuddenStop => "sudden_stop",
+            Segment::OneTimeBuyer => "one_time_buyer",
+            Segment::BuyerDropout => "buyer_dropout",
+            Segment::BuyerActive => "buyer_active",
         }
     }
 
-    /// True for the segments that eventually churn (gradual decline, abrupt stop).
+    /// The segment named `s` (as written by [`as_str`](Segment::as_str)).
+    pub fn parse(s: &str) -> Option<Segment> {
+        Segment::ALL.into_iter().find(|x| x.as_str() == s)
+    }
+
+    /// True for the segments whose path ends in churn. Whether the churn falls
+    /// inside the period is [`CustomerTruth::churned`]: a decline that starts
+    /// near the end of the period may end after it.
     pub fn churns(self) -> bool {
-        matches!(self, Segment::GradualDecline | Segment::AbruptStop)
+        matches!(
+            self,
+            Segment::GradualDecline
+                | Segment::AbruptDrop
+                | Segment::SuddenStop
+                | Segment::OneTimeBuyer
+                | Segment::BuyerDropout
+        )
+    }
+
+    /// True for the segments with a temporary, non-churn dip in activity
+    /// (false-alarm bait).
+    pub fn is_temporary_dip(self) -> bool {
+        matches!(self, Segment::Holiday | Segment::TemporaryDip)
     }
 }
 
@@ -183,26 +332,36 @@ impl fmt::Display for Segment {
 }
 
 /// Kind of business relationship of a simulated customer.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum CustomerKind {
     Saas,
     Shop,
     Mixed,
+    PurchaseOnly,
 }
 
 impl CustomerKind {
+    pub const ALL: [CustomerKind; 4] = [
+        CustomerKind::Saas,
+        CustomerKind::Shop,
+        CustomerKind::Mixed,
+        CustomerKind::PurchaseOnly,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             CustomerKind::Saas => "saas",
             CustomerKind::Shop => "shop",
             CustomerKind::Mixed => "mixed",
+            CustomerKind::PurchaseOnly => "purchase_only",
         }
     }
 
-    fn idx(self) -> usize {
+    /// Index of the hour-of-day profile.
+    fn profile(self) -> usize {
         match self {
             CustomerKind::Saas => 0,
-            CustomerKind::Shop => 1,
+            CustomerKind::Shop | CustomerKind::PurchaseOnly => 1,
             CustomerKind::Mixed => 2,
         }
     }
@@ -214,23 +373,45 @@ impl fmt::Display for CustomerKind {
     }
 }
 
-/// Ground truth for one simulated customer.
+/// Ground truth for one simulated customer, relative to the simulated period
+/// (see the module docs for the definitions).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CustomerTruth {
     pub customer_id: String,
+    pub kind: CustomerKind,
     pub segment: Segment,
-    /// Start of the decline (also set for `Returning`), `None` for `Steady`.
+    /// When the customer was acquired (their first event); `None` for the
+    /// existing base.
+    pub acquired_ms: Option<i64>,
+    /// `churned_at` falls inside the period.
+    pub churned: bool,
+    /// Start of the decline, if inside the period (also set when the churn
+    /// itself falls after the end).
     pub decline_onset_ms: Option<i64>,
-    /// When the customer counts as churned (`GradualDecline`: end of the
-    /// ramp; `AbruptStop`: onset); `None` otherwise.
+    /// When the customer left (no activity at or after it); set iff `churned`.
     pub churned_at_ms: Option<i64>,
+}
+
+/// How a message is delivered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Delivery {
+    /// At its event time.
+    OnTime,
+    /// After its event time (1 min to 2 days).
+    Late,
+    /// A second delivery of a message already delivered (same bytes).
+    Duplicate,
 }
 
 /// One generated message.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SimEvent {
     pub customer_id: String,
+    /// Event time (`ts`).
     pub ts_ms: i64,
+    /// When the message enters the stream (`>= ts_ms`); the stream is sorted by it.
+    pub arrival_ms: i64,
+    pub delivery: Delivery,
     /// The JSON bytes (or malformed bytes).
     pub payload: Vec<u8>,
 }
@@ -249,65 +430,51 @@ const SHOP_HOURS: [f64; 24] = [
 ];
 /// Monday .. Sunday.
 const SAAS_WEEKDAYS: [f64; 7] = [1.15, 1.2, 1.2, 1.15, 1.05, 0.55, 0.45];
+const WEEKDAY_ONLY: [f64; 7] = [1.0, 1.05, 1.05, 1.0, 0.9, 0.06, 0.04];
 const SHOP_WEEKDAYS: [f64; 7] = [0.9, 0.9, 0.95, 0.95, 1.05, 1.25, 1.15];
+/// Share of SaaS users who are (almost) weekday-only.
+const WEEKDAY_ONLY_SHARE: f64 = 0.35;
 
+/// Hour-of-day profile of a kind of customer.
 #[derive(Clone, Debug)]
-struct Profile {
+struct HourProfile {
     /// Hour-of-day factors, mean 1.
     hour: [f64; 24],
-    hour_cdf: [f64; 24],
-    /// Weekday factors (Monday = 0), mean 1.
-    wd: [f64; 7],
-    wd_max: f64,
-    /// max(hour) * max(wd).
+    cdf: [f64; 24],
     max: f64,
 }
 
-impl Profile {
-    fn new(hour_raw: &[f64; 24], wd_raw: &[f64; 7]) -> Self {
-        let hmean = hour_raw.iter().sum::<f64>() / 24.0;
-        let wmean = wd_raw.iter().sum::<f64>() / 7.0;
-        let hour = hour_raw.map(|h| h / hmean);
-        let wd = wd_raw.map(|w| w / wmean);
-        let mut hour_cdf = [0.0; 24];
+impl HourProfile {
+    fn new(raw: &[f64; 24]) -> Self {
+        let mean = raw.iter().sum::<f64>() / 24.0;
+        let hour = raw.map(|h| h / mean);
+        let mut cdf = [0.0; 24];
         let mut acc = 0.0;
-        for (c, h) in hour_cdf.iter_mut().zip(hour.iter()) {
+        for (c, h) in cdf.iter_mut().zip(hour.iter()) {
             acc += h / 24.0;
             *c = acc;
         }
-        let hmax = hour.iter().cloned().fold(0.0, f64::max);
-        let wd_max = wd.iter().cloned().fold(0.0, f64::max);
-        Profile {
+        HourProfile {
             hour,
-            hour_cdf,
-            wd,
-            wd_max,
-            max: hmax * wd_max,
+            cdf,
+            max: hour.iter().cloned().fold(0.0, f64::max),
         }
     }
 
-    fn mixed() -> Self {
-        let mut h = [0.0; 24];
-        for (i, v) in h.iter_mut().enumerate() {
+    fn all() -> [HourProfile; 3] {
+        let mut mixed = [0.0; 24];
+        for (i, v) in mixed.iter_mut().enumerate() {
             *v = (SAAS_HOURS[i] + SHOP_HOURS[i]) / 2.0;
         }
-        let mut w = [0.0; 7];
-        for (i, v) in w.iter_mut().enumerate() {
-            *v = (SAAS_WEEKDAYS[i] + SHOP_WEEKDAYS[i]) / 2.0;
-        }
-        Profile::new(&h, &w)
-    }
-
-    /// Seasonal intensity factor at a local timestamp.
-    #[inline]
-    fn intensity(&self, local_ms: i64) -> f64 {
-        let days = local_ms.div_euclid(DAY);
-        let h = (local_ms.rem_euclid(DAY) / HOUR) as usize;
-        self.hour[h] * self.wd[weekday(days)]
+        [
+            HourProfile::new(&SAAS_HOURS),
+            HourProfile::new(&SHOP_HOURS),
+            HourProfile::new(&mixed),
+        ]
     }
 
     fn sample_hour(&self, u: f64) -> i64 {
-        self.hour_cdf.iter().position(|&c| u < c).unwrap_or(23) as i64
+        self.cdf.iter().position(|&c| u < c).unwrap_or(23) as i64
     }
 }
 
@@ -315,6 +482,17 @@ impl Profile {
 #[inline]
 fn weekday(days: i64) -> usize {
     (days + 3).rem_euclid(7) as usize
+}
+
+/// Population-wide seasonal factor of a local time: the Christmas week.
+#[inline]
+fn season(local_ms: i64) -> f64 {
+    let (_, m, d) = civil_from_days(local_ms.div_euclid(DAY));
+    if (m == 12 && d >= 24) || (m == 1 && d == 1) {
+        CHRISTMAS_FACTOR
+    } else {
+        1.0
+    }
 }
 
 #[inline]
@@ -361,28 +539,81 @@ const SHOP_PAGES: [&str; 8] = [
 ];
 const SEAT_PRICES_CENTS: [i64; 4] = [900, 1900, 2900, 4900];
 
+/// Decline path of a customer who churns.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Path {
+    None,
+    /// Linear from 1 to 0 over the ramp.
+    Gradual {
+        ramp_ms: i64,
+    },
+    /// At `level` from the onset until `churned_at`.
+    Abrupt {
+        level: f64,
+    },
+    /// 0 from the onset.
+    Sudden,
+}
+
+/// A stretch of reduced activity: `[from, to)` at `level`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Dip {
+    from: i64,
+    to: i64,
+    level: f64,
+}
+
+impl Dip {
+    const NONE: Dip = Dip {
+        from: i64::MAX,
+        to: i64::MAX,
+        level: 1.0,
+    };
+
+    #[inline]
+    fn contains(&self, t: i64) -> bool {
+        t >= self.from && t < self.to
+    }
+
+    fn overlaps(&self, from: i64, to: i64) -> bool {
+        self.from < to && self.to > from
+    }
+}
+
 #[derive(Clone, Debug)]
 struct Customer {
     id: String,
     rng: Xoshiro256PlusPlus,
     kind: CustomerKind,
-    segment: Segment,
     tz_ms: i64,
     noise_key: u64,
+    /// Weekday factors (Monday = 0), mean 1, and their maximum.
+    wd: [f64; 7],
+    wd_max: f64,
+    /// Acquisition time; `None` for the existing base.
+    acquired: Option<i64>,
+    /// Nothing happens before this (acquisition, or the start).
+    active_from: i64,
 
-    // Sessions.
+    // Sessions (0 rate = none).
     /// Maximal candidate rate for thinning, per ms.
     session_rate_max: f64,
     usage_mean: f64,
     session_median_s: f64,
     feature_cdf: [f64; 6],
     usage_scale: f64,
+    /// The acquisition visit is still to come.
+    first_session: bool,
 
-    // Purchases (0 mean = no purchases).
+    // Shop purchases (0 mean = none).
     purchase_mean_days: f64,
     purchase_shape: f64,
     basket_median_cents: f64,
     checkout_pending: bool,
+
+    // Purchase-only process (0 rate = not purchase-only).
+    po_rate_per_day: f64,
+    po_dropout: f64,
 
     // Subscription (0 price = none).
     seat_price_cents: i64,
@@ -393,18 +624,14 @@ struct Customer {
     eng_level: f64,
     eng_activity: f64,
 
-    // Decline.
-    onset_ms: Option<i64>,
-    /// Ramp length (gradual) or dip length (returning).
-    phase_ms: i64,
-    floor: f64,
-    vacation: (i64, i64),
-    /// No session/purchase activity at or after this time.
+    // Decline and noise.
+    path: Path,
+    /// Decline onset (`i64::MAX`: none).
+    onset: i64,
+    /// No activity at or after this time (`churned_at`; `i64::MAX`: never).
     dead_at: i64,
-    /// No subscription renewals at or after this time.
-    sub_stop: i64,
-    /// No engagement updates at or after this time.
-    eng_stop: i64,
+    dip: Dip,
+    holidays: Vec<Dip>,
 
     // Counters and session state.
     seq: u64,
@@ -414,22 +641,31 @@ struct Customer {
     sess_end: i64,
 }
 
+/// Civil year of a timestamp.
+fn year_of(ms: i64) -> i64 {
+    civil_from_days(ms.div_euclid(DAY)).0
+}
+
 impl Customer {
-    fn new(idx: usize, cfg: &SimConfig, profiles: &[Profile; 3]) -> Self {
+    fn new(idx: usize, cfg: &SimConfig, end: i64, profiles: &[HourProfile; 3]) -> Self {
         let seed = splitmix64(cfg.seed ^ splitmix64(idx as u64 ^ 0x5eed_c0ffee));
         let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
         let start = cfg.start_ms;
 
-        // Always draw the same numbers in the same order, so that e.g. changing
-        // `declining_share` does not reshuffle kinds and rates.
+        // The same numbers are drawn in the same order whatever the kind and
+        // configuration, so that e.g. changing the hazard does not reshuffle
+        // kinds and rates.
         let u_kind: f64 = rng.random();
-        let kind = if u_kind < 0.45 {
+        let kind = if u_kind < 0.30 {
             CustomerKind::Saas
-        } else if u_kind < 0.80 {
+        } else if u_kind < 0.52 {
             CustomerKind::Shop
-        } else {
+        } else if u_kind < 0.65 {
             CustomerKind::Mixed
+        } else {
+            CustomerKind::PurchaseOnly
         };
+        let prof = &profiles[kind.profile()];
         let u_tz: f64 = rng.random();
         let tz_ms = if u_tz < 0.3 {
             0
@@ -439,20 +675,65 @@ impl Customer {
             2 * HOUR
         };
 
+        // Acquisition.
+        let u_existing: f64 = rng.random();
+        let u_acq: f64 = rng.random();
+        let u_acq_hour: f64 = rng.random();
+        let acq_offset = rng.random_range(0..HOUR);
+        let acquired = if u_existing < cfg.existing_share || end <= start {
+            None
+        } else {
+            let raw = start + (u_acq * (end - start) as f64) as i64;
+            let day = (raw + tz_ms).div_euclid(DAY);
+            let snapped = day * DAY + prof.sample_hour(u_acq_hour) * HOUR + acq_offset - tz_ms;
+            Some(if (start..end).contains(&snapped) {
+                snapped
+            } else {
+                raw
+            })
+        };
+        let active_from = acquired.unwrap_or(start);
+
+        // Weekday profile.
+        let u_wd: f64 = rng.random();
+        let (base, sigma) = match kind {
+            CustomerKind::Saas if u_wd < WEEKDAY_ONLY_SHARE => (WEEKDAY_ONLY, 0.15),
+            CustomerKind::Saas => (SAAS_WEEKDAYS, 0.15),
+            CustomerKind::Shop | CustomerKind::PurchaseOnly => (SHOP_WEEKDAYS, 0.2),
+            CustomerKind::Mixed => {
+                let mut w = [0.0; 7];
+                for (i, v) in w.iter_mut().enumerate() {
+                    *v = (SAAS_WEEKDAYS[i] + SHOP_WEEKDAYS[i]) / 2.0;
+                }
+                (w, 0.15)
+            }
+        };
+        let mut wd = [0.0; 7];
+        for (v, b) in wd.iter_mut().zip(base) {
+            let z: f64 = rng.sample(StandardNormal);
+            *v = b * (sigma * z).exp();
+        }
+        let wmean = wd.iter().sum::<f64>() / 7.0;
+        for v in wd.iter_mut() {
+            *v /= wmean;
+        }
+        let wd_max = wd.iter().cloned().fold(0.0, f64::max);
+
+        // Sessions.
         let (rate_shape, rate_mean, rate_lo, rate_hi) = match kind {
-            CustomerKind::Saas => (1.3, 2.2, 0.2, 12.0),
-            CustomerKind::Shop => (1.5, 0.5, 0.08, 4.0),
-            CustomerKind::Mixed => (1.4, 1.2, 0.15, 8.0),
+            CustomerKind::Saas => (1.3, 0.8, 0.03, 8.0),
+            CustomerKind::Shop => (1.2, 0.35, 0.02, 4.0),
+            CustomerKind::Mixed => (1.3, 0.6, 0.03, 6.0),
+            CustomerKind::PurchaseOnly => (1.0, 1.0, 0.0, 0.0),
         };
         let per_day = gamma(&mut rng, rate_shape, rate_mean).clamp(rate_lo, rate_hi);
-        let prof = &profiles[kind.idx()];
-        let session_rate_max = per_day / DAY as f64 * prof.max * NOISE_MAX;
+        let session_rate_max = per_day / DAY as f64 * prof.max * wd_max * NOISE_MAX;
 
         let u_usage: f64 = rng.random();
         let usage_mean = match kind {
-            CustomerKind::Saas => 1.5 + 3.5 * u_usage,
-            CustomerKind::Shop => 0.0,
-            CustomerKind::Mixed => 0.5 + 1.5 * u_usage,
+            CustomerKind::Saas => 1.0 + 2.0 * u_usage,
+            CustomerKind::Mixed => 0.3 + 1.0 * u_usage,
+            _ => 0.0,
         };
         let z: f64 = rng.sample(StandardNormal);
         let session_median_s = match kind {
@@ -471,19 +752,29 @@ impl Customer {
         let z: f64 = rng.sample(StandardNormal);
         let usage_scale = (0.8 * z).exp();
 
+        // Purchases.
         let u_pm: f64 = rng.random();
         let u_ps: f64 = rng.random();
         let (purchase_mean_days, purchase_shape) = match kind {
-            CustomerKind::Saas => (0.0, 1.0),
             CustomerKind::Shop => (7.0 + 38.0 * u_pm, 1.5 + 2.5 * u_ps),
             CustomerKind::Mixed => (20.0 + 40.0 * u_pm, 1.5 + 2.5 * u_ps),
+            _ => (0.0, 1.0),
         };
         let z: f64 = rng.sample(StandardNormal);
         let basket_median_cents = match kind {
             CustomerKind::Mixed => 2500.0,
-            _ => 3500.0,
+            CustomerKind::Shop => 3500.0,
+            _ => 4000.0,
         } * (0.7 * z).exp();
+        let po_rate = gamma(&mut rng, 0.9, 1.0 / 40.0).clamp(1.0 / 1500.0, 0.5);
+        let po_p = Beta::new(1.2, 2.5).map_or(0.32, |b| b.sample(&mut rng));
+        let (po_rate_per_day, po_dropout) = if kind == CustomerKind::PurchaseOnly {
+            (po_rate, po_p)
+        } else {
+            (0.0, 0.0)
+        };
 
+        // Subscription.
         let u_sub: f64 = rng.random();
         let price_idx = rng.random_range(0..SEAT_PRICES_CENTS.len());
         let e: f64 = rng.sample(Exp1);
@@ -494,100 +785,140 @@ impl Customer {
         };
         let seats = 1 + ((e * 3.0) as u32).min(49);
 
+        // Engagement.
         let u_eng: f64 = rng.random();
         let u_eng_gap: f64 = rng.random();
         let eng_gap_days = match kind {
             CustomerKind::Shop if u_eng < 0.5 => 5.0 + 9.0 * u_eng_gap,
-            CustomerKind::Shop => 0.0,
+            CustomerKind::Shop | CustomerKind::PurchaseOnly => 0.0,
             _ => 2.0 + 5.0 * u_eng_gap,
         };
         let eng_level = 40.0 + 50.0 * rng.random::<f64>();
 
-        // Decline segment.
-        let u_decl: f64 = rng.random();
-        let u_ret: f64 = rng.random();
-        let u_grad: f64 = rng.random();
-        let u_onset: f64 = rng.random();
-        let u_phase: f64 = rng.random();
-        let u_floor: f64 = rng.random();
-        let u_vac: f64 = rng.random();
-        let u_vac_start: f64 = rng.random();
-        let u_vac_len: f64 = rng.random();
-        let segment = if u_decl < cfg.declining_share {
-            if u_ret < cfg.returning_share {
-                Segment::Returning
-            } else if u_grad < 0.6 {
-                Segment::GradualDecline
+        // Decline path.
+        let e_onset: f64 = rng.sample(Exp1);
+        let u_window: f64 = rng.random();
+        let u_window_at: f64 = rng.random();
+        let u_path: f64 = rng.random();
+        let u_len: f64 = rng.random();
+        let u_level: f64 = rng.random();
+        let h = cfg.churn_hazard_per_day;
+        let min_onset = active_from
+            + if acquired.is_some() {
+                MIN_TENURE_BEFORE_CHURN
             } else {
-                Segment::AbruptStop
+                0
+            };
+        let onset = if kind == CustomerKind::PurchaseOnly || h <= 0.0 {
+            None
+        } else if let Some((lo, hi)) = cfg.decline_window_days {
+            let (lo, hi) = (lo.min(hi).max(0.0), hi.max(lo).max(0.0));
+            let t = start + ((lo + (hi - lo) * u_window_at) * DAY as f64) as i64;
+            (u_window < 1.0 - (-365.0 * h).exp() && t >= min_onset).then_some(t)
+        } else {
+            let days = e_onset / h;
+            (days < 1.0e5).then(|| min_onset + (days * DAY as f64) as i64)
+        };
+        let (path, onset, dead_at) = match onset {
+            None => (Path::None, i64::MAX, i64::MAX),
+            Some(o) if u_path < 0.45 => {
+                let ramp_ms = ((21.0 + 49.0 * u_len) * DAY as f64) as i64;
+                (Path::Gradual { ramp_ms }, o, o + ramp_ms)
+            }
+            Some(o) if u_path < 0.85 => {
+                let stay = ((14.0 + 42.0 * u_len) * DAY as f64) as i64;
+                let level = 0.1 + 0.25 * u_level;
+                (Path::Abrupt { level }, o, o + stay)
+            }
+            Some(o) => (Path::Sudden, o, o),
+        };
+
+        // Temporary dip (not churn).
+        let u_dip: f64 = rng.random();
+        let u_dip_at: f64 = rng.random();
+        let u_dip_len: f64 = rng.random();
+        let u_dip_level: f64 = rng.random();
+        let dip_lo = (start + 14 * DAY).max(min_onset);
+        let dip_hi = end - 21 * DAY;
+        let dip = if kind != CustomerKind::PurchaseOnly && u_dip < 0.02 && dip_hi > dip_lo {
+            let from = dip_lo + (u_dip_at * (dip_hi - dip_lo) as f64) as i64;
+            Dip {
+                from,
+                to: from + ((10.0 + 11.0 * u_dip_len) * DAY as f64) as i64,
+                level: 0.3 + 0.2 * u_dip_level,
             }
         } else {
-            Segment::Steady
+            Dip::NONE
         };
-        let (lo, hi) = cfg.decline_onset_days;
-        let (lo, hi) = (lo.min(hi).max(0.0), hi.max(lo).max(0.0));
-        let onset = start + ((lo + (hi - lo) * u_onset) * DAY as f64) as i64;
-        let (onset_ms, phase_ms, floor) = match segment {
-            Segment::Steady => (None, 0, 1.0),
-            Segment::GradualDecline => (
-                Some(onset),
-                ((14.0 + 14.0 * u_phase) * DAY as f64) as i64,
-                0.1 + 0.1 * u_floor,
-            ),
-            Segment::AbruptStop => (Some(onset), 0, 0.0),
-            Segment::Returning => (
-                Some(onset),
-                ((10.0 + 10.0 * u_phase) * DAY as f64) as i64,
-                0.05 + 0.1 * u_floor,
-            ),
-        };
-        let vacation = if segment == Segment::Steady && u_vac < 0.10 {
-            let s = start + ((10.0 + 140.0 * u_vac_start) * DAY as f64) as i64;
-            (s, s + ((3.0 + 7.0 * u_vac_len) * DAY as f64) as i64)
-        } else {
-            (i64::MAX, i64::MAX)
-        };
-        let churned = match segment {
-            Segment::GradualDecline => Some(onset + phase_ms),
-            Segment::AbruptStop => Some(onset),
-            _ => None,
-        };
-        let dead_at = if segment == Segment::AbruptStop {
-            onset
-        } else {
-            i64::MAX
-        };
-        let sub_stop = churned.unwrap_or(i64::MAX);
-        let eng_stop = churned.map_or(i64::MAX, |c| c + 30 * DAY);
+
+        // Holidays (not churn): 1-2 per calendar year, for every year the
+        // simulation may reach (the demo runs past the period).
+        let u_hol: f64 = rng.random();
+        let mut holidays = Vec::new();
+        if u_hol < 0.35 {
+            for year in year_of(start - 30 * DAY)..=year_of(end) + 1 {
+                let n = if rng.random::<f64>() < 0.4 { 2 } else { 1 };
+                for _ in 0..n {
+                    let u: f64 = rng.random();
+                    let day = if u < 0.55 {
+                        days_from_civil(year, 7, 1) + rng.random_range(0..56)
+                    } else if u < 0.80 {
+                        days_from_civil(year, 12, 18) + rng.random_range(0..13)
+                    } else {
+                        days_from_civil(year, 1, 1) + rng.random_range(0..365)
+                    };
+                    let len = rng.random_range(3..=14);
+                    let level = if rng.random::<f64>() < 0.3 {
+                        0.0
+                    } else {
+                        0.05 + 0.45 * rng.random::<f64>()
+                    };
+                    let from = day * DAY - tz_ms;
+                    holidays.push(Dip {
+                        from,
+                        to: from + len * DAY,
+                        level,
+                    });
+                }
+            }
+        }
 
         Customer {
             id: format!("c{:06}", idx + 1),
             rng,
             kind,
-            segment,
             tz_ms,
             noise_key: splitmix64(seed ^ 0x0123_4567_89ab_cdef),
-            session_rate_max,
+            wd,
+            wd_max,
+            acquired,
+            active_from,
+            session_rate_max: if kind == CustomerKind::PurchaseOnly {
+                0.0
+            } else {
+                session_rate_max
+            },
             usage_mean,
             session_median_s,
             feature_cdf,
             usage_scale,
+            first_session: acquired.is_some(),
             purchase_mean_days,
             purchase_shape,
             basket_median_cents,
             checkout_pending: false,
+            po_rate_per_day,
+            po_dropout,
             seat_price_cents,
             seats,
             eng_gap_days,
             eng_level,
             eng_activity: 1.0,
-            onset_ms,
-            phase_ms,
-            floor,
-            vacation,
+            path,
+            onset,
             dead_at,
-            sub_stop,
-            eng_stop,
+            dip,
+            holidays,
             seq: 0,
             sessions: 0,
             orders: 0,
@@ -596,43 +927,86 @@ impl Customer {
         }
     }
 
-    fn churned_at(&self) -> Option<i64> {
-        match (self.segment, self.onset_ms) {
-            (Segment::GradualDecline, Some(o)) => Some(o + self.phase_ms),
-            (Segment::AbruptStop, Some(o)) => Some(o),
-            _ => None,
+    fn is_purchase_only(&self) -> bool {
+        self.kind == CustomerKind::PurchaseOnly
+    }
+
+    /// CRM updates stop this long after churn.
+    fn eng_stop(&self) -> i64 {
+        self.dead_at.saturating_add(ENGAGEMENT_AFTER_CHURN)
+    }
+
+    /// Ground truth relative to the period `[start, end)`.
+    fn truth(&self, start: i64, end: i64) -> CustomerTruth {
+        let from = self.active_from.max(start);
+        let churned = self.dead_at < end;
+        let churned_at_ms = churned.then_some(self.dead_at);
+        let (segment, decline_onset_ms) = if self.is_purchase_only() {
+            if churned {
+                let seg = if self.acquired.is_some() && self.orders == 1 {
+                    Segment::OneTimeBuyer
+                } else {
+                    Segment::BuyerDropout
+                };
+                (seg, churned_at_ms)
+            } else {
+                (Segment::BuyerActive, None)
+            }
+        } else if self.onset < end {
+            let seg = match self.path {
+                Path::Gradual { .. } => Segment::GradualDecline,
+                Path::Abrupt { .. } => Segment::AbruptDrop,
+                Path::Sudden | Path::None => Segment::SuddenStop,
+            };
+            (seg, Some(self.onset))
+        } else if self.dip.overlaps(from, end) {
+            (Segment::TemporaryDip, None)
+        } else if self.holidays.iter().any(|h| h.overlaps(from, end)) {
+            (Segment::Holiday, None)
+        } else {
+            (Segment::Steady, None)
+        };
+        CustomerTruth {
+            customer_id: self.id.clone(),
+            kind: self.kind,
+            segment,
+            acquired_ms: self.acquired,
+            churned,
+            decline_onset_ms,
+            churned_at_ms,
         }
     }
 
-    /// Activity factor in `[0, 1]` at time `t` (decline / vacation).
+    /// Factor of the decline path alone at time `t` (1 before the onset).
+    #[inline]
+    fn path_factor(&self, t: i64) -> f64 {
+        if t < self.onset {
+            return 1.0;
+        }
+        match self.path {
+            Path::None => 1.0,
+            Path::Gradual { ramp_ms } => (1.0 - (t - self.onset) as f64 / ramp_ms as f64).max(0.0),
+            Path::Abrupt { level } => level,
+            Path::Sudden => 0.0,
+        }
+    }
+
+    /// Activity factor in `[0, 1]` at time `t` (see the module docs).
     #[inline]
     fn activity(&self, t: i64) -> f64 {
-        match (self.segment, self.onset_ms) {
-            (Segment::Steady, _) | (_, None) => {
-                if t >= self.vacation.0 && t < self.vacation.1 {
-                    0.15
-                } else {
-                    1.0
-                }
-            }
-            (_, Some(onset)) if t < onset => 1.0,
-            (Segment::GradualDecline, Some(onset)) => {
-                let x = (t - onset) as f64 / self.phase_ms as f64;
-                if x >= 1.0 {
-                    self.floor
-                } else {
-                    1.0 - (1.0 - self.floor) * x
-                }
-            }
-            (Segment::AbruptStop, _) => 0.0,
-            (Segment::Returning, Some(onset)) => {
-                if t < onset + self.phase_ms {
-                    self.floor
-                } else {
-                    1.0
-                }
+        if t < self.active_from || t >= self.dead_at {
+            return 0.0;
+        }
+        let mut a = self.path_factor(t);
+        if self.dip.contains(t) {
+            a *= self.dip.level;
+        }
+        for h in &self.holidays {
+            if h.contains(t) {
+                a *= h.level;
             }
         }
+        a * season(t + self.tz_ms)
     }
 
     /// Per-customer-week noise factor in `[0.7, 1.3]`.
@@ -643,12 +1017,21 @@ impl Customer {
         0.7 + 0.6 * ((h >> 11) as f64 / (1u64 << 53) as f64)
     }
 
+    /// Seasonal (hour x weekday) intensity relative to its maximum, at `t`.
+    #[inline]
+    fn relative_intensity(&self, prof: &HourProfile, t: i64) -> f64 {
+        let local = t + self.tz_ms;
+        let h = (local.rem_euclid(DAY) / HOUR) as usize;
+        prof.hour[h] * self.wd[weekday(local.div_euclid(DAY))] / (prof.max * self.wd_max)
+    }
+
     /// Next session start strictly after `from` (thinning), or `None` if the
     /// customer is gone for good.
-    fn next_session(&mut self, prof: &Profile, from: i64) -> Option<i64> {
+    fn next_session(&mut self, prof: &HourProfile, from: i64) -> Option<i64> {
         if self.session_rate_max <= 0.0 {
             return None;
         }
+        let from = from.max(self.active_from - 1);
         let mut t = from as f64;
         loop {
             let e: f64 = self.rng.sample(Exp1);
@@ -657,40 +1040,68 @@ impl Customer {
             if ti >= self.dead_at || t > 9.0e15 {
                 return None;
             }
-            let p = prof.intensity(ti + self.tz_ms) / prof.max * self.noise(ti) / NOISE_MAX
-                * self.activity(ti);
+            let p =
+                self.relative_intensity(prof, ti) * self.noise(ti) / NOISE_MAX * self.activity(ti);
             if self.rng.random::<f64>() < p {
                 return Some(ti.max(from + 1));
             }
         }
     }
 
+    /// A purchase time near `cand`: snapped onto a (weekday-weighted) day and
+    /// an hour of the profile, strictly after `from`.
+    fn snap(&mut self, prof: &HourProfile, cand: i64, from: i64) -> i64 {
+        let mut day = (cand + self.tz_ms).div_euclid(DAY);
+        if self.rng.random::<f64>() >= self.wd[weekday(day)] / self.wd_max {
+            day += 1;
+        }
+        let hour = prof.sample_hour(self.rng.random());
+        let snapped = day * DAY + hour * HOUR + self.rng.random_range(0..HOUR) - self.tz_ms;
+        if snapped <= from {
+            from + self.rng.random_range(HOUR..DAY)
+        } else {
+            snapped
+        }
+    }
+
     /// Next shop purchase (checkout) time strictly after `from`.
-    fn next_purchase(&mut self, prof: &Profile, from: i64) -> Option<i64> {
+    fn next_purchase(&mut self, prof: &HourProfile, from: i64) -> Option<i64> {
         if self.purchase_mean_days <= 0.0 {
             return None;
         }
         let mut t = from;
-        // The activity factor is > 0 except after an abrupt stop (handled via
-        // `dead_at`), so this terminates quickly; the bound is a safety net.
+        // The activity factor is 0 only during silent holidays and from
+        // `dead_at` on, so this terminates quickly; the bound is a safety net.
         for _ in 0..100_000 {
             let gap_days = gamma(&mut self.rng, self.purchase_shape, self.purchase_mean_days);
             let cand = t + ((gap_days * DAY as f64) as i64).max(HOUR);
             if cand >= self.dead_at {
                 return None;
             }
-            let mut day = (cand + self.tz_ms).div_euclid(DAY);
-            if self.rng.random::<f64>() >= prof.wd[weekday(day)] / prof.wd_max {
-                day += 1;
-            }
-            let hour = prof.sample_hour(self.rng.random());
-            let mut snapped = day * DAY + hour * HOUR + self.rng.random_range(0..HOUR) - self.tz_ms;
-            if snapped <= from {
-                snapped = from + self.rng.random_range(HOUR..DAY);
-            }
+            let snapped = self.snap(prof, cand, from);
             if snapped >= self.dead_at {
                 return None;
             }
+            if self.rng.random::<f64>() < self.activity(snapped) {
+                return Some(snapped);
+            }
+            t = snapped;
+        }
+        None
+    }
+
+    /// Next purchase of a purchase-only customer strictly after `from`:
+    /// exponential gaps at the personal rate, snapped and thinned.
+    fn next_po_purchase(&mut self, prof: &HourProfile, from: i64) -> Option<i64> {
+        let mut t = from;
+        for _ in 0..100_000 {
+            let e: f64 = self.rng.sample(Exp1);
+            let gap = e / self.po_rate_per_day * DAY as f64;
+            if gap > 1.0e13 {
+                return None;
+            }
+            let cand = t + (gap as i64).max(HOUR);
+            let snapped = self.snap(prof, cand, from);
             if self.rng.random::<f64>() < self.activity(snapped) {
                 return Some(snapped);
             }
@@ -705,7 +1116,7 @@ impl Customer {
         }
         let gap = gamma(&mut self.rng, 4.0, self.eng_gap_days);
         let next = from + ((gap * DAY as f64) as i64).max(HOUR);
-        (next < self.eng_stop).then_some(next)
+        (next < self.eng_stop()).then_some(next)
     }
 
     fn usage_body(&mut self) -> Body {
@@ -733,9 +1144,16 @@ impl Customer {
     }
 
     fn page(&mut self) -> Page {
+        if self.first_session {
+            self.first_session = false;
+            return Page::Static(match self.kind {
+                CustomerKind::Shop => "/",
+                _ => "/signup",
+            });
+        }
         let shop = match self.kind {
             CustomerKind::Saas => false,
-            CustomerKind::Shop => true,
+            CustomerKind::Shop | CustomerKind::PurchaseOnly => true,
             CustomerKind::Mixed => self.rng.random::<bool>(),
         };
         if shop {
@@ -749,9 +1167,26 @@ impl Customer {
         }
     }
 
+    fn purchase_body(&mut self, median_cents: f64, spread: f64, qty_scale: f64) -> Body {
+        self.orders += 1;
+        let e: f64 = self.rng.sample(Exp1);
+        let qty = 1 + ((e * qty_scale) as u32).min(9);
+        let z: f64 = self.rng.sample(StandardNormal);
+        let amount = median_cents * (spread * z).exp() * (1.0 + 0.3 * (qty - 1) as f64);
+        Body::Purchase {
+            amount_cents: (amount.round() as i64).max(99),
+            qty,
+            order: self.orders,
+        }
+    }
+
     /// Process the event of `stream` at `ts`: returns the event body (if any)
     /// and the stream's next event time (if any).
-    fn step(&mut self, prof: &Profile, ts: i64, stream: u8) -> (Option<Body>, Option<i64>) {
+    fn step(&mut self, prof: &HourProfile, ts: i64, stream: u8) -> (Option<Body>, Option<i64>) {
+        // The one rule that makes `churned_at` exact: no activity at or after it.
+        if stream != STREAM_ENGAGEMENT && ts >= self.dead_at {
+            return (None, None);
+        }
         match stream {
             STREAM_SESSION => {
                 if self.sess_left == 0 {
@@ -761,7 +1196,7 @@ impl Customer {
                     let dur_s = dur_s as u32;
                     let k = if self.usage_mean > 0.0 {
                         let e: f64 = self.rng.sample(Exp1);
-                        ((e * self.usage_mean) as u32).min(15)
+                        ((e * self.usage_mean + 0.5) as u32).min(15)
                     } else {
                         0
                     };
@@ -789,6 +1224,16 @@ impl Customer {
                     (Some(body), next)
                 }
             }
+            STREAM_PURCHASE if self.is_purchase_only() => {
+                let body = self.purchase_body(self.basket_median_cents, 0.5, 0.6);
+                if self.rng.random::<f64>() < self.po_dropout {
+                    // Gone for good right after this purchase.
+                    self.dead_at = ts + 1;
+                    (Some(body), None)
+                } else {
+                    (Some(body), self.next_po_purchase(prof, ts))
+                }
+            }
             STREAM_PURCHASE => {
                 if !self.checkout_pending {
                     self.checkout_pending = true;
@@ -801,23 +1246,12 @@ impl Customer {
                     (Some(body), Some(ts + self.rng.random_range(MIN..10 * MIN)))
                 } else {
                     self.checkout_pending = false;
-                    self.orders += 1;
-                    let e: f64 = self.rng.sample(Exp1);
-                    let qty = 1 + ((e * 0.8) as u32).min(9);
-                    let z: f64 = self.rng.sample(StandardNormal);
-                    let amount = self.basket_median_cents
-                        * (0.45 * z).exp()
-                        * (1.0 + 0.3 * (qty - 1) as f64);
-                    let body = Body::Purchase {
-                        amount_cents: (amount.round() as i64).max(99),
-                        qty,
-                        order: self.orders,
-                    };
+                    let body = self.purchase_body(self.basket_median_cents, 0.45, 0.8);
                     (Some(body), self.next_purchase(prof, ts))
                 }
             }
             STREAM_SUBSCRIPTION => {
-                let a = self.activity(ts);
+                let a = self.path_factor(ts);
                 let u: f64 = self.rng.random();
                 if a >= 0.99 && u < 0.05 {
                     self.seats += 1;
@@ -831,7 +1265,7 @@ impl Customer {
                     order: self.orders,
                 };
                 let next = ts + 30 * DAY + self.rng.random_range(-30 * MIN..30 * MIN);
-                (Some(body), (next < self.sub_stop).then_some(next))
+                (Some(body), Some(next))
             }
             _ => {
                 let z: f64 = self.rng.sample(StandardNormal);
@@ -1091,109 +1525,229 @@ pub fn write_rfc3339_millis(out: &mut Vec<u8>, ms: i64) {
     out.push(b'Z');
 }
 
+/// Days since 1970-01-01 of a civil date (H. Hinnant).
+fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let (m, d) = (m as i64, d as i64);
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
 // ---------------------------------------------------------------------------
 // Simulator
 // ---------------------------------------------------------------------------
+
+/// A delivery waiting in the reorder buffer (late events and duplicates),
+/// ordered by `(arrival, seq)`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Pending {
+    seq: u64,
+    event: SimEvent,
+}
+
+impl Ord for Pending {
+    fn cmp(&self, other: &Self) -> Ordering {
+        (self.event.arrival_ms, self.seq).cmp(&(other.event.arrival_ms, other.seq))
+    }
+}
+
+impl PartialOrd for Pending {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
 
 /// Deterministic, incremental event generator (see the module docs).
 #[derive(Clone, Debug)]
 pub struct Simulator {
     cfg: SimConfig,
+    end_ms: i64,
     customers: Vec<Customer>,
-    profiles: [Profile; 3],
+    profiles: [HourProfile; 3],
     /// `(next ts, customer index, stream)`, min-heap.
     heap: BinaryHeap<Reverse<(i64, u32, u8)>>,
+    /// Late and duplicate deliveries, min-heap by arrival.
+    pending: BinaryHeap<Reverse<Pending>>,
     now_ms: i64,
     mal_rng: Xoshiro256PlusPlus,
+    delivery_rng: Xoshiro256PlusPlus,
+    /// Delivery sequence number (tie-break of equal arrival times).
+    delivery_seq: u64,
     emitted: u64,
     malformed: u64,
+    late: u64,
+    duplicates: u64,
 }
 
 impl Simulator {
     pub fn new(cfg: SimConfig) -> Self {
         let mut cfg = cfg;
         let clamp01 = |x: f64| if x.is_nan() { 0.0 } else { x.clamp(0.0, 1.0) };
-        cfg.declining_share = clamp01(cfg.declining_share);
-        cfg.returning_share = clamp01(cfg.returning_share);
+        cfg.existing_share = clamp01(cfg.existing_share);
         cfg.malformed_share = clamp01(cfg.malformed_share);
+        cfg.late_share = clamp01(cfg.late_share);
+        cfg.duplicate_share = clamp01(cfg.duplicate_share);
+        if !cfg.churn_hazard_per_day.is_finite() || cfg.churn_hazard_per_day < 0.0 {
+            cfg.churn_hazard_per_day = 0.0;
+        }
+        if !cfg.days.is_finite() || cfg.days < 0.0 {
+            cfg.days = 0.0;
+        }
         assert!(
             cfg.customers < u32::MAX as usize,
             "too many simulated customers"
         );
-        let profiles = [
-            Profile::new(&SAAS_HOURS, &SAAS_WEEKDAYS),
-            Profile::new(&SHOP_HOURS, &SHOP_WEEKDAYS),
-            Profile::mixed(),
-        ];
+        let profiles = HourProfile::all();
         let start = cfg.start_ms;
+        let end_ms = start.saturating_add((cfg.days.min(1.0e6) * DAY as f64) as i64);
         let mut customers = Vec::with_capacity(cfg.customers);
         let mut heap = BinaryHeap::with_capacity(cfg.customers * 4);
         for idx in 0..cfg.customers {
-            let mut c = Customer::new(idx, &cfg, &profiles);
-            let prof = &profiles[c.kind.idx()];
+            let mut c = Customer::new(idx, &cfg, end_ms, &profiles);
+            let prof = &profiles[c.kind.profile()];
             let i = idx as u32;
-            if let Some(t) = c.next_session(prof, start - 1) {
-                heap.push(Reverse((t, i, STREAM_SESSION)));
+            let from = c.active_from;
+            let new = c.acquired.is_some();
+            if c.session_rate_max > 0.0 {
+                // A new customer's first event is the acquisition visit.
+                let first = if new {
+                    Some(from)
+                } else {
+                    c.next_session(prof, start - 1)
+                };
+                if let Some(t) = first {
+                    heap.push(Reverse((t, i, STREAM_SESSION)));
+                }
             }
             if c.purchase_mean_days > 0.0 {
-                // Start in the middle of a purchase cycle (random phase).
-                let back = (c.rng.random::<f64>() * c.purchase_mean_days * DAY as f64) as i64;
-                let mut next = c.next_purchase(prof, start - back);
-                while let Some(t) = next {
-                    if t >= start {
-                        break;
+                let next = if new {
+                    c.next_purchase(prof, from)
+                } else {
+                    // Start in the middle of a purchase cycle (random phase).
+                    let back = (c.rng.random::<f64>() * c.purchase_mean_days * DAY as f64) as i64;
+                    let mut next = c.next_purchase(prof, start - back);
+                    while let Some(t) = next {
+                        if t >= start {
+                            break;
+                        }
+                        next = c.next_purchase(prof, t);
                     }
-                    next = c.next_purchase(prof, t);
+                    next
+                };
+                if let Some(t) = next {
+                    heap.push(Reverse((t, i, STREAM_PURCHASE)));
                 }
+            }
+            if c.po_rate_per_day > 0.0 {
+                // A new buyer's first event is their first purchase; the
+                // existing ones are at a random phase (memoryless gaps).
+                let next = if new {
+                    Some(from)
+                } else {
+                    c.next_po_purchase(prof, start)
+                };
                 if let Some(t) = next {
                     heap.push(Reverse((t, i, STREAM_PURCHASE)));
                 }
             }
             if c.seat_price_cents > 0 {
-                let t = start + c.rng.random_range(0..30 * DAY);
-                if t < c.sub_stop {
+                let t = if new {
+                    from + c.rng.random_range(MIN..10 * MIN)
+                } else {
+                    start + c.rng.random_range(0..30 * DAY)
+                };
+                if t < c.dead_at {
                     heap.push(Reverse((t, i, STREAM_SUBSCRIPTION)));
                 }
             }
             if c.eng_gap_days > 0.0 {
-                let t = start + (c.rng.random::<f64>() * c.eng_gap_days * DAY as f64) as i64;
-                if t < c.eng_stop {
+                let t = from + (c.rng.random::<f64>() * c.eng_gap_days * DAY as f64) as i64;
+                if t < c.eng_stop() {
                     heap.push(Reverse((t, i, STREAM_ENGAGEMENT)));
                 }
             }
             customers.push(c);
         }
         let mal_rng = Xoshiro256PlusPlus::seed_from_u64(splitmix64(cfg.seed ^ 0xbad_5eed));
+        let delivery_rng = Xoshiro256PlusPlus::seed_from_u64(splitmix64(cfg.seed ^ 0x1a7e_d0d0));
         Simulator {
             now_ms: start,
+            end_ms,
             cfg,
             customers,
             profiles,
             heap,
+            pending: BinaryHeap::new(),
             mal_rng,
+            delivery_rng,
+            delivery_seq: 0,
             emitted: 0,
             malformed: 0,
+            late: 0,
+            duplicates: 0,
         }
     }
 
-    /// Generate every event with `start <= ts < to_ms` not yet generated,
-    /// appended to `out` sorted by ts. Calling repeatedly with increasing
-    /// `to_ms` continues the stream; a `to_ms` not beyond [`now_ms`] is a no-op.
-    ///
-    /// [`now_ms`]: Simulator::now_ms
+    fn deliver(&mut self, event: SimEvent, out: &mut Vec<SimEvent>) {
+        self.emitted += 1;
+        match event.delivery {
+            Delivery::OnTime => {}
+            Delivery::Late => self.late += 1,
+            Delivery::Duplicate => self.duplicates += 1,
+        }
+        out.push(event);
+    }
+
+    /// Deliver the waiting messages that arrive at or before `t` (`inclusive`)
+    /// or before `t`.
+    fn release(&mut self, t: i64, inclusive: bool, out: &mut Vec<SimEvent>) {
+        while let Some(Reverse(p)) = self.pending.peek() {
+            let a = p.event.arrival_ms;
+            if a > t || (a == t && !inclusive) {
+                break;
+            }
+            let Some(Reverse(p)) = self.pending.pop() else {
+                break;
+            };
+            self.deliver(p.event, out);
+        }
+    }
+
+    /// Delay of a late delivery: 1 min to 6 h (log-uniform), a tenth 6 h to 2 days.
+    fn late_delay(&mut self) -> i64 {
+        let (lo, hi) = if self.delivery_rng.random::<f64>() < 0.1 {
+            (6.0 * HOUR as f64, 48.0 * HOUR as f64)
+        } else {
+            (MIN as f64, 6.0 * HOUR as f64)
+        };
+        let u: f64 = self.delivery_rng.random();
+        (lo * (hi / lo).powf(u)) as i64
+    }
+
+    /// Generate every event with `ts < to_ms` not yet generated and append to
+    /// `out`, in arrival order, the messages that arrive before `to_ms` (late
+    /// ones and duplicates may arrive later: they wait in a reorder buffer,
+    /// see [`flush`](Simulator::flush)). Calling repeatedly with increasing
+    /// `to_ms` continues the stream exactly as one call would; a `to_ms` not
+    /// beyond [`now_ms`](Simulator::now_ms) is a no-op.
     pub fn advance(&mut self, to_ms: i64, out: &mut Vec<SimEvent>) {
         if to_ms <= self.now_ms {
             return;
         }
         let seed = self.cfg.seed;
         let mal_share = self.cfg.malformed_share;
+        let late_share = self.cfg.late_share;
+        let dup_share = self.cfg.duplicate_share;
         while let Some(&Reverse((ts, idx, stream))) = self.heap.peek() {
             if ts >= to_ms {
                 break;
             }
             self.heap.pop();
             let c = &mut self.customers[idx as usize];
-            let prof = &self.profiles[c.kind.idx()];
+            let prof = &self.profiles[c.kind.profile()];
             let (body, next) = c.step(prof, ts, stream);
             if let Some(n) = next {
                 debug_assert!(n > ts);
@@ -1234,14 +1788,53 @@ impl Simulator {
                 ts,
             };
             encode(&mut payload, &ctx, &body, mal);
-            self.emitted += 1;
-            out.push(SimEvent {
-                customer_id: c.id.clone(),
+            let customer_id = c.id.clone();
+
+            // Delivery: everything waiting that arrives up to now goes first.
+            self.release(ts, true, out);
+            let late = late_share > 0.0 && self.delivery_rng.random::<f64>() < late_share;
+            let dup = dup_share > 0.0 && self.delivery_rng.random::<f64>() < dup_share;
+            let arrival = if late { ts + self.late_delay() } else { ts };
+            let seq = self.delivery_seq;
+            self.delivery_seq += 2;
+            let event = SimEvent {
+                customer_id,
                 ts_ms: ts,
+                arrival_ms: arrival,
+                delivery: if late {
+                    Delivery::Late
+                } else {
+                    Delivery::OnTime
+                },
                 payload,
-            });
+            };
+            if dup {
+                let again = arrival + self.delivery_rng.random_range(0..=30 * MIN);
+                let copy = SimEvent {
+                    arrival_ms: again,
+                    delivery: Delivery::Duplicate,
+                    ..event.clone()
+                };
+                self.pending.push(Reverse(Pending {
+                    seq: seq + 1,
+                    event: copy,
+                }));
+            }
+            if late {
+                self.pending.push(Reverse(Pending { seq, event }));
+            } else {
+                self.deliver(event, out);
+            }
         }
+        self.release(to_ms, false, out);
         self.now_ms = to_ms;
+    }
+
+    /// Deliver every message still waiting in the reorder buffer (late events
+    /// and duplicates arriving at or after [`now_ms`](Simulator::now_ms)), in
+    /// arrival order: the end of a finite dataset.
+    pub fn flush(&mut self, out: &mut Vec<SimEvent>) {
+        self.release(i64::MAX, true, out);
     }
 
     /// The event time generated up to (exclusive).
@@ -1249,9 +1842,25 @@ impl Simulator {
         self.now_ms
     }
 
-    /// Time of the next event that [`advance`](Simulator::advance) would emit.
+    /// Start of the simulated period.
+    pub fn start_ms(&self) -> i64 {
+        self.cfg.start_ms
+    }
+
+    /// End of the simulated period (exclusive): `start + days`.
+    pub fn end_ms(&self) -> i64 {
+        self.end_ms
+    }
+
+    /// Arrival time of the next message that [`advance`](Simulator::advance)
+    /// would emit (ignoring events that a customer's stream may still drop).
     pub fn next_event_ms(&self) -> Option<i64> {
-        self.heap.peek().map(|r| r.0 .0)
+        let generated = self.heap.peek().map(|r| r.0 .0);
+        let waiting = self.pending.peek().map(|r| r.0.event.arrival_ms);
+        match (generated, waiting) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// The configuration (with shares clamped to `[0, 1]`).
@@ -1259,27 +1868,42 @@ impl Simulator {
         &self.cfg
     }
 
-    /// Number of messages emitted so far (including malformed ones).
+    /// Number of messages emitted so far (including malformed ones, late ones
+    /// and duplicates).
     pub fn events_emitted(&self) -> u64 {
         self.emitted
     }
 
-    /// Number of deliberately malformed messages emitted so far.
+    /// Number of deliberately malformed messages generated so far.
     pub fn malformed_emitted(&self) -> u64 {
         self.malformed
     }
 
-    /// Ground truth for every customer, in customer-id order.
+    /// Number of late messages emitted so far.
+    pub fn late_emitted(&self) -> u64 {
+        self.late
+    }
+
+    /// Number of duplicate deliveries emitted so far.
+    pub fn duplicates_emitted(&self) -> u64 {
+        self.duplicates
+    }
+
+    /// Ground truth for every customer relative to the simulated period, in
+    /// customer-id order (see the module docs). Final once the simulation has
+    /// been advanced to [`end_ms`](Simulator::end_ms): purchase-only dropouts
+    /// are only known as their purchases are generated.
     pub fn truth(&self) -> Vec<CustomerTruth> {
+        let start = self.cfg.start_ms;
         self.customers
             .iter()
-            .map(|c| CustomerTruth {
-                customer_id: c.id.clone(),
-                segment: c.segment,
-                decline_onset_ms: c.onset_ms,
-                churned_at_ms: c.churned_at(),
-            })
+            .map(|c| c.truth(start, self.end_ms))
             .collect()
+    }
+
+    /// Number of customers without any event generated so far.
+    pub fn silent_customers(&self) -> usize {
+        self.customers.iter().filter(|c| c.seq == 0).count()
     }
 
     /// Kind of every customer, in the same order as [`truth`](Simulator::truth).
@@ -1292,51 +1916,104 @@ impl Simulator {
 mod tests {
     use super::*;
     use serde_json::Value;
+    use std::collections::{HashMap, HashSet};
 
-    const START: i64 = 1_767_225_600_000; // 2026-01-01T00:00:00Z
+    const START: i64 = DEFAULT_START_MS;
 
-    fn cfg(customers: usize, seed: u64) -> SimConfig {
+    fn cfg(customers: usize, seed: u64, days: f64) -> SimConfig {
         SimConfig {
             customers,
             seed,
             start_ms: START,
+            days,
             ..SimConfig::default()
         }
     }
 
-    fn run(cfg: SimConfig, days: i64) -> (Simulator, Vec<SimEvent>) {
+    fn run(cfg: SimConfig) -> (Simulator, Vec<SimEvent>) {
         let mut sim = Simulator::new(cfg);
         let mut out = Vec::new();
-        sim.advance(START + days * DAY, &mut out);
+        sim.advance(sim.end_ms(), &mut out);
+        sim.flush(&mut out);
         (sim, out)
+    }
+
+    fn index(customer_id: &str) -> usize {
+        customer_id[1..].parse::<usize>().unwrap() - 1
+    }
+
+    fn event_type(e: &SimEvent) -> String {
+        let v: Value = serde_json::from_slice(&e.payload).unwrap();
+        v["type"].as_str().unwrap().to_string()
     }
 
     #[test]
     fn deterministic_by_seed() {
-        let (s1, a) = run(cfg(200, 7), 20);
-        let (s2, b) = run(cfg(200, 7), 20);
+        let (s1, a) = run(cfg(200, 7, 40.0));
+        let (s2, b) = run(cfg(200, 7, 40.0));
         assert!(!a.is_empty());
         assert_eq!(a, b);
         assert_eq!(s1.truth(), s2.truth());
-        let (_, c) = run(cfg(200, 8), 20);
+        let (_, c) = run(cfg(200, 8, 40.0));
         assert_ne!(a, c);
     }
 
     #[test]
-    fn sorted_and_in_range() {
-        let (sim, ev) = run(cfg(300, 3), 30);
-        assert_eq!(sim.now_ms(), START + 30 * DAY);
-        assert!(ev.windows(2).all(|w| w[0].ts_ms <= w[1].ts_ms));
-        assert!(ev
-            .iter()
-            .all(|e| e.ts_ms >= START && e.ts_ms < START + 30 * DAY));
+    fn arrival_order_late_and_duplicates() {
+        let mut c = cfg(600, 3, 90.0);
+        c.late_share = 0.01;
+        c.duplicate_share = 0.005;
+        let (sim, ev) = run(c);
+        let end = sim.end_ms();
+        assert_eq!(sim.now_ms(), end);
         assert_eq!(sim.events_emitted(), ev.len() as u64);
-        // Plausible volume: a few events per customer and day.
-        let per_cust_day = ev.len() as f64 / 300.0 / 30.0;
-        assert!((1.0..20.0).contains(&per_cust_day), "{per_cust_day}");
+        assert!(ev.windows(2).all(|w| w[0].arrival_ms <= w[1].arrival_ms));
+        assert!(ev.iter().all(|e| e.ts_ms >= START && e.ts_ms < end));
+        let mut max_ts = i64::MIN;
+        let (mut late, mut dups, mut out_of_order) = (0u64, 0u64, 0u64);
+        let mut seen: HashSet<&[u8]> = HashSet::new();
+        for e in &ev {
+            match e.delivery {
+                Delivery::OnTime => assert_eq!(e.arrival_ms, e.ts_ms),
+                Delivery::Late => {
+                    late += 1;
+                    let d = e.arrival_ms - e.ts_ms;
+                    assert!((MIN..=48 * HOUR).contains(&d), "{d}");
+                }
+                Delivery::Duplicate => {
+                    dups += 1;
+                    assert!(
+                        seen.contains(e.payload.as_slice()),
+                        "duplicate before original"
+                    );
+                }
+            }
+            if e.ts_ms < max_ts {
+                out_of_order += 1;
+                assert_ne!(
+                    e.delivery,
+                    Delivery::OnTime,
+                    "an on-time event out of order"
+                );
+            }
+            max_ts = max_ts.max(e.ts_ms);
+            seen.insert(&e.payload);
+        }
+        assert_eq!(late, sim.late_emitted());
+        assert_eq!(dups, sim.duplicates_emitted());
+        let n = ev.len() as f64;
+        assert!((0.007..0.013).contains(&(late as f64 / n)), "{late} / {n}");
+        assert!(
+            (0.0035..0.0065).contains(&(dups as f64 / n)),
+            "{dups} / {n}"
+        );
+        assert!(out_of_order > 0 && out_of_order <= late + dups);
+        // Plausible volume: a few events per customer and day of existence.
+        let per_cust_day = n / 600.0 / 90.0;
+        assert!((0.3..5.0).contains(&per_cust_day), "{per_cust_day}");
     }
 
-    fn check_valid(v: &Value, ev: &SimEvent, ids: &mut std::collections::HashSet<String>) {
+    fn check_valid(v: &Value, ev: &SimEvent, ids: &mut HashSet<String>) {
         let o = v.as_object().expect("object");
         let ty = o["type"].as_str().unwrap();
         assert_eq!(o["customer_id"].as_str().unwrap(), ev.customer_id);
@@ -1346,15 +2023,13 @@ mod tests {
         assert_eq!(ts.len(), 24);
         assert!(ts.ends_with('Z'));
         let id = o["event_id"].as_str().unwrap();
-        assert!(ids.insert(id.to_string()), "duplicate event id {id}");
+        if ev.delivery != Delivery::Duplicate {
+            assert!(ids.insert(id.to_string()), "duplicate event id {id}");
+        }
         match ty {
             "visit" => {
-                if let Some(p) = o.get("page") {
-                    assert!(p.as_str().unwrap().starts_with('/'));
-                }
-                if let Some(s) = o.get("session_id") {
-                    assert!(s.is_string());
-                }
+                assert!(o["page"].as_str().unwrap().starts_with('/'));
+                assert!(o["session_id"].is_string());
                 if let Some(d) = o.get("duration_secs") {
                     assert!(d.as_f64().unwrap() >= 0.0);
                 }
@@ -1367,9 +2042,7 @@ mod tests {
                 let a = o["amount"].as_f64().unwrap();
                 assert!(a >= 0.0);
                 assert!(((a * 100.0).round() - a * 100.0).abs() < 1e-6);
-                if let Some(c) = o.get("currency") {
-                    assert_eq!(c.as_str().unwrap(), "EUR");
-                }
+                assert_eq!(o["currency"].as_str().unwrap(), "EUR");
                 assert!(o["quantity"].as_u64().unwrap() >= 1);
                 assert!(o["order_id"].is_string());
             }
@@ -1383,9 +2056,9 @@ mod tests {
 
     #[test]
     fn payloads_are_valid_json() {
-        let (_, ev) = run(cfg(300, 11), 40);
-        let mut ids = std::collections::HashSet::new();
-        let mut types = std::collections::HashMap::new();
+        let (_, ev) = run(cfg(300, 11, 60.0));
+        let mut ids = HashSet::new();
+        let mut types = HashMap::new();
         for e in &ev {
             let v: Value = serde_json::from_slice(&e.payload).expect("valid JSON");
             check_valid(&v, e, &mut ids);
@@ -1422,9 +2095,10 @@ mod tests {
 
     #[test]
     fn malformed_share_is_respected() {
-        let mut c = cfg(300, 5);
+        let mut c = cfg(400, 5, 30.0);
         c.malformed_share = 0.05;
-        let (sim, ev) = run(c, 20);
+        c.duplicate_share = 0.0;
+        let (sim, ev) = run(c);
         let bad = ev.iter().filter(|e| !is_valid(e)).count();
         assert_eq!(bad as u64, sim.malformed_emitted());
         let share = bad as f64 / ev.len() as f64;
@@ -1437,94 +2111,26 @@ mod tests {
 
         // No malformation when the share is 0; the underlying behaviour is
         // the same (same timestamps).
-        let (_, clean) = run(cfg(300, 5), 20);
+        let mut c = cfg(400, 5, 30.0);
+        c.duplicate_share = 0.0;
+        let (_, clean) = run(c);
         assert!(clean.iter().all(is_valid));
         assert_eq!(clean.len(), ev.len());
         assert!(clean.iter().zip(&ev).all(|(a, b)| a.ts_ms == b.ts_ms));
     }
 
     #[test]
-    fn declines_reduce_activity() {
-        let mut c = cfg(600, 21);
-        c.declining_share = 0.5;
-        c.returning_share = 0.3;
-        let (sim, ev) = run(c, 125);
-        let truth = sim.truth();
-        let mut by_cust: Vec<Vec<i64>> = vec![Vec::new(); truth.len()];
-        for e in &ev {
-            let i: usize = e.customer_id[1..].parse::<usize>().unwrap() - 1;
-            by_cust[i].push(e.ts_ms);
-        }
-        let count = |ts: &[i64], a: i64, b: i64| ts.iter().filter(|&&t| t >= a && t < b).count();
-        let mut seen = std::collections::HashSet::new();
-        for seg in Segment::ALL {
-            let (mut before, mut after) = (0usize, 0usize);
-            for (t, ts) in truth.iter().zip(&by_cust) {
-                if t.segment != seg {
-                    continue;
-                }
-                seen.insert(seg);
-                match seg {
-                    Segment::Steady => {
-                        assert!(t.decline_onset_ms.is_none() && t.churned_at_ms.is_none());
-                        before += count(ts, START + 20 * DAY, START + 34 * DAY);
-                        after += count(ts, START + 90 * DAY, START + 104 * DAY);
-                    }
-                    Segment::GradualDecline | Segment::AbruptStop => {
-                        let onset = t.decline_onset_ms.unwrap();
-                        let churn = t.churned_at_ms.unwrap();
-                        assert!(churn >= onset);
-                        if seg == Segment::AbruptStop {
-                            assert_eq!(churn, onset);
-                        } else {
-                            assert!((14 * DAY..=28 * DAY).contains(&(churn - onset)));
-                        }
-                        before += count(ts, onset - 14 * DAY, onset);
-                        after += count(ts, churn, churn + 14 * DAY);
-                    }
-                    Segment::Returning => {
-                        let onset = t.decline_onset_ms.unwrap();
-                        assert!(t.churned_at_ms.is_none());
-                        before += count(ts, onset - 14 * DAY, onset);
-                        after += count(ts, onset, onset + 10 * DAY) * 14 / 10;
-                    }
-                }
-            }
-            let ratio = after as f64 / before.max(1) as f64;
-            match seg {
-                Segment::Steady => assert!((0.8..1.25).contains(&ratio), "{seg}: {ratio}"),
-                Segment::GradualDecline => assert!(ratio < 0.35, "{seg}: {ratio}"),
-                Segment::AbruptStop => assert!(ratio < 0.1, "{seg}: {ratio}"),
-                Segment::Returning => assert!(ratio < 0.35, "{seg}: {ratio}"),
-            }
-        }
-        assert_eq!(seen.len(), 4);
-
-        // Returners come back: activity 25-39 days after their onset is
-        // back to (roughly) the pre-onset level.
-        let (mut before, mut later) = (0usize, 0usize);
-        for (t, ts) in truth.iter().zip(&by_cust) {
-            if t.segment == Segment::Returning {
-                let onset = t.decline_onset_ms.unwrap();
-                before += count(ts, onset - 14 * DAY, onset);
-                later += count(ts, onset + 25 * DAY, onset + 39 * DAY);
-            }
-        }
-        let ratio = later as f64 / before.max(1) as f64;
-        assert!((0.7..1.4).contains(&ratio), "returning recovery {ratio}");
-    }
-
-    #[test]
     fn incremental_equals_one_shot() {
-        let mut c = cfg(150, 9);
+        let mut c = cfg(300, 9, 45.0);
         c.malformed_share = 0.02;
-        c.declining_share = 0.4;
-        let (_, one) = run(c.clone(), 30);
+        c.late_share = 0.05;
+        c.duplicate_share = 0.05;
+        let (_, one) = run(c.clone());
         let mut sim = Simulator::new(c);
         let mut inc = Vec::new();
         let mut rng = Xoshiro256PlusPlus::seed_from_u64(99);
         let mut t = START;
-        let end = START + 30 * DAY;
+        let end = sim.end_ms();
         // A stretch of 100 ms steps, then random steps up to 6 hours.
         for _ in 0..2000 {
             t += 100;
@@ -1534,34 +2140,332 @@ mod tests {
             t = (t + rng.random_range(1..6 * HOUR)).min(end);
             sim.advance(t, &mut inc);
             sim.advance(t - 5, &mut inc); // going back is a no-op
+            assert!(inc.iter().all(|e| e.arrival_ms < t));
         }
+        sim.flush(&mut inc);
         assert_eq!(sim.now_ms(), end);
         assert_eq!(one.len(), inc.len());
         assert!(one == inc);
     }
 
     #[test]
-    fn truth_segments_follow_config() {
-        let mut c = cfg(4000, 2);
-        c.declining_share = 0.2;
-        c.returning_share = 0.25;
-        let sim = Simulator::new(c);
+    fn kinds_acquisition_and_hazard_follow_the_model() {
+        let sim = Simulator::new(cfg(20_000, 2, 365.0));
         let truth = sim.truth();
-        let n = |s: Segment| truth.iter().filter(|t| t.segment == s).count() as f64;
-        let decl = 4000.0 - n(Segment::Steady);
-        assert!((decl / 4000.0 - 0.2).abs() < 0.03);
-        assert!((n(Segment::Returning) / decl - 0.25).abs() < 0.06);
-        for t in &truth {
-            if let Some(o) = t.decline_onset_ms {
-                assert!((START + 40 * DAY..=START + 70 * DAY).contains(&o));
+        let n = truth.len() as f64;
+        let share = |k: CustomerKind| truth.iter().filter(|t| t.kind == k).count() as f64 / n;
+        for (k, s) in [
+            (CustomerKind::Saas, 0.30),
+            (CustomerKind::Shop, 0.22),
+            (CustomerKind::Mixed, 0.13),
+            (CustomerKind::PurchaseOnly, 0.35),
+        ] {
+            assert!((share(k) - s).abs() < 0.015, "{k}: {}", share(k));
+        }
+        let acquired: Vec<i64> = truth.iter().filter_map(|t| t.acquired_ms).collect();
+        let existing = 1.0 - acquired.len() as f64 / n;
+        assert!((existing - 0.35).abs() < 0.015, "{existing}");
+        let end = sim.end_ms();
+        assert!(acquired.iter().all(|&a| a >= START && a < end));
+        let mean_day = acquired
+            .iter()
+            .map(|&a| (a - START) as f64 / DAY as f64)
+            .sum::<f64>()
+            / acquired.len() as f64;
+        assert!((mean_day - 182.5).abs() < 5.0, "{mean_day}");
+        assert_eq!(truth[41].customer_id, "c000042");
+
+        // Decline paths (known in advance for all but purchase-only customers).
+        let subs: Vec<&CustomerTruth> = truth
+            .iter()
+            .filter(|t| t.kind != CustomerKind::PurchaseOnly)
+            .collect();
+        let churned = subs.iter().filter(|t| t.churned).count() as f64 / subs.len() as f64;
+        assert!((0.19..0.25).contains(&churned), "churned share {churned}");
+        let seg = |s: Segment| subs.iter().filter(|t| t.segment == s).count() as f64;
+        let paths =
+            seg(Segment::GradualDecline) + seg(Segment::AbruptDrop) + seg(Segment::SuddenStop);
+        assert!((seg(Segment::GradualDecline) / paths - 0.45).abs() < 0.04);
+        assert!((seg(Segment::AbruptDrop) / paths - 0.40).abs() < 0.04);
+        assert!((seg(Segment::SuddenStop) / paths - 0.15).abs() < 0.03);
+        assert!((seg(Segment::TemporaryDip) / subs.len() as f64) > 0.008);
+        let holiday = seg(Segment::Holiday) / subs.len() as f64;
+        assert!((0.2..0.35).contains(&holiday), "{holiday}");
+    }
+
+    /// Per customer: (ts, type) of every event except duplicate deliveries.
+    fn by_customer(n: usize, ev: &[SimEvent]) -> Vec<Vec<(i64, String)>> {
+        let mut out = vec![Vec::new(); n];
+        for e in ev.iter().filter(|e| e.delivery != Delivery::Duplicate) {
+            out[index(&e.customer_id)].push((e.ts_ms, event_type(e)));
+        }
+        for v in out.iter_mut() {
+            v.sort();
+        }
+        out
+    }
+
+    fn is_activity(ty: &str) -> bool {
+        matches!(ty, "visit" | "usage" | "purchase")
+    }
+
+    #[test]
+    fn labels_are_exact_and_consistent_with_the_events() {
+        let (sim, ev) = run(cfg(3000, 5, 365.0));
+        let end = sim.end_ms();
+        let truth = sim.truth();
+        let events = by_customer(truth.len(), &ev);
+        let mut segs: HashMap<Segment, usize> = HashMap::new();
+        for (t, evs) in truth.iter().zip(&events) {
+            *segs.entry(t.segment).or_default() += 1;
+            let id = &t.customer_id;
+            // Nothing before acquisition; the first event is at acquisition.
+            if let Some(a) = t.acquired_ms {
+                assert_eq!(evs.first().map(|e| e.0), Some(a), "{id}: acquisition");
+            }
+            assert_eq!(t.churned, t.churned_at_ms.is_some(), "{id}");
+            assert_eq!(t.churned, t.segment.churns() && t.churned_at_ms.is_some());
+            let activity: Vec<i64> = evs
+                .iter()
+                .filter(|e| is_activity(&e.1))
+                .map(|e| e.0)
+                .collect();
+            if let Some(ch) = t.churned_at_ms {
+                assert!(ch < end && ch >= START, "{id}");
+                let onset = t.decline_onset_ms.expect("a churner has an onset");
+                assert!(onset <= ch, "{id}");
+                assert!(
+                    activity.iter().all(|&a| a < ch),
+                    "{id} ({}) has activity at or after churned_at",
+                    t.segment
+                );
+                // CRM updates stop 30 days after the churn.
+                assert!(evs.iter().all(|e| e.0 < ch + 30 * DAY), "{id}");
+            } else if let Some(onset) = t.decline_onset_ms {
+                // A decline that ends after the period.
+                assert!(onset < end && t.segment.churns(), "{id}");
+            }
+            match t.segment {
+                Segment::SuddenStop | Segment::OneTimeBuyer | Segment::BuyerDropout
+                    if t.churned =>
+                {
+                    assert_eq!(t.decline_onset_ms, t.churned_at_ms, "{id}");
+                }
+                Segment::Steady
+                | Segment::Holiday
+                | Segment::TemporaryDip
+                | Segment::BuyerActive => {
+                    assert!(!t.churned && t.decline_onset_ms.is_none(), "{id}");
+                }
+                _ => {}
+            }
+            if t.kind == CustomerKind::PurchaseOnly {
+                assert!(evs.iter().all(|e| e.1 == "purchase"), "{id}");
+                if let Some(ch) = t.churned_at_ms {
+                    assert_eq!(activity.last().map(|&a| a + 1), Some(ch), "{id}");
+                }
+                if t.segment == Segment::OneTimeBuyer {
+                    assert_eq!(activity.len(), 1, "{id}");
+                    assert!(t.acquired_ms.is_some());
+                }
+            } else {
+                assert!(
+                    matches!(
+                        t.segment,
+                        Segment::Steady
+                            | Segment::Holiday
+                            | Segment::TemporaryDip
+                            | Segment::GradualDecline
+                            | Segment::AbruptDrop
+                            | Segment::SuddenStop
+                    ),
+                    "{id}"
+                );
             }
         }
-        assert_eq!(truth[41].customer_id, "c000042");
-        let none = Simulator::new(SimConfig {
-            declining_share: 0.0,
-            ..cfg(500, 2)
+        for s in Segment::ALL {
+            assert!(segs.get(&s).copied().unwrap_or(0) > 10, "{s}: {segs:?}");
+        }
+        // Many one-time buyers among the purchase-only customers acquired in the period.
+        let po_new = truth
+            .iter()
+            .filter(|t| t.kind == CustomerKind::PurchaseOnly && t.acquired_ms.is_some())
+            .count() as f64;
+        let otb = segs[&Segment::OneTimeBuyer] as f64 / po_new;
+        assert!((0.2..0.45).contains(&otb), "{otb}");
+    }
+
+    /// Activity events of customer `i` with `a <= ts < b`.
+    fn count(evs: &[(i64, String)], a: i64, b: i64) -> usize {
+        evs.iter()
+            .filter(|e| e.0 >= a && e.0 < b && is_activity(&e.1))
+            .count()
+    }
+
+    #[test]
+    fn declines_and_dips_change_activity_as_labelled() {
+        let (sim, ev) = run(cfg(4000, 21, 365.0));
+        let truth = sim.truth();
+        let events = by_customer(truth.len(), &ev);
+        // (before, during) activity per segment, per day.
+        let mut acc: HashMap<Segment, (f64, f64)> = HashMap::new();
+        let mut back = (0.0, 0.0);
+        for ((t, evs), c) in truth.iter().zip(&events).zip(&sim.customers) {
+            let from = c.active_from;
+            let (before, during) = match t.segment {
+                Segment::GradualDecline | Segment::AbruptDrop | Segment::SuddenStop
+                    if t.churned =>
+                {
+                    let (on, ch) = (t.decline_onset_ms.unwrap(), t.churned_at_ms.unwrap());
+                    if on - from < 28 * DAY {
+                        continue;
+                    }
+                    let during = if t.segment == Segment::SuddenStop {
+                        count(evs, ch, ch + 28 * DAY) as f64 / 28.0
+                    } else {
+                        // The second half of the decline.
+                        let mid = on + (ch - on) / 2;
+                        count(evs, mid, ch) as f64 / ((ch - mid) as f64 / DAY as f64)
+                    };
+                    (count(evs, on - 28 * DAY, on) as f64 / 28.0, during)
+                }
+                Segment::TemporaryDip => {
+                    let d = c.dip;
+                    if d.from - from < 28 * DAY || d.to > sim.end_ms() - 28 * DAY {
+                        continue;
+                    }
+                    let days = (d.to - d.from) as f64 / DAY as f64;
+                    back.0 += count(evs, d.from - 28 * DAY, d.from) as f64 / 28.0;
+                    back.1 += count(evs, d.to, d.to + 28 * DAY) as f64 / 28.0;
+                    (
+                        count(evs, d.from - 28 * DAY, d.from) as f64 / 28.0,
+                        count(evs, d.from, d.to) as f64 / days,
+                    )
+                }
+                Segment::Steady if t.acquired_ms.is_none() => (
+                    count(evs, START + 60 * DAY, START + 120 * DAY) as f64 / 60.0,
+                    count(evs, START + 240 * DAY, START + 300 * DAY) as f64 / 60.0,
+                ),
+                _ => continue,
+            };
+            let e = acc.entry(t.segment).or_default();
+            e.0 += before;
+            e.1 += during;
+        }
+        let ratio = |s: Segment| {
+            let (b, d) = acc[&s];
+            d / b
+        };
+        assert!(
+            (0.85..1.15).contains(&ratio(Segment::Steady)),
+            "{}",
+            ratio(Segment::Steady)
+        );
+        assert!(
+            ratio(Segment::GradualDecline) < 0.35,
+            "{}",
+            ratio(Segment::GradualDecline)
+        );
+        assert!(
+            ratio(Segment::AbruptDrop) < 0.35,
+            "{}",
+            ratio(Segment::AbruptDrop)
+        );
+        assert_eq!(ratio(Segment::SuddenStop), 0.0);
+        let dip = ratio(Segment::TemporaryDip);
+        assert!((0.2..0.65).contains(&dip), "{dip}");
+        let recovered = back.1 / back.0;
+        assert!((0.8..1.25).contains(&recovered), "{recovered}");
+
+        // Holidays: customers are quieter during their own holidays, and
+        // everybody is in the Christmas week.
+        let (mut normal, mut hol) = (0.0, 0.0);
+        for (c, evs) in sim.customers.iter().zip(&events) {
+            if c.kind == CustomerKind::PurchaseOnly
+                || c.acquired.is_some()
+                || c.onset < sim.end_ms()
+            {
+                continue;
+            }
+            for h in c
+                .holidays
+                .iter()
+                .filter(|h| h.from > START + 28 * DAY && h.to < sim.end_ms())
+            {
+                let days = (h.to - h.from) as f64 / DAY as f64;
+                normal += count(evs, h.from - 28 * DAY, h.from) as f64 / 28.0;
+                hol += count(evs, h.from, h.to) as f64 / days;
+            }
+        }
+        assert!(hol / normal < 0.4, "holiday ratio {}", hol / normal);
+        let day = |m, d| START + (days_from_civil(2026, m, d) - days_from_civil(2026, 1, 1)) * DAY;
+        let all = |a, b| events.iter().map(|e| count(e, a, b)).sum::<usize>() as f64;
+        let xmas = all(day(12, 25), day(12, 30));
+        let before = all(day(12, 4), day(12, 9));
+        assert!(xmas / before < 0.7, "christmas {}", xmas / before);
+    }
+
+    #[test]
+    fn weekday_seasonality_by_kind() {
+        let (sim, ev) = run(cfg(2000, 4, 56.0));
+        let kinds = sim.customer_kinds();
+        // [kind][weekday] visit counts.
+        let mut n = [[0.0f64; 7]; 4];
+        for e in ev.iter().filter(|e| event_type(e) == "visit") {
+            let k = kinds[index(&e.customer_id)] as usize;
+            n[k][weekday(e.ts_ms.div_euclid(DAY))] += 1.0;
+        }
+        let weekend = |k: usize| (n[k][5] + n[k][6]) / 2.0;
+        let weekdays = |k: usize| n[k][..5].iter().sum::<f64>() / 5.0;
+        let saas = weekend(0) / weekdays(0);
+        let shop = weekend(1) / weekdays(1);
+        assert!(saas < 0.55, "saas weekend/weekday {saas}");
+        assert!(shop > 1.1, "shop weekend/weekday {shop}");
+        // Some SaaS users are weekday-only.
+        let weekday_only = sim
+            .customers
+            .iter()
+            .filter(|c| c.kind == CustomerKind::Saas && c.wd[5] + c.wd[6] < 0.3)
+            .count() as f64
+            / kinds.iter().filter(|&&k| k == CustomerKind::Saas).count() as f64;
+        assert!((0.25..0.45).contains(&weekday_only), "{weekday_only}");
+    }
+
+    #[test]
+    fn demo_window_places_the_onsets() {
+        let sim = Simulator::new(SimConfig {
+            customers: 3000,
+            existing_share: 1.0,
+            decline_window_days: Some((20.0, 50.0)),
+            ..cfg(3000, 2, 365.0)
         });
-        assert!(none.truth().iter().all(|t| t.segment == Segment::Steady));
+        let truth = sim.truth();
+        let declining: Vec<_> = truth
+            .iter()
+            .filter(|t| t.decline_onset_ms.is_some())
+            .collect();
+        let subs = truth
+            .iter()
+            .filter(|t| t.kind != CustomerKind::PurchaseOnly)
+            .count() as f64;
+        let share = declining.len() as f64 / subs;
+        assert!((0.32..0.44).contains(&share), "{share}");
+        for t in &declining {
+            let o = t.decline_onset_ms.unwrap();
+            assert!((START + 20 * DAY..=START + 50 * DAY).contains(&o));
+        }
+        assert!(truth.iter().all(|t| t.acquired_ms.is_none()));
+    }
+
+    #[test]
+    fn civil_dates_round_trip() {
+        for days in [-800_000i64, -1, 0, 1, 20_454, 2_932_896] {
+            let (y, m, d) = civil_from_days(days);
+            assert_eq!(days_from_civil(y, m, d), days);
+        }
+        assert_eq!(days_from_civil(2026, 1, 1) * DAY, START);
+        assert_eq!(season(START + 12 * HOUR), CHRISTMAS_FACTOR);
+        assert_eq!(season(START + 2 * DAY), 1.0);
     }
 
     #[test]

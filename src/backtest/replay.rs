@@ -1,0 +1,170 @@
+//! Replay of an events file (JSON lines, the live schema) through the streaming scorer: the
+//! same [`PartitionState`] the pipeline runs per Kafka partition, fed in file order, with
+//! event-time timers firing as the stream's watermark passes them.
+//!
+//! Optional *checkpoints* stop the clock at given times: before the first event at or after a
+//! checkpoint is applied, stream time is advanced so that the watermark reaches the
+//! checkpoint (every timer due by then fires) and a callback sees the whole state, so scores
+//! at a cut-off date use exactly the events before it.
+
+use std::io::BufRead;
+use std::sync::Arc;
+
+use thiserror::Error;
+
+use crate::alert::Alert;
+use crate::config::Config;
+use crate::event::{decode, Activity, DecodeLimits, Event};
+use crate::metrics::Metrics;
+use crate::partition::PartitionState;
+
+/// Why a replay failed.
+#[derive(Debug, Error)]
+pub enum ReplayError {
+    #[error("reading the events at line {line}: {source}")]
+    Io {
+        line: u64,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// What a replay saw.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReplayStats {
+    pub lines: u64,
+    pub events: u64,
+    pub invalid: u64,
+    pub late: u64,
+    pub alerts: u64,
+    pub first_ts_ms: Option<i64>,
+    pub last_ts_ms: Option<i64>,
+}
+
+/// A replay in progress.
+pub struct Replay {
+    state: PartitionState,
+    limits: DecodeLimits,
+    lateness_ms: i64,
+    stats: ReplayStats,
+    _metrics: Metrics,
+}
+
+impl Replay {
+    pub fn new(cfg: Arc<Config>) -> Replay {
+        let metrics = Metrics::new();
+        let limits = DecodeLimits {
+            max_event_bytes: cfg.input.max_event_bytes,
+            // History is replayed as it was: its time stamps are not checked against the clock.
+            max_ts_ms: None,
+        };
+        let lateness_ms = cfg.input.allowed_lateness_ms;
+        Replay {
+            state: PartitionState::new(cfg, &metrics),
+            limits,
+            lateness_ms,
+            stats: ReplayStats::default(),
+            _metrics: metrics,
+        }
+    }
+
+    /// The state (for scoring snapshots).
+    pub fn state(&self) -> &PartitionState {
+        &self.state
+    }
+
+    pub fn stats(&self) -> &ReplayStats {
+        &self.stats
+    }
+
+    /// Feed every line of `input`. Before the first event at or after each checkpoint (in
+    /// ascending order), time is advanced to it and `on_checkpoint` is called; checkpoints
+    /// never reached by an event are left to the caller ([`Replay::advance_to`]). Every alert
+    /// goes to `on_alert`, every valid event to `on_event` (after it was applied). With
+    /// `stop_at`, reading stops before the first event at or after that time.
+    #[allow(clippy::too_many_arguments)]
+    pub fn run<R: BufRead>(
+        &mut self,
+        mut input: R,
+        stop_at: Option<i64>,
+        checkpoints: &[i64],
+        mut on_checkpoint: impl FnMut(i64, &PartitionState),
+        mut on_alert: impl FnMut(&Alert),
+        mut on_event: impl FnMut(&Event<'_>),
+    ) -> Result<usize, ReplayError> {
+        let mut line = Vec::with_capacity(512);
+        let mut alerts = Vec::new();
+        let mut next_cp = 0usize;
+        loop {
+            line.clear();
+            let n = input
+                .read_until(b'\n', &mut line)
+                .map_err(|source| ReplayError::Io {
+                    line: self.stats.lines + 1,
+                    source,
+                })?;
+            if n == 0 {
+                break;
+            }
+            self.stats.lines += 1;
+            let bytes = trim_line(&line);
+            if bytes.is_empty() {
+                continue;
+            }
+            let ev = match decode(bytes, &self.limits) {
+                Ok(ev) => ev,
+                Err(_) => {
+                    self.stats.invalid += 1;
+                    continue;
+                }
+            };
+            if stop_at.is_some_and(|t| ev.ts_ms >= t) {
+                break;
+            }
+            while next_cp < checkpoints.len() && ev.ts_ms >= checkpoints[next_cp] {
+                let cp = checkpoints[next_cp];
+                self.advance_to(cp, &mut alerts);
+                for a in alerts.drain(..) {
+                    on_alert(&a);
+                }
+                on_checkpoint(cp, &self.state);
+                next_cp += 1;
+            }
+            let outcome = self.state.on_event(&ev, None, &mut alerts);
+            self.stats.events += 1;
+            self.stats.late += outcome.late as u64;
+            self.stats.first_ts_ms = Some(self.stats.first_ts_ms.map_or(ev.ts_ms, |t| t.min(ev.ts_ms)));
+            self.stats.last_ts_ms = Some(self.stats.last_ts_ms.map_or(ev.ts_ms, |t| t.max(ev.ts_ms)));
+            on_event(&ev);
+            self.stats.alerts += alerts.len() as u64;
+            for a in alerts.drain(..) {
+                on_alert(&a);
+            }
+        }
+        Ok(next_cp)
+    }
+
+    /// Move event time on so that the watermark reaches `ts_ms`: every timer due by then fires.
+    pub fn advance_to(&mut self, ts_ms: i64, out: &mut Vec<Alert>) {
+        let before = out.len();
+        self.state.advance_to(ts_ms + self.lateness_ms, out);
+        self.stats.alerts += (out.len() - before) as u64;
+    }
+}
+
+/// Whether an event is customer activity (what `p_churn` predicts).
+pub fn is_activity(ev: &Event<'_>) -> bool {
+    match ev.activity {
+        Activity::Visit | Activity::Purchase { .. } => true,
+        Activity::Usage { quantity } => quantity > 0.0,
+        Activity::Engagement { .. } => false,
+    }
+}
+
+fn trim_line(line: &[u8]) -> &[u8] {
+    let mut end = line.len();
+    while end > 0 && matches!(line[end - 1], b'\n' | b'\r') {
+        end -= 1;
+    }
+    &line[..end]
+}
