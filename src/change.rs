@@ -210,7 +210,8 @@ mod tests {
         let c = detect(&base, &recent, 7);
         assert!(c.in_progress && (3..=5).contains(&c.onset), "{c:?}");
         assert!(c.change() < -0.4 && c.change() > -0.6, "{c:?}");
-        assert!(c.p_value < 1e-3, "{c:?}");
+        // Strong, even after the adjustment for the 14 candidate onsets.
+        assert!(c.p_value < 1e-2, "{c:?}");
     }
 
     #[test]

@@ -292,9 +292,16 @@ fn fit(args: FitArgs) -> anyhow::Result<()> {
         ("activity (customers who visit or use the product; active days)", &fitted.activity),
         ("purchases (purchase-only customers; purchase days)", &fitted.purchases),
     ] {
+        use churnwatch::backtest::fit::FitOutcome;
         match report {
-            Some(r) => println!("== {name}\n{r}"),
-            None => println!("== {name}\nno such customers: the built-in default stays in use\n"),
+            FitOutcome::Fitted(r) => println!("== {name}\n{r}"),
+            FitOutcome::NoData => {
+                println!("== {name}\nno such customers: the built-in default stays in use\n")
+            }
+            FitOutcome::AtBound(r) => println!(
+                "== {name}\n{r}\nNOT written: the estimate runs to the edge of the parameter space ({}); the history cannot pin this model down, so the built-in default stays in use\n",
+                r.at_bound.join(", ")
+            ),
         }
     }
     let body = fitted

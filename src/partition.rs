@@ -426,10 +426,16 @@ mod tests {
             text.contains("churnwatch_customers{lifecycle=\"declining\"} 1"),
             "{text}"
         );
-        assert!(
-            text.contains("churnwatch_at_risk_customers{tier=\"low\"} 1"),
-            "{text}"
-        );
+        let at_risk: f64 = ["low", "medium", "high"]
+            .iter()
+            .map(|t| {
+                let key = format!("churnwatch_at_risk_customers{{tier=\"{t}\"}} ");
+                text.lines()
+                    .find_map(|l| l.strip_prefix(&key))
+                    .map_or(0.0, |v| v.parse().unwrap())
+            })
+            .sum();
+        assert_eq!(at_risk, 1.0, "{text}");
         drop(p);
         let text = m.render();
         assert!(

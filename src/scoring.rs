@@ -553,7 +553,10 @@ impl RateWindows {
 /// evidence (or several signals together) to reach the thresholds.
 pub fn confidence(p_value: f64, cfg: &Config) -> f64 {
     let full = -cfg.signals.max_p_value.ln();
-    if !(p_value > 0.0) {
+    if p_value.is_nan() {
+        return 0.0;
+    }
+    if p_value <= 0.0 {
         return 1.0;
     }
     (-p_value.ln() / full).clamp(0.0, 1.0)
@@ -755,12 +758,17 @@ mod tests {
     #[test]
     fn too_little_history_yields_no_signal() {
         let cfg = Config::default();
-        let evs: Vec<_> = (0..5)
+        let evs: Vec<_> = (0..4)
             .map(|d| ev(d as f64 + 0.5, Activity::Visit))
             .collect();
         let c = customer(&cfg, &evs);
         let a = SignalScorer.assess(&c, at(9.0), &cfg);
         assert!(a.signals[0].is_none());
+        // Three repeat days are too few to judge silence against a rhythm, but p_churn is
+        // there.
+        let silence = a.signals[4].unwrap();
+        assert_eq!(silence.strength, 0.0);
+        assert!(a.p_churn > 0.0 && a.p_churn < 1.0);
         assert_eq!(a.risk, 0.0);
     }
 

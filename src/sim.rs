@@ -128,9 +128,10 @@
 //!   year of 3-14 days, 55 % of them starting in July-August, 25 % in
 //!   December 18-30, 20 % anywhere; the factor is 0 (30 % of the holidays:
 //!   fully silent) or 0.05-0.5 during a holiday;
-//! * a *temporary dip* (not churn) for 2 % of the SaaS, Shop and Mixed
-//!   customers: 0.3-0.5 for 10-21 days at a random time in the period, then
-//!   back to 1;
+//! * a *temporary dip* (not churn) for about 2 % of the SaaS, Shop and
+//!   Mixed customers: 0.3-0.5 for 10-21 days at a random time in the period
+//!   (starting at least 14 days after the start, 30 days after acquisition
+//!   and 21 days before the end), then back to 1;
 //! * the population-wide *Christmas week* (December 24 to January 1, local
 //!   time): 0.5.
 //!
@@ -184,6 +185,10 @@ const DAY: i64 = 24 * HOUR;
 const NOISE_MAX: f64 = 1.3;
 /// Activity factor of the whole population in the Christmas week.
 const CHRISTMAS_FACTOR: f64 = 0.5;
+/// Share of SaaS, Shop and Mixed customers drawn for a temporary dip; with those whose dip
+/// does not fit in their time in the period and the churners (whose decline path names
+/// their segment) left out, about 2 % of them end up in the `temporary_dip` segment.
+const TEMPORARY_DIP_DRAW: f64 = 0.033;
 /// Customers who churn start to decline at least this long after acquisition.
 const MIN_TENURE_BEFORE_CHURN: i64 = 30 * DAY;
 /// CRM updates continue this long after `churned_at`.
@@ -840,7 +845,10 @@ impl Customer {
         let u_dip_level: f64 = rng.random();
         let dip_lo = (start + 14 * DAY).max(min_onset);
         let dip_hi = end - 21 * DAY;
-        let dip = if kind != CustomerKind::PurchaseOnly && u_dip < 0.02 && dip_hi > dip_lo {
+        let dip = if kind != CustomerKind::PurchaseOnly
+            && u_dip < TEMPORARY_DIP_DRAW
+            && dip_hi > dip_lo
+        {
             let from = dip_lo + (u_dip_at * (dip_hi - dip_lo) as f64) as i64;
             Dip {
                 from,

@@ -29,14 +29,35 @@ pub enum FitPriorsError {
     },
 }
 
+/// How one model's fit went.
+#[derive(Debug, Clone)]
+pub enum FitOutcome {
+    /// No customers of this kind: the built-in default stays in use.
+    NoData,
+    /// Fitted; written to the priors.
+    Fitted(FitReport),
+    /// The likelihood is maximised at the edge of the parameter space (the data cannot pin
+    /// the model down, e.g. nobody has come back yet): not written, the default stays.
+    AtBound(FitReport),
+}
+
+impl FitOutcome {
+    fn spec(&self) -> Option<ModelSpec> {
+        match self {
+            FitOutcome::Fitted(r) => Some(ModelSpec::from(r.model())),
+            _ => None,
+        }
+    }
+}
+
 /// The fitted priors and the reports behind them.
 #[derive(Debug, Clone)]
 pub struct FittedPriors {
     pub priors: Priors,
     pub as_of_ms: i64,
     pub events: u64,
-    pub activity: Option<FitReport>,
-    pub purchases: Option<FitReport>,
+    pub activity: FitOutcome,
+    pub purchases: FitOutcome,
 }
 
 /// Replay `input` (up to `as_of_ms`, or all of it) and fit both models.
@@ -64,19 +85,21 @@ pub fn fit_priors<R: BufRead>(
             purchases.push(s);
         }
     }
-    let run = |model: &'static str, data: &[Summary]| -> Result<Option<FitReport>, FitPriorsError> {
+    let run = |model: &'static str, data: &[Summary]| -> Result<FitOutcome, FitPriorsError> {
         if data.is_empty() {
-            return Ok(None);
+            return Ok(FitOutcome::NoData);
         }
-        fit(data, Variant::ModifiedBgNbd, &FitOptions::default())
-            .map(Some)
-            .map_err(|source| FitPriorsError::Fit { model, source })
+        match fit(data, Variant::ModifiedBgNbd, &FitOptions::default()) {
+            Ok(r) => Ok(FitOutcome::Fitted(r)),
+            Err(FitError::AtBound(r)) => Ok(FitOutcome::AtBound(*r)),
+            Err(source) => Err(FitPriorsError::Fit { model, source }),
+        }
     };
     let activity = run("activity", &activity)?;
     let purchases = run("purchases", &purchases)?;
     let priors = Priors {
-        activity: activity.as_ref().map(|r| ModelSpec::from(r.model())),
-        purchases: purchases.as_ref().map(|r| ModelSpec::from(r.model())),
+        activity: activity.spec(),
+        purchases: purchases.spec(),
     };
     Ok(FittedPriors {
         priors,

@@ -490,8 +490,8 @@ pub struct FitOptions {
     pub max_restarts: usize,
     /// An extra start value (for example the current priors), always run.
     pub initial: Option<Params>,
-    /// Return [`FitError::NoConvergence`] (carrying the best report) instead of a report with
-    /// `converged = false`.
+    /// Return [`FitError::NoConvergence`] or [`FitError::AtBound`] (carrying the best report)
+    /// instead of a report with `converged = false` or a non-empty `at_bound`.
     pub require_convergence: bool,
 }
 
@@ -532,6 +532,15 @@ pub enum FitError {
     /// The log-likelihood is not finite at any start value or at the optimum.
     #[error("the log-likelihood is not finite ({0})")]
     NonFinite(String),
+    /// Some parameters ran to the edge of the search space (below about 1.5e-8 or above
+    /// about 6.6e7): the maximum likelihood is at infinity and the data do not identify the
+    /// model (for example nobody repeated, or every customer is still active). The report
+    /// is attached.
+    #[error(
+        "{} fit: {} ran to the search bound; the data do not identify the model",
+        .0.variant, .0.at_bound.join(", ")
+    )]
+    AtBound(Box<FitReport>),
     /// The optimizer did not converge; the best report found is attached.
     #[error(
         "{} fit did not converge after {} iterations (best log-likelihood {:.4})",
@@ -575,6 +584,9 @@ pub struct FitReport {
     pub evaluations: u64,
     /// Whether the optimum was confirmed (a restart from it did not improve it).
     pub converged: bool,
+    /// Parameters that ran to the edge of the search space (see [`FitError::AtBound`]);
+    /// empty for a proper interior optimum.
+    pub at_bound: Vec<String>,
     /// Asymptotic standard errors of the natural parameters, from the inverse of a
     /// numerical Hessian of the negative log-likelihood in log-parameters (delta method:
     /// `se(θ) = θ · se(ln θ)`); `None` when that Hessian is not positive-definite.
@@ -619,6 +631,13 @@ impl fmt::Display for FitReport {
                 None => writeln!(f, "  {name:<6}= {value:>10.4} ± n/a")?,
             }
         }
+        if !self.at_bound.is_empty() {
+            writeln!(
+                f,
+                "  WARNING: {} ran to the search bound (not identified by the data)",
+                self.at_bound.join(", ")
+            )?;
+        }
         writeln!(f, "  log-likelihood = {:.4}", self.log_likelihood)?;
         writeln!(f, "  repeat transactions    actual    expected")?;
         for row in &self.frequency {
@@ -641,6 +660,8 @@ impl fmt::Display for FitReport {
 const FREQ_CELLS: usize = 8;
 /// Log-parameters are kept within ±this (parameters within about [2e-9, 5e8]).
 const LOG_BOUND: f64 = 20.0;
+/// A fitted log-parameter beyond ±this has run to the bound.
+const AT_BOUND: f64 = LOG_BOUND - 2.0;
 /// Cost returned outside the bounds or where the likelihood is not finite.
 const PENALTY: f64 = 1e100;
 
@@ -785,7 +806,7 @@ impl Prepared {
             c4.push(ln_a - (b + x - 1.0 + d).ln());
             rx.push(r + x);
         }
-        // time-only terms: -(r + x) ln(α + T).
+        // time-only terms, -(r + x) ln(α + T), caching ln(α + s) for every distinct time s.
         let mut ln_at = Vec::with_capacity(self.times.len());
         for (i, &s) in self.times.iter().enumerate() {
             let l = (alpha + s).ln();
@@ -1030,10 +1051,23 @@ pub fn fit_weighted(
         }
     }
     let mut best = best.expect("at least one run");
+    let names = ["r", "alpha", "a", "b"];
+    let at_bound = |phi: &[f64]| -> Vec<String> {
+        (0..4)
+            .filter(|&i| phi[i].abs() > AT_BOUND)
+            .map(|i| names[i].to_string())
+            .collect()
+    };
 
-    // Polish: restart from the optimum until a restart no longer improves it.
+    // Polish: restart from the optimum until a restart no longer improves it (pointless,
+    // and slow, when the optimum is at infinity).
     let mut converged = false;
-    for _ in 0..opts.max_restarts {
+    let restarts = if at_bound(&best.phi).is_empty() {
+        opts.max_restarts
+    } else {
+        0
+    };
+    for _ in 0..restarts {
         let run = nelder_mead(&prep, &best.phi, 0.05, opts)?;
         iterations += run.iterations;
         evaluations += run.evaluations;
@@ -1105,6 +1139,7 @@ pub fn fit_weighted(
         .map(|d| d.sf(chi_square))
         .unwrap_or(f64::NAN);
 
+    let at_bound = at_bound(&best.phi);
     let report = FitReport {
         variant,
         params,
@@ -1114,14 +1149,20 @@ pub fn fit_weighted(
         iterations,
         evaluations,
         converged,
+        at_bound,
         std_errors,
         frequency,
         chi_square,
         chi_square_dof,
         chi_square_p_value,
     };
-    if !converged && opts.require_convergence {
-        return Err(FitError::NoConvergence(Box::new(report)));
+    if opts.require_convergence {
+        if !report.at_bound.is_empty() {
+            return Err(FitError::AtBound(Box::new(report)));
+        }
+        if !converged {
+            return Err(FitError::NoConvergence(Box::new(report)));
+        }
     }
     Ok(report)
 }

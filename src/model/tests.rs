@@ -585,3 +585,27 @@ fn non_convergence_is_an_error_carrying_the_report() {
     assert!(!report.converged);
     assert!(report.to_string().contains("NOT converged"));
 }
+
+#[test]
+fn unidentified_data_is_reported_not_fitted() {
+    let cases: Vec<(&str, Vec<Summary>)> = vec![
+        ("nobody repeats", vec![Summary::new(0.0, 0.0, 10.0); 50]),
+        ("one customer", vec![Summary::new(3.0, 9.0, 10.0)]),
+        (
+            "all active to the end",
+            vec![Summary::new(5.0, 10.0, 10.0); 100],
+        ),
+    ];
+    for (name, data) in cases {
+        for variant in [Variant::BgNbd, Variant::ModifiedBgNbd] {
+            match fit(&data, variant, &FitOptions::default()) {
+                Err(FitError::AtBound(report)) => {
+                    assert!(!report.at_bound.is_empty());
+                    assert!(report.log_likelihood.is_finite(), "{name}: {report}");
+                    assert!(report.to_string().contains("WARNING"));
+                }
+                other => panic!("{name} ({variant}): expected AtBound, got {other:?}"),
+            }
+        }
+    }
+}
