@@ -191,6 +191,7 @@ pub struct RawWindows {
 #[serde(deny_unknown_fields, default)]
 pub struct RawSignals {
     pub max_p_value: f64,
+    pub full_evidence_days: f64,
     pub visits: RawRateSignal,
     pub usage: RawRateSignal,
     pub purchases: RawPurchaseSignal,
@@ -330,6 +331,7 @@ impl Default for RawSignals {
     fn default() -> Self {
         RawSignals {
             max_p_value: 0.002,
+            full_evidence_days: 7.0,
             visits: RawRateSignal {
                 enabled: true,
                 weight: 0.7,
@@ -544,6 +546,7 @@ impl WindowConfig {
 #[derive(Debug, Clone, PartialEq)]
 pub struct SignalsConfig {
     pub max_p_value: f64,
+    pub full_evidence_days: f64,
     pub visits: RateSignalConfig,
     pub usage: RateSignalConfig,
     pub purchases: PurchaseSignalConfig,
@@ -862,6 +865,7 @@ impl RawConfig {
 
         let s = &self.signals;
         prob_open("signals.max_p_value", s.max_p_value)?;
+        positive("signals.full_evidence_days", s.full_evidence_days)?;
         let visits = rate_signal("signals.visits", &s.visits)?;
         let usage = rate_signal("signals.usage", &s.usage)?;
         let p = &s.purchases;
@@ -1040,6 +1044,7 @@ impl RawConfig {
             },
             signals: SignalsConfig {
                 max_p_value: s.max_p_value,
+                full_evidence_days: s.full_evidence_days,
                 visits,
                 usage,
                 purchases: PurchaseSignalConfig {

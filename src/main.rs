@@ -176,6 +176,9 @@ struct BacktestArgs {
     /// Days after the first event of the first cut-off date.
     #[arg(long, default_value_t = 90.0)]
     first_cutoff_days: f64,
+    /// Also write every alert of the replay to this file (JSON lines).
+    #[arg(long)]
+    alerts_out: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -362,6 +365,7 @@ fn backtest(args: BacktestArgs) -> anyhow::Result<()> {
     let opts = BacktestOptions {
         cutoff_every_days: args.cutoff_every_days,
         first_cutoff_days: args.first_cutoff_days,
+        alerts_out: args.alerts_out.clone(),
         ..BacktestOptions::default()
     };
     let started = std::time::Instant::now();
@@ -374,7 +378,18 @@ fn backtest(args: BacktestArgs) -> anyhow::Result<()> {
             .or(args.max_alerts_per_1000_per_day.map(SweepTarget::MaxAlertsPer1000PerDay));
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
         Some(
-            evaluate::sweep(&args.input, &labels, &raw, &args.grid, target, &opts, threads)
+            evaluate::sweep(
+                &args.input,
+                &labels,
+                &raw,
+                &args.grid,
+                target,
+                &BacktestOptions {
+                    alerts_out: None,
+                    ..opts.clone()
+                },
+                threads,
+            )
                 .context("sweeping the thresholds")?,
         )
     } else {

@@ -381,12 +381,19 @@ fn silence_signal(c: &CustomerState, e: &ChurnEstimate, cfg: &Config) -> Option<
 }
 
 /// The noisy-OR of the reasons' contributions: `1 - Π(1 - weight · strength)`.
+///
+/// Visits and usage are two views of the same sessions, so they are one piece of evidence:
+/// only the larger of their two contributions counts.
 pub fn combine<'a>(reasons: impl IntoIterator<Item = &'a Reason>) -> f64 {
-    let survive: f64 = reasons
-        .into_iter()
-        .map(|r| 1.0 - r.contribution())
-        .product();
-    (1.0 - survive).clamp(0.0, 1.0)
+    let mut sessions = 0.0f64;
+    let mut survive = 1.0f64;
+    for r in reasons {
+        match r.signal {
+            Signal::Visits | Signal::Usage => sessions = sessions.max(r.contribution()),
+            _ => survive *= 1.0 - r.contribution(),
+        }
+    }
+    (1.0 - survive * (1.0 - sessions)).clamp(0.0, 1.0)
 }
 
 /// Expected revenue over `value.horizon_days` from the customer's own purchase rate.
@@ -523,8 +530,11 @@ impl RateWindows {
         let recent_level = ch.observed * per_unit / seg_days;
         let change = ch.change();
         let drop = -change;
+        // A drop counts fully once it has lasted `signals.full_evidence_days`: short dips
+        // (a long weekend, a few days off) count in proportion.
+        let persistence = (seg_days / cfg.signals.full_evidence_days).min(1.0);
         let strength = if ch.in_progress && drop >= sc.min_drop {
-            confidence(ch.p_value, cfg) * (drop / sc.full_drop).min(1.0)
+            confidence(ch.p_value, cfg) * (drop / sc.full_drop).min(1.0) * persistence
         } else {
             0.0
         };

@@ -325,7 +325,7 @@ impl Segment {
 
     /// True for the segments with a temporary, non-churn dip in activity
     /// (false-alarm bait).
-    pub fn is_temporary_dip(self) -> bool {
+    pub fn is_non_churn_dip(self) -> bool {
         matches!(self, Segment::Holiday | Segment::TemporaryDip)
     }
 }

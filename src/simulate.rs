@@ -7,8 +7,8 @@
 //! labels ([`crate::labels`]) list every customer, including those acquired late in the
 //! period and the few existing ones without any event in it.
 //!
-//! Nothing is printed: the caller prints the returned [`DatasetSummary`] (it implements
-//! `Display`).
+//! Nothing is printed: the caller prints the returned [`DatasetSummary`] (its `Display` is
+//! a few lines, without a final line end).
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -201,15 +201,15 @@ impl fmt::Display for DatasetSummary {
             self.silent_customers,
             kinds.join(", ")
         )?;
-        writeln!(
+        write!(
             f,
-            "churned: {} ({:.1} %)",
+            "churned: {} ({:.1} %); segments:",
             self.churners,
             pct(self.churners)
         )?;
         for (seg, n) in &self.customers_by_segment {
             let c = self.churners_by_segment.get(seg).copied().unwrap_or(0);
-            writeln!(f, "  {seg:16} {n:7} ({:4.1} %), churned {c}", pct(*n))?;
+            write!(f, "\n  {seg:16} {n:7} ({:4.1} %), churned {c}", pct(*n))?;
         }
         Ok(())
     }

@@ -68,6 +68,9 @@ pub struct BacktestOptions {
     /// Fractions for precision at the top.
     pub top_fractions: Vec<f64>,
     pub calibration_bins: usize,
+    /// Write every alert of the replay here (JSON lines), for inspection.
+    #[serde(skip)]
+    pub alerts_out: Option<std::path::PathBuf>,
 }
 
 impl Default for BacktestOptions {
@@ -78,6 +81,7 @@ impl Default for BacktestOptions {
             onset_slack_days: 14.0,
             top_fractions: vec![0.01, 0.05, 0.10],
             calibration_bins: 10,
+            alerts_out: None,
         }
     }
 }
@@ -225,6 +229,15 @@ pub fn backtest(
     let mut all_alerts = 0u64;
     let mut alert_log: Vec<(u32, i64, Option<i64>)> = Vec::new();
 
+    let mut alerts_out = match &opts.alerts_out {
+        Some(p) => Some(std::io::BufWriter::new(File::create(p).map_err(|source| {
+            BacktestError::Open {
+                path: p.display().to_string(),
+                source,
+            }
+        })?)),
+        None => None,
+    };
     let mut replay = Replay::new(cfg.clone());
     {
         let index_ref = std::cell::RefCell::new((&mut index, &mut ids, &mut facts));
@@ -256,6 +269,11 @@ pub fn backtest(
             },
             |alert| {
                 all_alerts += 1;
+                if let Some(w) = alerts_out.as_mut() {
+                    use std::io::Write;
+                    let _ = w.write_all(&alert.to_json());
+                    let _ = w.write_all(b"\n");
+                }
                 if alert.kind != AlertKind::AtRisk {
                     return;
                 }
