@@ -220,7 +220,7 @@ mod tests {
         Assessment {
             as_of_ms,
             risk,
-            signals: [None; 5],
+            signals: [None; 6],
             p_churn: 0.0,
             customer_value: 0.0,
             days_since_last_seen: 0.0,

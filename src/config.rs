@@ -194,6 +194,7 @@ pub struct RawSignals {
     pub full_evidence_days: f64,
     pub visits: RawRateSignal,
     pub usage: RawRateSignal,
+    pub activity: RawRateSignal,
     pub purchases: RawPurchaseSignal,
     pub engagement: RawEngagementSignal,
 }
@@ -346,6 +347,13 @@ impl Default for RawSignals {
                 min_drop: 0.3,
                 full_drop: 0.8,
             },
+            activity: RawRateSignal {
+                enabled: true,
+                weight: 0.7,
+                min_baseline_events: 8,
+                min_drop: 0.4,
+                full_drop: 0.8,
+            },
             purchases: RawPurchaseSignal::default(),
             engagement: RawEngagementSignal::default(),
         }
@@ -363,7 +371,7 @@ impl Default for RawPurchaseSignal {
         RawPurchaseSignal {
             enabled: true,
             weight: 0.6,
-            min_purchases: 3,
+            min_purchases: 2,
             prior_mean_gap_days: 30.0,
             prior_strength: 2.0,
             min_overdue_cycles: 0.5,
@@ -414,7 +422,7 @@ impl Default for RawChurn {
             horizon_days: 30.0,
             priors: String::new(),
             weight: 0.8,
-            min_repeat_days: 4,
+            min_repeat_days: 1,
         }
     }
 }
@@ -549,6 +557,7 @@ pub struct SignalsConfig {
     pub full_evidence_days: f64,
     pub visits: RateSignalConfig,
     pub usage: RateSignalConfig,
+    pub activity: RateSignalConfig,
     pub purchases: PurchaseSignalConfig,
     pub engagement: EngagementSignalConfig,
 }
@@ -868,6 +877,7 @@ impl RawConfig {
         positive("signals.full_evidence_days", s.full_evidence_days)?;
         let visits = rate_signal("signals.visits", &s.visits)?;
         let usage = rate_signal("signals.usage", &s.usage)?;
+        let activity = rate_signal("signals.activity", &s.activity)?;
         let p = &s.purchases;
         unit("signals.purchases.weight", p.weight)?;
         in_range_u64(
@@ -1047,6 +1057,7 @@ impl RawConfig {
                 full_evidence_days: s.full_evidence_days,
                 visits,
                 usage,
+                activity,
                 purchases: PurchaseSignalConfig {
                     enabled: p.enabled,
                     weight: p.weight,

@@ -27,7 +27,7 @@ use serde::Serialize;
 use crate::config::Config;
 use crate::customer::CustomerState;
 use crate::change::{detect_drop, Series};
-use crate::stats::{gamma_survival, normal_cdf};
+use crate::stats::{gamma_survival, normal_cdf, poisson_rate_drop};
 use crate::time::{bucket_index, ms_to_days, DAY_MS};
 use crate::window::{Bucket, Moments, Totals};
 
@@ -39,6 +39,8 @@ pub enum Signal {
     Usage,
     Purchases,
     Engagement,
+    /// Days with any activity recently against the customer's whole history.
+    Activity,
     /// Silence judged against the customer's own rhythm of active days (the churn model).
     Silence,
     /// Days without any activity (explains `lapsed` alerts).
@@ -52,6 +54,7 @@ impl Signal {
             Signal::Usage => "usage",
             Signal::Purchases => "purchases",
             Signal::Engagement => "engagement",
+            Signal::Activity => "activity",
             Signal::Silence => "silence",
             Signal::Inactivity => "inactivity",
         }
@@ -172,6 +175,7 @@ impl Reason {
             Signal::Usage => "units_per_day",
             Signal::Purchases => "days_between_purchases",
             Signal::Engagement => "score",
+            Signal::Activity => "active_days_per_week",
             Signal::Silence => "days_between_active_days",
             Signal::Inactivity => "days",
         }
@@ -207,6 +211,10 @@ impl Reason {
                 "engagement score {:+.0}% vs baseline ({:.1} -> {:.1}, z={:.1}), p={}",
                 self.change_pct, self.baseline, self.recent, self.statistic, p
             ),
+            Signal::Activity => format!(
+                "active {:.1} days a week over the last {:.0} days vs {:.1} before ({:+.0}%), p={}",
+                self.recent, self.recent_days, self.baseline, self.change_pct, p
+            ),
             Signal::Silence => format!(
                 "no activity for {:.1} days (usually every {:.1} days): P(still active) {:.0}%, churn within {:.0} days {:.0}%",
                 self.recent,
@@ -241,8 +249,8 @@ pub struct Assessment {
     pub as_of_ms: i64,
     pub risk: f64,
     /// Evidence of every signal that could be evaluated (no heap allocation), in the order
-    /// visits, usage, purchases, engagement, silence.
-    pub signals: [Option<Reason>; 5],
+    /// visits, usage, purchases, engagement, silence, activity.
+    pub signals: [Option<Reason>; 6],
     /// Probability of no activity within `churn.horizon_days`.
     pub p_churn: f64,
     /// Expected revenue over the value horizon if the customer stays.
@@ -298,7 +306,12 @@ impl Scorer for SignalScorer {
             .flatten();
         let churn = churn_estimate(c, as_of_ms, cfg);
         let silence = churn.and_then(|e| silence_signal(c, &e, cfg));
-        let signals = [visits, usage, purchases, engagement, silence];
+        let activity = s
+            .activity
+            .enabled
+            .then(|| activity_signal(c, as_of_ms, cfg))
+            .flatten();
+        let signals = [visits, usage, purchases, engagement, silence, activity];
         Assessment {
             as_of_ms,
             risk: combine(signals.iter().flatten()),
@@ -351,6 +364,60 @@ pub fn churn_estimate(c: &CustomerState, as_of_ms: i64, cfg: &Config) -> Option<
     })
 }
 
+/// Active days recently (the last two recent windows of complete buckets) against the rate of
+/// active days over the customer's history before them: an exact conditional Poisson test.
+fn activity_signal(c: &CustomerState, as_of_ms: i64, cfg: &Config) -> Option<Reason> {
+    let sc = &cfg.signals.activity;
+    let w = &cfg.windows;
+    let b = w.bucket_ms;
+    let first = c.activity.first_ms?;
+    let (x, _, _) = c.activity.summary(as_of_ms)?;
+    let now_idx = bucket_index(as_of_ms, b);
+    let span = (2 * w.recent_buckets as i64).min(w.total_buckets() as i64);
+    let from = now_idx - span;
+    let recent_start = from * b;
+    let before_days = ms_to_days(recent_start - first);
+    // A whole baseline window of history before the recent period.
+    if before_days < (w.baseline_buckets as i64 * b) as f64 / DAY_MS as f64 {
+        return None;
+    }
+    let recent = (from..now_idx)
+        .filter(|&i| {
+            let k = c.windows.get(i);
+            k.visits > 0 || k.usage_qty > 0.0 || k.purchases > 0
+        })
+        .count() as f64;
+    let before = (x + 1.0 - recent).max(0.0);
+    if before < sc.min_baseline_events as f64 {
+        return None;
+    }
+    let recent_days = span as f64 * b as f64 / DAY_MS as f64;
+    let t = poisson_rate_drop(recent as u64, recent_days, before as u64, before_days)?;
+    let base_rate = before / before_days;
+    let recent_rate = recent / recent_days;
+    let change = recent_rate / base_rate - 1.0;
+    let drop = -change;
+    let strength = if drop >= sc.min_drop {
+        confidence(t.p_value, cfg) * (drop / sc.full_drop).min(1.0)
+    } else {
+        0.0
+    };
+    Some(Reason {
+        signal: Signal::Activity,
+        baseline: base_rate * 7.0,
+        recent: recent_rate * 7.0,
+        change_pct: change * 100.0,
+        statistic: t.z,
+        p_value: t.p_value,
+        strength,
+        weight: sc.weight,
+        recent_days,
+        baseline_days: before_days,
+        onset_ms: None,
+        posterior: None,
+    })
+}
+
 /// The silence signal: how far `p_churn` has risen above the customer's own normal.
 fn silence_signal(c: &CustomerState, e: &ChurnEstimate, cfg: &Config) -> Option<Reason> {
     let ch = &cfg.churn;
@@ -382,14 +449,16 @@ fn silence_signal(c: &CustomerState, e: &ChurnEstimate, cfg: &Config) -> Option<
 
 /// The noisy-OR of the reasons' contributions: `1 - Π(1 - weight · strength)`.
 ///
-/// Visits and usage are two views of the same sessions, so they are one piece of evidence:
-/// only the larger of their two contributions counts.
+/// Visits, usage and active days are views of the same sessions, so they are one piece of
+/// evidence: only the largest of their contributions counts.
 pub fn combine<'a>(reasons: impl IntoIterator<Item = &'a Reason>) -> f64 {
     let mut sessions = 0.0f64;
     let mut survive = 1.0f64;
     for r in reasons {
         match r.signal {
-            Signal::Visits | Signal::Usage => sessions = sessions.max(r.contribution()),
+            Signal::Visits | Signal::Usage | Signal::Activity => {
+                sessions = sessions.max(r.contribution())
+            }
             _ => survive *= 1.0 - r.contribution(),
         }
     }
@@ -557,19 +626,21 @@ impl RateWindows {
     }
 }
 
-/// How sure a test is of a change, 0..1: the evidence `ln(1/p)` relative to that of
-/// `signals.max_p_value`, capped at 1. A p-value at the configured level counts fully; weaker
-/// evidence counts in proportion, so scores rank smoothly while alerts still need strong
-/// evidence (or several signals together) to reach the thresholds.
+/// How sure a test is of a change, 0..1: the evidence `ln(NO_EVIDENCE_P / p)` relative to
+/// that of `signals.max_p_value`, clamped to [0, 1]. A p-value at the configured level counts
+/// fully, one of 0.1 or more not at all, and those between in proportion, so scores rank
+/// smoothly while alerts still need strong evidence (or several signals together) to reach
+/// the thresholds. Every customer is tested every day: weak evidence is common by chance.
 pub fn confidence(p_value: f64, cfg: &Config) -> f64 {
-    let full = -cfg.signals.max_p_value.ln();
+    const NO_EVIDENCE_P: f64 = 0.1;
     if p_value.is_nan() {
         return 0.0;
     }
     if p_value <= 0.0 {
         return 1.0;
     }
-    (-p_value.ln() / full).clamp(0.0, 1.0)
+    let full = (NO_EVIDENCE_P / cfg.signals.max_p_value.min(NO_EVIDENCE_P / 2.0)).ln();
+    ((NO_EVIDENCE_P / p_value).ln() / full).clamp(0.0, 1.0)
 }
 
 /// Buckets per week when a week is a whole number of at most seven buckets (daily buckets: a
@@ -767,7 +838,7 @@ mod tests {
 
     #[test]
     fn too_little_history_yields_no_signal() {
-        let cfg = Config::default();
+        let cfg = Config::from_toml_str("[churn]\nmin_repeat_days = 4\n").unwrap();
         let evs: Vec<_> = (0..4)
             .map(|d| ev(d as f64 + 0.5, Activity::Visit))
             .collect();

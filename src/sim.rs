@@ -194,6 +194,10 @@ const MIN_TENURE_BEFORE_CHURN: i64 = 30 * DAY;
 /// CRM updates continue this long after `churned_at`.
 const ENGAGEMENT_AFTER_CHURN: i64 = 30 * DAY;
 
+/// Share of purchase-only customers with several purchases who, deciding to leave, first buy
+/// less and less often ([`Segment::BuyerDecline`]) rather than vanishing after a purchase.
+const PO_DECLINE_SHARE: f64 = 0.75;
+
 const STREAM_SESSION: u8 = 0;
 const STREAM_PURCHASE: u8 = 1;
 const STREAM_SUBSCRIPTION: u8 = 2;
@@ -271,14 +275,18 @@ pub enum Segment {
     SuddenStop,
     /// Purchase-only: a new customer who dropped out after the first purchase.
     OneTimeBuyer,
-    /// Purchase-only: dropped out after several purchases (or an existing customer who dropped out).
+    /// Purchase-only: dropped out right after a purchase, without warning (after several
+    /// purchases, or an existing customer).
     BuyerDropout,
+    /// Purchase-only: bought less and less often (30 % of the usual rate, or less) for 30-120
+    /// days after deciding to leave, then gone.
+    BuyerDecline,
     /// Purchase-only: still alive at the end of the period (whether or not they bought recently).
     BuyerActive,
 }
 
 impl Segment {
-    pub const ALL: [Segment; 9] = [
+    pub const ALL: [Segment; 10] = [
         Segment::Steady,
         Segment::Holiday,
         Segment::TemporaryDip,
@@ -287,6 +295,7 @@ impl Segment {
         Segment::SuddenStop,
         Segment::OneTimeBuyer,
         Segment::BuyerDropout,
+        Segment::BuyerDecline,
         Segment::BuyerActive,
     ];
 
@@ -300,6 +309,7 @@ impl Segment {
             Segment::SuddenStop => "sudden_stop",
             Segment::OneTimeBuyer => "one_time_buyer",
             Segment::BuyerDropout => "buyer_dropout",
+            Segment::BuyerDecline => "buyer_decline",
             Segment::BuyerActive => "buyer_active",
         }
     }
@@ -320,6 +330,7 @@ impl Segment {
                 | Segment::SuddenStop
                 | Segment::OneTimeBuyer
                 | Segment::BuyerDropout
+                | Segment::BuyerDecline
         )
     }
 
@@ -950,7 +961,9 @@ impl Customer {
         let churned = self.dead_at < end;
         let churned_at_ms = churned.then_some(self.dead_at);
         let (segment, decline_onset_ms) = if self.is_purchase_only() {
-            if churned {
+            if self.onset < end && self.onset < self.dead_at {
+                (Segment::BuyerDecline, Some(self.onset))
+            } else if churned {
                 let seg = if self.acquired.is_some() && self.orders == 1 {
                     Segment::OneTimeBuyer
                 } else {
@@ -1234,10 +1247,20 @@ impl Customer {
             }
             STREAM_PURCHASE if self.is_purchase_only() => {
                 let body = self.purchase_body(self.basket_median_cents, 0.5, 0.6);
-                if self.rng.random::<f64>() < self.po_dropout {
-                    // Gone for good right after this purchase.
-                    self.dead_at = ts + 1;
-                    (Some(body), None)
+                if self.onset == i64::MAX && self.rng.random::<f64>() < self.po_dropout {
+                    if self.orders >= 2 && self.rng.random::<f64>() < PO_DECLINE_SHARE {
+                        // Decided to leave: buys rarely for a while, then is gone.
+                        let level = self.rng.random_range(0.0..0.3);
+                        let days = self.rng.random_range(30.0..120.0);
+                        self.onset = ts + 1;
+                        self.path = Path::Abrupt { level };
+                        self.dead_at = ts + (days * DAY as f64) as i64;
+                        (Some(body), self.next_po_purchase(prof, ts))
+                    } else {
+                        // Gone for good right after this purchase.
+                        self.dead_at = ts + 1;
+                        (Some(body), None)
+                    }
                 } else {
                     (Some(body), self.next_po_purchase(prof, ts))
                 }
@@ -2270,7 +2293,13 @@ mod tests {
             if t.kind == CustomerKind::PurchaseOnly {
                 assert!(evs.iter().all(|e| e.1 == "purchase"), "{id}");
                 if let Some(ch) = t.churned_at_ms {
-                    assert_eq!(activity.last().map(|&a| a + 1), Some(ch), "{id}");
+                    if t.segment == Segment::BuyerDecline {
+                        // Bought less and less, then left: the last purchase precedes the exit.
+                        assert!(activity.last().is_none_or(|&a| a < ch), "{id}");
+                        assert!(t.decline_onset_ms.is_some_and(|o| o < ch), "{id}");
+                    } else {
+                        assert_eq!(activity.last().map(|&a| a + 1), Some(ch), "{id}");
+                    }
                 }
                 if t.segment == Segment::OneTimeBuyer {
                     assert_eq!(activity.len(), 1, "{id}");

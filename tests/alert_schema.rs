@@ -194,15 +194,22 @@ fn kinds_of<'a>(alerts: &'a [Alert], id: &str) -> Vec<&'a str> {
 /// 1 - Π(1 - contribution) over the reasons (a lapse's inactivity reason contributes 1), value_at_risk = customer_value * risk_score.
 fn check_consistency(alert: &Value) {
     let num = |v: &Value, k: &str| v[k].as_f64().unwrap_or_else(|| panic!("{k} is a number"));
+    // Visits, usage and activity are one piece of evidence (the largest counts); the other
+    // reasons combine by noisy-OR.
     let mut survive = 1.0;
+    let mut sessions = 0.0f64;
     for r in alert["reasons"].as_array().unwrap() {
         let c = num(r, "contribution");
         assert!(
             (c - num(r, "weight") * num(r, "strength")).abs() < 1e-3,
             "contribution != weight * strength in {r}"
         );
-        survive *= 1.0 - c;
+        match r["signal"].as_str().unwrap() {
+            "visits" | "usage" | "activity" => sessions = sessions.max(c),
+            _ => survive *= 1.0 - c,
+        }
     }
+    survive *= 1.0 - sessions;
     let risk = num(alert, "risk_score");
     assert!(
         (risk - (1.0 - survive)).abs() < 2e-3,
@@ -442,16 +449,19 @@ fn schema_enums_match_the_code() {
         .iter()
         .map(|v| v.as_str().unwrap().to_string())
         .collect();
-    assert_eq!(reason_props, reason_required);
+    let reason_optional: Vec<_> = reason_props.difference(&reason_required).collect();
+    assert_eq!(reason_optional, vec!["onset", "posterior"]);
 }
 
 fn all_signals() -> Vec<Signal> {
     use Signal::*;
-    let all = vec![Visits, Usage, Purchases, Engagement, Inactivity];
+    let all = vec![
+        Visits, Usage, Activity, Purchases, Engagement, Silence, Inactivity,
+    ];
     for s in &all {
         // Exhaustive: a new signal fails to compile here until it is added to the list.
         match s {
-            Visits | Usage | Purchases | Engagement | Inactivity => {}
+            Visits | Usage | Activity | Purchases | Engagement | Silence | Inactivity => {}
         }
     }
     all
@@ -469,6 +479,8 @@ fn reason(signal: Signal) -> Reason {
         weight: 0.7,
         recent_days: 7.0,
         baseline_days: 28.0,
+        onset_ms: Some(1_767_225_600_000),
+        posterior: (signal == Signal::Silence).then_some(0.12),
     }
 }
 
@@ -572,9 +584,15 @@ fn readme_alert_example_validates() {
         let to = t[from..].find('}').unwrap();
         t[from..from + to].to_string()
     };
+    // Optional reason fields (onset, posterior) may be in one and not the other.
+    let ex = key_order(&first_reason(&text), &reason_keys);
+    let real_keys = key_order(&first_reason(&real_text), &reason_keys);
+    let common = |a: &[String], b: &[String]| -> Vec<String> {
+        a.iter().filter(|k| b.contains(k)).cloned().collect()
+    };
     assert_eq!(
-        key_order(&first_reason(&text), &reason_keys),
-        key_order(&first_reason(&real_text), &reason_keys),
+        common(&ex, &real_keys),
+        common(&real_keys, &ex),
         "README example reason field order differs from alert.rs"
     );
 
@@ -592,7 +610,7 @@ fn readme_alert_example_validates() {
 }
 
 fn alerts_with_source() -> Alert {
-    scenario_alerts(60)
+    scenario_alerts(100)
         .into_iter()
         .find(|a| a.source.is_some())
         .expect("an event-triggered alert")

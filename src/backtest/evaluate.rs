@@ -17,7 +17,7 @@
 //!   earlier than `onset_slack_days` before the labelled decline onset. A churner is *warned
 //!   early* when a true alert precedes `churned_at`; lead time = `churned_at` − the first one.
 //!   *Trackable* churners had an established baseline before their decline began (at least
-//!   `windows.min_baseline_buckets` of history and `churn.min_repeat_days` + 1 active days):
+//!   14 days of history and 5 active days, fixed whatever the config under test):
 //!   without a baseline there is no decline to see (one-time buyers, brand-new customers).
 //! - **False alarms**: non-churners with at least one `at_risk` alert.
 //! - **Onset error**: for early-warned churners, |first alert's estimated onset − labelled
@@ -68,6 +68,10 @@ pub struct BacktestOptions {
     /// Fractions for precision at the top.
     pub top_fractions: Vec<f64>,
     pub calibration_bins: usize,
+    /// A churner is trackable with at least this many active days and this much history
+    /// before the decline began (fixed, so that configs are compared on the same churners).
+    pub trackable_min_active_days: usize,
+    pub trackable_min_history_days: f64,
     /// Write every alert of the replay here (JSON lines), for inspection.
     #[serde(skip)]
     pub alerts_out: Option<std::path::PathBuf>,
@@ -81,6 +85,8 @@ impl Default for BacktestOptions {
             onset_slack_days: 14.0,
             top_fractions: vec![0.01, 0.05, 0.10],
             calibration_bins: 10,
+            trackable_min_active_days: 5,
+            trackable_min_history_days: 14.0,
             alerts_out: None,
         }
     }
@@ -398,8 +404,8 @@ pub fn backtest(
 
     // Alerts against the labels.
     let slack_ms = (opts.onset_slack_days * day) as i64;
-    let min_hist_ms = cfg.windows.min_baseline_buckets as i64 * cfg.windows.bucket_ms;
-    let min_days = cfg.churn.min_repeat_days as usize + 1;
+    let min_hist_ms = (opts.trackable_min_history_days * day) as i64;
+    let min_days = opts.trackable_min_active_days;
     let mut true_alerts = 0u64;
     let mut churners = 0usize;
     let mut trackable = 0usize;
