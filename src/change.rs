@@ -115,17 +115,16 @@ pub fn detect_drop(s: &Series<'_>) -> Option<Change> {
         .sum();
     let scaled = |x: f64| (x / phi).round().max(0.0) as u64;
     let p = if seg_exposure > 0.0 {
-        poisson_rate_drop(
-            scaled(observed),
-            seg_exposure,
-            scaled(total),
-            base_exposure,
-        )
-        .map_or(1.0, |t| t.p_value)
+        poisson_rate_drop(scaled(observed), seg_exposure, scaled(total), base_exposure)
+            .map_or(1.0, |t| t.p_value)
     } else {
         1.0
     };
-    let candidates = if in_progress { s.recent.len() as f64 } else { 1.0 };
+    let candidates = if in_progress {
+        s.recent.len() as f64
+    } else {
+        1.0
+    };
     Some(Change {
         onset,
         in_progress,
@@ -241,7 +240,10 @@ mod tests {
             dispersion: 4.0,
         })
         .unwrap();
-        assert!(bursty.p_value > plain.p_value * 10.0, "{plain:?} {bursty:?}");
+        assert!(
+            bursty.p_value > plain.p_value * 10.0,
+            "{plain:?} {bursty:?}"
+        );
     }
 
     #[test]

@@ -710,7 +710,6 @@ impl RawConfig {
 
     /// Validate every key, returning the first problem found.
     pub fn validate(self) -> Result<Config, ConfigError> {
-
         let k = &self.kafka;
         non_empty("kafka.brokers", &k.brokers)?;
         non_empty("kafka.group_id", &k.group_id)?;
@@ -937,10 +936,18 @@ impl RawConfig {
         } else {
             let path = std::path::PathBuf::from(ch.priors.trim());
             let text = std::fs::read_to_string(&path).map_err(|e| {
-                ConfigError::invalid("churn.priors", format!("{:?}", ch.priors), format!("cannot be read: {e}"))
+                ConfigError::invalid(
+                    "churn.priors",
+                    format!("{:?}", ch.priors),
+                    format!("cannot be read: {e}"),
+                )
             })?;
             let priors = crate::model::Priors::from_toml_str(&text).map_err(|e| {
-                ConfigError::invalid("churn.priors", format!("{:?}", ch.priors), format!("is not a valid priors file: {e}"))
+                ConfigError::invalid(
+                    "churn.priors",
+                    format!("{:?}", ch.priors),
+                    format!("is not a valid priors file: {e}"),
+                )
             })?;
             (priors, Some((path, text)))
         };

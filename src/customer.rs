@@ -87,7 +87,10 @@ impl PurchaseRhythm {
         self.total_value += amount;
         let before = self.days;
         self.days.record(ts_ms);
-        if before.first_ms.is_some() && self.days.repeat_days > before.repeat_days && ts_ms > before.last_ms {
+        if before.first_ms.is_some()
+            && self.days.repeat_days > before.repeat_days
+            && ts_ms > before.last_ms
+        {
             let gap = (ts_ms - before.last_ms) as f64 / DAY_MS as f64;
             self.gaps += 1;
             let d = gap - self.gap_mean_days;

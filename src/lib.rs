@@ -18,7 +18,12 @@
 //!   baseline windows.
 //! - [`customer`]: one customer's compact state (windows, purchase rhythm, engagement).
 //! - [`stats`]: the statistical tests (Poisson rate test, gamma survival, z-test) on statrs.
-//! - [`scoring`]: the four early signals, their explanation as [`scoring::Reason`]s and the
+//! - [`change`]: online change detection on per-bucket counts (weekday-adjusted baseline,
+//!   CUSUM onset, exact test of the segment since the onset).
+//! - [`model`]: the customer-base models (BG/NBD, MBG/NBD) behind `p_churn`, their maximum-
+//!   likelihood fit and the priors file.
+//! - [`scoring`]: the early signals and the churn probability, their explanation as
+//!   [`scoring::Reason`]s and the
 //!   combined risk score and tier.
 //! - [`alerting`]: the per-customer alert state machine (hysteresis, cooldown, escalation,
 //!   recovery, lapse) and the [`alert::Alert`] it emits ([`alert`] holds the wire schema).
@@ -31,7 +36,11 @@
 //!   statistics, commits) and the alert / dead-letter sink.
 //! - [`pipeline`]: `churnwatch run`: the consumer thread, partition states, the sink and the
 //!   acknowledgement task that stores offsets only after the broker has the alerts.
-//! - [`sim`]: a seeded simulator of customer activity (the demo's traffic).
+//! - [`sim`]: a seeded simulator of customer activity with ground truth (the demo's traffic,
+//!   `simulate`); [`simulate`] writes it as a dataset or produces it to Kafka, [`labels`]
+//!   reads and writes its `labels.csv`.
+//! - [`backtest`]: the offline tools on history, all through [`partition`]: replay, `score`,
+//!   `fit` and `backtest` with its accuracy metrics and threshold sweep.
 //! - [`demo`]: the embedded default: an in-process broker, the simulator and the real pipeline.
 //! - [`shutdown`]: SIGINT/SIGTERM handling shared by `run` and `demo`.
 //! - [`logging`]: `tracing` to stderr, as text or JSON lines.

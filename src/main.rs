@@ -162,7 +162,11 @@ struct BacktestArgs {
     #[arg(long)]
     sweep: bool,
     /// The grid for --sweep (comma-separated).
-    #[arg(long, value_delimiter = ',', default_value = "0.3,0.35,0.4,0.45,0.5,0.55,0.6,0.65,0.7,0.75,0.8,0.85,0.9")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "0.3,0.35,0.4,0.45,0.5,0.55,0.6,0.65,0.7,0.75,0.8,0.85,0.9"
+    )]
     grid: Vec<f64>,
     /// --sweep target: the smallest share of at_risk alerts followed by churn.
     #[arg(long, conflicts_with = "max_alerts_per_1000_per_day")]
@@ -223,8 +227,9 @@ fn check_config(path: Option<PathBuf>) -> anyhow::Result<()> {
 }
 
 fn parse_time(flag: &str, s: &str) -> anyhow::Result<i64> {
-    churnwatch::time::parse_rfc3339_ms(s)
-        .with_context(|| format!("{flag} {s:?} is not an RFC 3339 time such as 2026-06-30T00:00:00Z"))
+    churnwatch::time::parse_rfc3339_ms(s).with_context(|| {
+        format!("{flag} {s:?} is not an RFC 3339 time such as 2026-06-30T00:00:00Z")
+    })
 }
 
 /// The config for offline commands: a file or the embedded default, with env overrides.
@@ -292,8 +297,14 @@ fn fit(args: FitArgs) -> anyhow::Result<()> {
         started.elapsed().as_secs_f64()
     );
     for (name, report) in [
-        ("activity (customers who visit or use the product; active days)", &fitted.activity),
-        ("purchases (purchase-only customers; purchase days)", &fitted.purchases),
+        (
+            "activity (customers who visit or use the product; active days)",
+            &fitted.activity,
+        ),
+        (
+            "purchases (purchase-only customers; purchase days)",
+            &fitted.purchases,
+        ),
     ] {
         use churnwatch::backtest::fit::FitOutcome;
         match report {
@@ -325,9 +336,7 @@ fn score(args: ScoreArgs) -> anyhow::Result<()> {
     if let Some(h) = args.horizon_days {
         raw.churn.horizon_days = h;
     }
-    let cfg = raw
-        .into_config()
-        .context("--horizon-days is not valid")?;
+    let cfg = raw.into_config().context("--horizon-days is not valid")?;
     let as_of = parse_time("--as-of", &args.as_of)?;
     let input = std::fs::File::open(&args.input)
         .with_context(|| format!("opening {}", args.input.display()))?;
@@ -372,10 +381,9 @@ fn backtest(args: BacktestArgs) -> anyhow::Result<()> {
     let report = evaluate::backtest(&args.input, &labels, cfg, &opts)
         .with_context(|| format!("backtesting {}", args.input.display()))?;
     let sweep = if args.sweep {
-        let target = args
-            .min_precision
-            .map(SweepTarget::MinPrecision)
-            .or(args.max_alerts_per_1000_per_day.map(SweepTarget::MaxAlertsPer1000PerDay));
+        let target = args.min_precision.map(SweepTarget::MinPrecision).or(args
+            .max_alerts_per_1000_per_day
+            .map(SweepTarget::MaxAlertsPer1000PerDay));
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
         Some(
             evaluate::sweep(
@@ -390,7 +398,7 @@ fn backtest(args: BacktestArgs) -> anyhow::Result<()> {
                 },
                 threads,
             )
-                .context("sweeping the thresholds")?,
+            .context("sweeping the thresholds")?,
         )
     } else {
         None

@@ -291,7 +291,8 @@ impl Drop for PartitionState {
 
 /// Lifecycle stage at `as_of_ms`.
 pub fn lifecycle_of(c: &CustomerState, as_of_ms: i64, cfg: &Config) -> Lifecycle {
-    if c.alert.phase == Phase::Lapsed || as_of_ms - c.last_active_ms() >= cfg.lifecycle.lapse_after_ms
+    if c.alert.phase == Phase::Lapsed
+        || as_of_ms - c.last_active_ms() >= cfg.lifecycle.lapse_after_ms
     {
         Lifecycle::Lapsed
     } else if c.alert.phase == Phase::AtRisk {
@@ -407,7 +408,9 @@ mod tests {
         let stabilised = of("stabilised");
         assert_eq!(stabilised.first(), Some(&"at_risk"), "{stabilised:?}");
         assert!(
-            stabilised.iter().all(|k| *k == "at_risk" || *k == "escalated"),
+            stabilised
+                .iter()
+                .all(|k| *k == "at_risk" || *k == "escalated"),
             "{stabilised:?}"
         );
         assert_eq!(stabilised.iter().filter(|k| **k == "at_risk").count(), 1);

@@ -24,9 +24,9 @@
 
 use serde::Serialize;
 
+use crate::change::{detect_drop, Series};
 use crate::config::Config;
 use crate::customer::CustomerState;
-use crate::change::{detect_drop, Series};
 use crate::stats::{gamma_survival, normal_cdf, poisson_rate_drop};
 use crate::time::{bucket_index, ms_to_days, DAY_MS};
 use crate::window::{Bucket, Moments, Totals};
@@ -284,7 +284,7 @@ pub trait Scorer: Send + Sync {
     fn assess(&self, c: &CustomerState, as_of_ms: i64, cfg: &Config) -> Assessment;
 }
 
-/// The default model: the four signal tests combined by a weighted noisy-OR.
+/// The default model: the signal tests and the churn model combined by a weighted noisy-OR.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct SignalScorer;
 

@@ -103,7 +103,10 @@ fn simulate_fit_score_and_backtest() {
             "{r:?}"
         );
     }
-    assert!(rows.iter().any(|r| !r[5].is_empty()), "some reason is given");
+    assert!(
+        rows.iter().any(|r| !r[5].is_empty()),
+        "some reason is given"
+    );
 
     // The backtest as JSON, with a small sweep.
     let bt = ok(&[
@@ -141,7 +144,11 @@ fn simulate_fit_score_and_backtest() {
     // A higher threshold never raises more alerts.
     let per_day: Vec<f64> = rows
         .iter()
-        .map(|r| r["at_risk_alerts_per_1000_customers_per_day"].as_f64().unwrap())
+        .map(|r| {
+            r["at_risk_alerts_per_1000_customers_per_day"]
+                .as_f64()
+                .unwrap()
+        })
         .collect();
     assert!(per_day.windows(2).all(|w| w[0] >= w[1]), "{per_day:?}");
 
@@ -153,7 +160,12 @@ fn simulate_fit_score_and_backtest() {
         "--labels",
         path(&labels),
     ]);
-    for needle in ["ROC AUC", "lead time", "Calibration of p_churn", "By segment"] {
+    for needle in [
+        "ROC AUC",
+        "lead time",
+        "Calibration of p_churn",
+        "By segment",
+    ] {
         assert!(text.stdout.contains(needle), "{needle}:\n{}", text.stdout);
     }
 }
@@ -176,7 +188,11 @@ fn bad_offline_arguments_are_named() {
     assert!(out.stderr.contains("--as-of"), "{}", out.describe());
 
     let priors = dir.path().join("bad-priors.toml");
-    std::fs::write(&priors, "[activity]\nr = -1.0\nalpha = 1.0\na = 1.0\nb = 1.0\n").unwrap();
+    std::fs::write(
+        &priors,
+        "[activity]\nr = -1.0\nalpha = 1.0\na = 1.0\nb = 1.0\n",
+    )
+    .unwrap();
     let config = dir.path().join("c.toml");
     std::fs::write(&config, "[churn]\npriors = \"bad-priors.toml\"\n").unwrap();
     let mut cmd = churnwatch();

@@ -32,9 +32,7 @@ use rustc_hash::FxHashMap;
 use serde::Serialize;
 use thiserror::Error;
 
-use super::metrics::{
-    brier, calibration, pr_auc, precision_at_top, roc_auc, Calibration, Summary,
-};
+use super::metrics::{brier, calibration, pr_auc, precision_at_top, roc_auc, Calibration, Summary};
 use super::replay::{is_activity, Replay, ReplayError};
 use crate::alerting::AlertKind;
 use crate::config::{Config, RawConfig};
@@ -236,12 +234,12 @@ pub fn backtest(
     let mut alert_log: Vec<(u32, i64, Option<i64>)> = Vec::new();
 
     let mut alerts_out = match &opts.alerts_out {
-        Some(p) => Some(std::io::BufWriter::new(File::create(p).map_err(|source| {
-            BacktestError::Open {
+        Some(p) => Some(std::io::BufWriter::new(File::create(p).map_err(
+            |source| BacktestError::Open {
                 path: p.display().to_string(),
                 source,
-            }
-        })?)),
+            },
+        )?)),
         None => None,
     };
     let mut replay = Replay::new(cfg.clone());
@@ -330,7 +328,8 @@ pub fn backtest(
     let mut cal_y = Vec::new();
     let mut base_p = Vec::new();
     let mut base_y = Vec::new();
-    let mut per_cutoff: Vec<(Vec<f64>, Vec<f64>, Vec<bool>)> = vec![Default::default(); cutoffs.len()];
+    let mut per_cutoff: Vec<(Vec<f64>, Vec<f64>, Vec<bool>)> =
+        vec![Default::default(); cutoffs.len()];
     for r in &rows {
         if !usable(r.cutoff) {
             continue;
@@ -417,7 +416,9 @@ pub fn backtest(
     let mut false_alarms = 0usize;
     let mut segments: FxHashMap<&str, SegmentRow> = FxHashMap::default();
     for l in labels {
-        let f = index.get(l.customer_id.as_str()).map(|&s| &facts[s as usize]);
+        let f = index
+            .get(l.customer_id.as_str())
+            .map(|&s| &facts[s as usize]);
         let alerts: &[(i64, Option<i64>)] = f.map_or(&[], |f| &f.first_at_risk);
         let seg = segments
             .entry(l.segment.as_str())

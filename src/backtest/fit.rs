@@ -69,9 +69,7 @@ pub fn fit_priors<R: BufRead>(
     let mut replay = Replay::new(cfg);
     replay.run(input, as_of_ms, &[], |_, _| {}, |_| {}, |_| {})?;
     let stats = replay.stats().clone();
-    let as_of = as_of_ms
-        .or(stats.last_ts_ms)
-        .ok_or(FitPriorsError::Empty)?;
+    let as_of = as_of_ms.or(stats.last_ts_ms).ok_or(FitPriorsError::Empty)?;
     let mut activity = Vec::new();
     let mut purchases = Vec::new();
     for (_, c) in replay.state().customers() {

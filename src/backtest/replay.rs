@@ -133,8 +133,10 @@ impl Replay {
             let outcome = self.state.on_event(&ev, None, &mut alerts);
             self.stats.events += 1;
             self.stats.late += outcome.late as u64;
-            self.stats.first_ts_ms = Some(self.stats.first_ts_ms.map_or(ev.ts_ms, |t| t.min(ev.ts_ms)));
-            self.stats.last_ts_ms = Some(self.stats.last_ts_ms.map_or(ev.ts_ms, |t| t.max(ev.ts_ms)));
+            self.stats.first_ts_ms =
+                Some(self.stats.first_ts_ms.map_or(ev.ts_ms, |t| t.min(ev.ts_ms)));
+            self.stats.last_ts_ms =
+                Some(self.stats.last_ts_ms.map_or(ev.ts_ms, |t| t.max(ev.ts_ms)));
             on_event(&ev);
             self.stats.alerts += alerts.len() as u64;
             for a in alerts.drain(..) {

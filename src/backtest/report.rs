@@ -66,10 +66,19 @@ impl Display for Report {
         writeln!(f, "Alerts (at_risk)")?;
         let lead = a.lead_time_days.as_ref();
         let rows: Vec<(&str, String)> = vec![
-            ("at_risk alerts (all kinds)", format!("{} ({})", a.at_risk_alerts, a.all_alerts)),
+            (
+                "at_risk alerts (all kinds)",
+                format!("{} ({})", a.at_risk_alerts, a.all_alerts),
+            ),
             ("precision (alert followed by churn)", pct(a.precision)),
-            ("churners (trackable)", format!("{} ({})", a.churners, a.trackable_churners)),
-            ("warned before churned_at: trackable", pct(a.recall_trackable)),
+            (
+                "churners (trackable)",
+                format!("{} ({})", a.churners, a.trackable_churners),
+            ),
+            (
+                "warned before churned_at: trackable",
+                pct(a.recall_trackable),
+            ),
             ("warned before churned_at: all churners", pct(a.recall_all)),
             ("lead time, median (days)", num(lead.map(|s| s.median), 1)),
             ("lead time, p90 (days)", num(lead.map(|s| s.p90), 1)),
@@ -105,7 +114,11 @@ impl Display for Report {
             num(c.active_base_brier, 4),
             c.active_base_ece
         )?;
-        writeln!(f, "  {:<13} {:>9} {:>10} {:>10}", "p_churn", "count", "predicted", "observed")?;
+        writeln!(
+            f,
+            "  {:<13} {:>9} {:>10} {:>10}",
+            "p_churn", "count", "predicted", "observed"
+        )?;
         for b in &c.table.bins {
             writeln!(
                 f,
@@ -158,7 +171,14 @@ impl Display for Sweep {
         writeln!(
             f,
             "  {:>6} {:>6} {:>10} {:>10} {:>10} {:>10} {:>12} {:>14}",
-            "enter", "exit", "precision", "recall tr.", "recall all", "lead med.", "false alarm", "alerts/1k/day"
+            "enter",
+            "exit",
+            "precision",
+            "recall tr.",
+            "recall all",
+            "lead med.",
+            "false alarm",
+            "alerts/1k/day"
         )?;
         for (i, r) in self.rows.iter().enumerate() {
             writeln!(
