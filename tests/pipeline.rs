@@ -1,18 +1,16 @@
 //! Integration tests of `churnwatch run`'s pipeline through a real Kafka-protocol broker:
 //! librdkafka's in-process mock cluster, spoken to over TCP by rdkafka clients.
 
-use std::collections::{BTreeSet, HashMap};
+mod common;
+
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::error::KafkaError;
-use rdkafka::message::{Headers, Message};
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
-use rdkafka::{Offset, TopicPartitionList};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
@@ -23,6 +21,7 @@ use churnwatch::metrics::Metrics;
 use churnwatch::partition::PartitionState;
 use churnwatch::pipeline::{self, PipelineError, RunSummary};
 use churnwatch::time::{format_rfc3339_ms, now_ms, DAY_MS, HOUR_MS};
+use common::topic::read_topic;
 
 const EVENTS: &str = "customer-events";
 const ALERTS: &str = "churn-alerts";
@@ -165,69 +164,8 @@ async fn run_until(
     p.stop().await
 }
 
-/// Every record of `topic` (all partitions), from the beginning up to the end.
-struct Record {
-    key: Option<String>,
-    payload: Vec<u8>,
-    headers: HashMap<String, String>,
-}
-
-fn read_topic(bootstrap: &str, topic: &str) -> Vec<Record> {
-    let c: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("group.id", "test-reader")
-        .set("enable.partition.eof", "true")
-        .set("enable.auto.commit", "false")
-        .create()
-        .unwrap();
-    let md = c
-        .fetch_metadata(Some(topic), Duration::from_secs(5))
-        .unwrap();
-    let parts = md.topics()[0].partitions().len() as i32;
-    let mut tpl = TopicPartitionList::new();
-    for p in 0..parts {
-        tpl.add_partition_offset(topic, p, Offset::Beginning)
-            .unwrap();
-    }
-    c.assign(&tpl).unwrap();
-    let mut eof = BTreeSet::new();
-    let mut out = Vec::new();
-    let start = Instant::now();
-    while eof.len() < parts as usize {
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "reading {topic} timed out"
-        );
-        match c.poll(Duration::from_millis(200)) {
-            Some(Ok(m)) => {
-                let mut headers = HashMap::new();
-                if let Some(h) = m.headers() {
-                    for i in 0..h.count() {
-                        let hd = h.get(i);
-                        headers.insert(
-                            hd.key.to_string(),
-                            String::from_utf8_lossy(hd.value.unwrap_or_default()).into_owned(),
-                        );
-                    }
-                }
-                out.push(Record {
-                    key: m.key().map(|k| String::from_utf8_lossy(k).into_owned()),
-                    payload: m.payload().unwrap_or_default().to_vec(),
-                    headers,
-                });
-            }
-            Some(Err(KafkaError::PartitionEOF(p))) => {
-                eof.insert(p);
-            }
-            Some(Err(e)) => panic!("reading {topic}: {e}"),
-            None => {}
-        }
-    }
-    out
-}
-
 fn alerts(bootstrap: &str) -> Vec<Value> {
-    read_topic(bootstrap, ALERTS)
+    read_topic(bootstrap, ALERTS, 0)
         .into_iter()
         .map(|r| {
             let v: Value = serde_json::from_slice(&r.payload).expect("alerts are JSON");
@@ -389,7 +327,7 @@ async fn malformed_messages_go_to_the_dead_letter_topic_and_the_pipeline_goes_on
         "valid events after the bad ones were processed"
     );
 
-    let dead = read_topic(&bs, DLQ);
+    let dead = read_topic(&bs, DLQ, 0);
     assert_eq!(dead.len(), bad.len());
     for (i, (reason, payload)) in bad.iter().enumerate() {
         let r = dead

@@ -2,18 +2,14 @@
 //! events are valid, in arrival order, and consistent with the truth labels; and the same
 //! traffic produced to a Kafka-protocol broker (librdkafka's in-process mock cluster).
 
+mod common;
+
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fs::File;
 use std::io::{BufRead, BufReader};
-use std::time::{Duration, Instant};
 
-use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::error::KafkaError;
-use rdkafka::message::Message;
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::DefaultProducerContext;
-use rdkafka::{Offset, TopicPartitionList};
 
 use churnwatch::event::{decode, Activity, DecodeLimits};
 use churnwatch::labels::{read_labels, Label};
@@ -205,51 +201,6 @@ fn invalid_options_are_refused() {
     assert!(!dir.path().join(EVENTS_FILE).exists());
 }
 
-/// Every message of `topic`: (key, payload).
-fn read_topic(bootstrap: &str, topic: &str, want: usize) -> Vec<(Vec<u8>, Vec<u8>)> {
-    let c: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("group.id", "simulate-test-reader")
-        .set("enable.partition.eof", "true")
-        .set("enable.auto.commit", "false")
-        .create()
-        .unwrap();
-    let md = c
-        .fetch_metadata(Some(topic), Duration::from_secs(5))
-        .unwrap();
-    let parts = md.topics()[0].partitions().len() as i32;
-    let mut tpl = TopicPartitionList::new();
-    for p in 0..parts {
-        tpl.add_partition_offset(topic, p, Offset::Beginning)
-            .unwrap();
-    }
-    c.assign(&tpl).unwrap();
-    let mut eof = BTreeSet::new();
-    let mut out = Vec::new();
-    let started = Instant::now();
-    while eof.len() < parts as usize || out.len() < want {
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "reading {topic} timed out after {} of {want} messages",
-            out.len()
-        );
-        match c.poll(Duration::from_millis(200)) {
-            Some(Ok(m)) => {
-                out.push((
-                    m.key().unwrap_or_default().to_vec(),
-                    m.payload().unwrap_or_default().to_vec(),
-                ));
-            }
-            Some(Err(KafkaError::PartitionEOF(p))) => {
-                eof.insert(p);
-            }
-            Some(Err(e)) => panic!("consuming {topic}: {e}"),
-            None => {}
-        }
-    }
-    out
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn produces_the_dataset_to_kafka_keyed_by_customer() {
     let cluster: MockCluster<'static, DefaultProducerContext> =
@@ -287,9 +238,14 @@ async fn produces_the_dataset_to_kafka_keyed_by_customer() {
 
     let bootstrap2 = bootstrap.clone();
     let want = summary.events as usize;
-    let messages = tokio::task::spawn_blocking(move || read_topic(&bootstrap2, "sim-events", want))
-        .await
-        .unwrap();
+    let messages = tokio::task::spawn_blocking(move || {
+        common::topic::read_topic(&bootstrap2, "sim-events", want)
+            .into_iter()
+            .map(|r| (r.key.unwrap_or_default().into_bytes(), r.payload))
+            .collect::<Vec<_>>()
+    })
+    .await
+    .unwrap();
     assert_eq!(messages.len(), want);
     let mut produced: Vec<String> = Vec::new();
     for (key, payload) in &messages {
