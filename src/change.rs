@@ -61,7 +61,8 @@ pub struct Change {
     pub buckets: usize,
     /// The CUSUM statistic at the end of the window (log-likelihood ratio, 0 = no evidence).
     pub cusum: f64,
-    /// One-sided p-value of the segment, adjusted for the candidate onsets.
+    /// One-sided p-value of the segment, adjusted for the candidate onsets; 1 when no drop is
+    /// in progress (nothing to test).
     pub p_value: f64,
 }
 
@@ -114,7 +115,8 @@ pub fn detect_drop(s: &Series<'_>) -> Option<Change> {
         .map(|i| expected_at(s.recent_phase, i))
         .sum();
     let scaled = |x: f64| (x / phi).round().max(0.0) as u64;
-    let p = if seg_exposure > 0.0 {
+    // With the CUSUM at zero the data favour "no drop" over "halved": nothing to test.
+    let p = if in_progress && seg_exposure > 0.0 {
         poisson_rate_drop(scaled(observed), seg_exposure, scaled(total), base_exposure)
             .map_or(1.0, |t| t.p_value)
     } else {

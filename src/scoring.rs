@@ -392,11 +392,19 @@ fn activity_signal(c: &CustomerState, as_of_ms: i64, cfg: &Config) -> Option<Rea
         return None;
     }
     let recent_days = span as f64 * b as f64 / DAY_MS as f64;
-    let t = poisson_rate_drop(recent as u64, recent_days, before as u64, before_days)?;
     let base_rate = before / before_days;
     let recent_rate = recent / recent_days;
     let change = recent_rate / base_rate - 1.0;
     let drop = -change;
+    // A drop below the signal's minimum cannot count: it is not tested (p = 1, z = 0).
+    let t = if drop >= sc.min_drop {
+        poisson_rate_drop(recent as u64, recent_days, before as u64, before_days)?
+    } else {
+        crate::stats::RateTest {
+            z: 0.0,
+            p_value: 1.0,
+        }
+    };
     let strength = if drop >= sc.min_drop {
         confidence(t.p_value, cfg) * (drop / sc.full_drop).min(1.0)
     } else {
