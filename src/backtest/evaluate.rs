@@ -13,6 +13,8 @@
 //! - **Calibration** of `p_churn` (Brier score, reliability table, ECE): over every customer
 //!   seen before the cut-off, against the observed outcome "no activity in the next
 //!   `churn.horizon_days`", read from the events themselves; also over the active base alone.
+//!   The ROC AUC of `p_churn` for that outcome, beside that of days since the latest activity,
+//!   says whether the model ranks better than recency alone.
 //! - **Alerts**: `at_risk` alerts. An alert is *true* when the customer churns and it came no
 //!   earlier than `onset_slack_days` before the labelled decline onset. A churner is *warned
 //!   early* when a true alert precedes `churned_at`; lead time = `churned_at` − the first one.
@@ -157,6 +159,10 @@ pub struct CalibrationFigures {
     pub active_base_samples: usize,
     pub active_base_brier: Option<f64>,
     pub active_base_ece: f64,
+    /// How well `p_churn` ranks the customers who then have no activity within the horizon
+    /// (all customers seen), against days since the latest activity as the baseline score.
+    pub outcome_auc_p_churn: Option<f64>,
+    pub outcome_auc_recency: Option<f64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -326,6 +332,7 @@ pub fn backtest(
     // Calibration over all seen customers.
     let mut cal_p = Vec::new();
     let mut cal_y = Vec::new();
+    let mut cal_recency = Vec::new();
     let mut base_p = Vec::new();
     let mut base_y = Vec::new();
     let mut per_cutoff: Vec<(Vec<f64>, Vec<f64>, Vec<bool>)> =
@@ -341,6 +348,7 @@ pub fn backtest(
         let p = (r.p_churn as f64).clamp(0.0, 1.0);
         cal_p.push(p);
         cal_y.push(!active_next);
+        cal_recency.push(r.days_silent as f64);
         if r.active_base {
             base_p.push(p);
             base_y.push(!active_next);
@@ -493,6 +501,8 @@ pub fn backtest(
         active_base_samples: base_p.len(),
         active_base_brier: brier(&base_p, &base_y),
         active_base_ece: base_cal.ece,
+        outcome_auc_p_churn: roc_auc(&cal_p, &cal_y),
+        outcome_auc_recency: roc_auc(&cal_recency, &cal_y),
     };
     let mut by_segment: Vec<SegmentRow> = segments.into_values().collect();
     by_segment.sort_by(|a, b| a.segment.cmp(&b.segment));

@@ -116,6 +116,12 @@ impl Display for Report {
         )?;
         writeln!(
             f,
+            "  ROC AUC for that outcome: p_churn {}, days since last activity {}",
+            num(c.outcome_auc_p_churn, 4),
+            num(c.outcome_auc_recency, 4)
+        )?;
+        writeln!(
+            f,
             "  {:<13} {:>9} {:>10} {:>10}",
             "p_churn", "count", "predicted", "observed"
         )?;
