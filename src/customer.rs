@@ -132,7 +132,16 @@ pub struct EngagementLevel {
     /// Baseline level (long half-life) and the spread of scores around it.
     pub baseline: f64,
     pub baseline_var: f64,
+    /// Page's CUSUM of the scores' standardised shortfall below the baseline level (in
+    /// standard deviations, minus a slack of half of one), and where its current run began:
+    /// the estimated onset of a fall of the score.
+    pub drop_cusum: f64,
+    pub drop_onset_ms: i64,
 }
+
+/// Slack of the engagement CUSUM, in standard deviations: shortfalls smaller than this are
+/// noise.
+const ENGAGEMENT_CUSUM_SLACK: f64 = 0.5;
 
 impl EngagementLevel {
     pub fn record(&mut self, ts_ms: i64, score: f64, recent_hl_days: f64, baseline_hl_days: f64) {
@@ -145,6 +154,14 @@ impl EngagementLevel {
             self.baseline = score;
             self.baseline_var = 0.0;
             return;
+        }
+        if self.count > 3 && self.baseline_var > 0.0 {
+            let z = (score - self.baseline) / self.baseline_var.sqrt();
+            let before = self.drop_cusum;
+            self.drop_cusum = (before - z - ENGAGEMENT_CUSUM_SLACK).max(0.0);
+            if before <= 0.0 && self.drop_cusum > 0.0 {
+                self.drop_onset_ms = ts_ms;
+            }
         }
         let dt_days = ((ts_ms - self.last_ms).max(0)) as f64 / DAY_MS as f64;
         let floor = 1.0 / self.count as f64; // behaves like a running mean while data is scarce
@@ -311,5 +328,12 @@ mod tests {
         assert!(e.recent < 50.0, "{e:?}");
         assert!(e.baseline > 65.0, "{e:?}");
         assert!(e.baseline_var > 0.0);
+        // The CUSUM dates the fall to its first low score (or the slightly low one just
+        // before it, where its current run began).
+        assert!(e.drop_cusum > 5.0, "{e:?}");
+        assert!(
+            (38 * DAY_MS..=40 * DAY_MS).contains(&e.drop_onset_ms),
+            "{e:?}"
+        );
     }
 }

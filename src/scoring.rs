@@ -748,7 +748,7 @@ fn engagement_signal(c: &CustomerState, cfg: &Config) -> Option<Reason> {
         weight: sc.weight,
         recent_days: sc.recent_half_life_days,
         baseline_days: sc.baseline_half_life_days,
-        onset_ms: None,
+        onset_ms: (e.drop_cusum > 0.0).then_some(e.drop_onset_ms),
         posterior: None,
     })
 }
