@@ -79,6 +79,9 @@ pub struct AlertState {
     /// to a new, lower normal.
     pub ref_visit_rate: f32,
     pub ref_usage_rate: f32,
+    /// Since when the risk has stayed at or above the enter threshold while healthy (for the
+    /// confirmation period, `alerting.confirm_secs`).
+    pub pending_since_ms: Option<i64>,
 }
 
 /// A change of state that must be announced.
@@ -160,6 +163,13 @@ impl AlertState {
             }
             Phase::Healthy => {
                 if a.risk < ac.enter_threshold {
+                    self.pending_since_ms = None;
+                    return Ok(None);
+                }
+                // Confirmation: the risk must hold for `confirm_ms` of event time, so that a
+                // short dip (a few days off) does not alert.
+                let since = *self.pending_since_ms.get_or_insert(now);
+                if now - since < ac.confirm_ms {
                     return Ok(None);
                 }
                 if let Some(r) = self.recovered_ms {
@@ -172,6 +182,7 @@ impl AlertState {
                     }
                 }
                 let tier = Tier::of_assessment(a, ac);
+                self.pending_since_ms = None;
                 self.phase = Phase::AtRisk;
                 self.alerted_tier = tier;
                 self.since_ms = now;
@@ -348,6 +359,25 @@ mod tests {
             s.decide(&back, 50 * d, &cfg).unwrap().unwrap().kind,
             AlertKind::Recovered
         );
+    }
+
+    #[test]
+    fn confirmation_waits_for_the_risk_to_hold() {
+        let cfg = Config::from_toml_str("[alerting]\nconfirm_secs = 172800\n").unwrap();
+        let mut s = AlertState::default();
+        let d = DAY_MS;
+        let mut decide = |day: i64, risk: f64| {
+            s.decide(&assessment(day * d, risk), day * d, &cfg)
+                .unwrap()
+                .map(|t| t.kind)
+        };
+        // A one-day spike: nothing.
+        assert_eq!(decide(1, 0.6), None);
+        assert_eq!(decide(2, 0.1), None);
+        // Held for two days: at risk on the second.
+        assert_eq!(decide(3, 0.6), None);
+        assert_eq!(decide(4, 0.7), None);
+        assert_eq!(decide(5, 0.6), Some(AlertKind::AtRisk));
     }
 
     #[test]

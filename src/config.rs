@@ -250,6 +250,7 @@ pub struct RawAlerting {
     pub medium_threshold: f64,
     pub high_threshold: f64,
     pub cooldown_secs: u64,
+    pub confirm_secs: u64,
     pub high_value_at_risk: f64,
 }
 
@@ -402,6 +403,7 @@ impl Default for RawAlerting {
             medium_threshold: 0.7,
             high_threshold: 0.85,
             cooldown_secs: 7 * 86_400,
+            confirm_secs: 0,
             high_value_at_risk: 0.0,
         }
     }
@@ -618,6 +620,8 @@ pub struct AlertingConfig {
     pub medium_threshold: f64,
     pub high_threshold: f64,
     pub cooldown_ms: i64,
+    /// How long the risk must stay at or above `enter_threshold` before `at_risk`.
+    pub confirm_ms: i64,
     /// Value at risk (currency units) from which an at-risk customer's tier is raised one
     /// step; 0 = off.
     pub high_value_at_risk: f64,
@@ -1003,6 +1007,7 @@ impl RawConfig {
             ));
         }
         in_range_u64("alerting.cooldown_secs", a.cooldown_secs, 0, 365 * 86_400)?;
+        in_range_u64("alerting.confirm_secs", a.confirm_secs, 0, 60 * 86_400)?;
 
         let l = &self.lifecycle;
         positive("lifecycle.new_customer_days", l.new_customer_days)?;
@@ -1090,6 +1095,7 @@ impl RawConfig {
                 medium_threshold: a.medium_threshold,
                 high_threshold: a.high_threshold,
                 cooldown_ms: a.cooldown_secs as i64 * 1000,
+                confirm_ms: a.confirm_secs as i64 * 1000,
                 high_value_at_risk: a.high_value_at_risk,
             },
             churn: ChurnConfig {
