@@ -29,15 +29,15 @@ pub const DESIGN_RATIO: f64 = 0.5;
 /// How many buckets' worth of evidence the overall mean counts for in each seasonal position.
 const SEASON_SHRINK: f64 = 2.0;
 
-/// A customer's counts, bucket by bucket.
+/// A customer's buckets; the count under test is read from each by the detector's `count`.
 #[derive(Debug, Clone, Copy)]
-pub struct Series<'a> {
+pub struct Series<'a, T> {
     /// Baseline buckets, oldest first (only buckets since the customer's first).
-    pub baseline: &'a [f64],
+    pub baseline: &'a [T],
     /// Position in the season of `baseline[0]` (0..period).
     pub baseline_phase: usize,
     /// Recent complete buckets, oldest first.
-    pub recent: &'a [f64],
+    pub recent: &'a [T],
     /// Position in the season of `recent[0]`.
     pub recent_phase: usize,
     /// Buckets per season (7 for daily buckets and a weekly pattern; 1 for none).
@@ -54,6 +54,8 @@ pub struct Change {
     pub onset: usize,
     /// Whether a drop is in progress (the CUSUM is positive).
     pub in_progress: bool,
+    /// Total count of the baseline.
+    pub baseline_total: f64,
     /// Observed and expected (from the seasonal baseline) counts since the onset.
     pub observed: f64,
     pub expected: f64,
@@ -77,14 +79,17 @@ impl Change {
     }
 }
 
-/// Run the detector. `None` when the baseline is empty or has no activity.
-pub fn detect_drop(s: &Series<'_>) -> Option<Change> {
+/// Run the detector on the counts `count` reads from each bucket. `None` when the baseline is
+/// empty or has no activity.
+pub fn detect_drop<T>(s: &Series<'_, T>, count: impl Fn(&T) -> f64) -> Option<Change> {
     let period = s.period.max(1);
-    let total: f64 = s.baseline.iter().sum();
-    if s.baseline.is_empty() || total <= 0.0 || s.recent.is_empty() {
+    if s.baseline.is_empty() || s.recent.is_empty() {
         return None;
     }
-    let profile = seasonal_profile(s.baseline, s.baseline_phase, period);
+    let (profile, total) = seasonal_profile(s.baseline, &count, s.baseline_phase, period);
+    if total <= 0.0 {
+        return None;
+    }
     let expected_at = |phase0: usize, i: usize| profile[(phase0 + i) % period];
     // Exposure of the baseline under its own profile, and the scale that turns profile units
     // into expected counts.
@@ -100,7 +105,8 @@ pub fn detect_drop(s: &Series<'_>) -> Option<Change> {
     let ln_rho = DESIGN_RATIO.ln();
     let mut cusum = 0.0f64;
     let mut run_start = 0usize;
-    for (i, &x) in s.recent.iter().enumerate() {
+    for (i, bucket) in s.recent.iter().enumerate() {
+        let x = count(bucket);
         let lambda = expected_at(s.recent_phase, i) * scale;
         let llr = (x * ln_rho + lambda * (1.0 - DESIGN_RATIO)) / phi;
         if cusum <= 0.0 {
@@ -110,7 +116,7 @@ pub fn detect_drop(s: &Series<'_>) -> Option<Change> {
     }
     let in_progress = cusum > 0.0;
     let onset = if in_progress { run_start } else { 0 };
-    let observed: f64 = s.recent[onset..].iter().sum();
+    let observed: f64 = s.recent[onset..].iter().map(&count).sum();
     let seg_exposure: f64 = (onset..s.recent.len())
         .map(|i| expected_at(s.recent_phase, i))
         .sum();
@@ -130,6 +136,7 @@ pub fn detect_drop(s: &Series<'_>) -> Option<Change> {
     Some(Change {
         onset,
         in_progress,
+        baseline_total: total,
         observed,
         expected: seg_exposure * scale,
         buckets: s.recent.len() - onset,
@@ -138,41 +145,57 @@ pub fn detect_drop(s: &Series<'_>) -> Option<Change> {
     })
 }
 
-/// Mean count per seasonal position, shrunk towards the overall mean; at most 7 positions are
-/// supported (longer periods fall back to no season).
-fn seasonal_profile(baseline: &[f64], phase: usize, period: usize) -> [f64; 7] {
-    let n_all = baseline.len() as f64;
-    let mean = baseline.iter().sum::<f64>() / n_all;
-    let mut out = [mean; 7];
-    if period <= 1 || period > 7 {
-        return out;
-    }
+/// Mean count per seasonal position, shrunk towards the overall mean, and the total; at most 7
+/// positions are supported (longer periods fall back to no season).
+fn seasonal_profile<T>(
+    baseline: &[T],
+    count: impl Fn(&T) -> f64,
+    phase: usize,
+    period: usize,
+) -> ([f64; 7], f64) {
+    let seasonal = (2..=7).contains(&period);
     let mut sum = [0.0; 7];
     let mut n = [0.0; 7];
-    for (i, &x) in baseline.iter().enumerate() {
-        let k = (phase + i) % period;
-        sum[k] += x;
-        n[k] += 1.0;
+    let mut total = 0.0;
+    for (i, b) in baseline.iter().enumerate() {
+        let x = count(b);
+        total += x;
+        if seasonal {
+            let k = (phase + i) % period;
+            sum[k] += x;
+            n[k] += 1.0;
+        }
     }
-    for k in 0..period {
-        out[k] = (sum[k] + SEASON_SHRINK * mean) / (n[k] + SEASON_SHRINK);
+    let mean = total / baseline.len() as f64;
+    let mut out = [mean; 7];
+    if seasonal {
+        for k in 0..period {
+            out[k] = (sum[k] + SEASON_SHRINK * mean) / (n[k] + SEASON_SHRINK);
+        }
     }
-    out
+    (out, total)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn count(x: &f64) -> f64 {
+        *x
+    }
+
     fn detect(baseline: &[f64], recent: &[f64], period: usize) -> Change {
-        detect_drop(&Series {
-            baseline,
-            baseline_phase: 0,
-            recent,
-            recent_phase: baseline.len() % period.max(1),
-            period,
-            dispersion: 1.0,
-        })
+        detect_drop(
+            &Series {
+                baseline,
+                baseline_phase: 0,
+                recent,
+                recent_phase: baseline.len() % period.max(1),
+                period,
+                dispersion: 1.0,
+            },
+            count,
+        )
         .unwrap()
     }
 
@@ -198,6 +221,7 @@ mod tests {
         assert_eq!(c.buckets, 9);
         assert!((c.change() + 1.0).abs() < 1e-9);
         assert!((c.expected - 36.0).abs() < 1e-6, "{c:?}");
+        assert_eq!(c.baseline_total, 112.0);
         assert!(c.p_value < 1e-6, "{c:?}");
     }
 
@@ -233,14 +257,17 @@ mod tests {
         let base = [4.0; 28];
         let recent = [4.0, 4.0, 4.0, 1.0, 1.0, 1.0, 1.0];
         let plain = detect(&base, &recent, 7);
-        let bursty = detect_drop(&Series {
-            baseline: &base,
-            baseline_phase: 0,
-            recent: &recent,
-            recent_phase: 0,
-            period: 7,
-            dispersion: 4.0,
-        })
+        let bursty = detect_drop(
+            &Series {
+                baseline: &base,
+                baseline_phase: 0,
+                recent: &recent,
+                recent_phase: 0,
+                period: 7,
+                dispersion: 4.0,
+            },
+            count,
+        )
         .unwrap();
         assert!(
             bursty.p_value > plain.p_value * 10.0,
@@ -250,14 +277,17 @@ mod tests {
 
     #[test]
     fn no_baseline_activity_gives_nothing() {
-        assert!(detect_drop(&Series {
-            baseline: &[0.0; 28],
-            baseline_phase: 0,
-            recent: &[0.0; 7],
-            recent_phase: 0,
-            period: 7,
-            dispersion: 1.0,
-        })
+        assert!(detect_drop(
+            &Series {
+                baseline: &[0.0; 28],
+                baseline_phase: 0,
+                recent: &[0.0; 7],
+                recent_phase: 0,
+                period: 7,
+                dispersion: 1.0,
+            },
+            count,
+        )
         .is_none());
     }
 }

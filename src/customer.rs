@@ -24,7 +24,9 @@ pub struct ActiveDays {
 }
 
 impl ActiveDays {
-    pub fn record(&mut self, ts_ms: i64) {
+    /// Fold in one activity. Returns the previous latest activity when this one starts a new,
+    /// later day (a gap between days ended).
+    pub fn record(&mut self, ts_ms: i64) -> Option<i64> {
         let day = |t: i64| t.div_euclid(DAY_MS);
         match self.first_ms {
             None => {
@@ -40,7 +42,7 @@ impl ActiveDays {
                     self.first_ms = Some(ts_ms);
                 } else if day(ts_ms) > day(self.last_ms) {
                     self.repeat_days = self.repeat_days.saturating_add(1);
-                    self.last_ms = ts_ms;
+                    return Some(std::mem::replace(&mut self.last_ms, ts_ms));
                 } else if ts_ms > self.last_ms {
                     self.last_ms = ts_ms;
                 }
@@ -49,6 +51,7 @@ impl ActiveDays {
                 // at most the late events' days).
             }
         }
+        None
     }
 
     pub fn last_ms_or(&self, default: i64) -> i64 {
@@ -85,13 +88,8 @@ impl PurchaseRhythm {
     pub fn record(&mut self, ts_ms: i64, amount: f64) {
         self.count = self.count.saturating_add(1);
         self.total_value += amount;
-        let before = self.days;
-        self.days.record(ts_ms);
-        if before.first_ms.is_some()
-            && self.days.repeat_days > before.repeat_days
-            && ts_ms > before.last_ms
-        {
-            let gap = (ts_ms - before.last_ms) as f64 / DAY_MS as f64;
+        if let Some(previous) = self.days.record(ts_ms) {
+            let gap = (ts_ms - previous) as f64 / DAY_MS as f64;
             self.gaps += 1;
             let d = gap - self.gap_mean_days;
             self.gap_mean_days += d / self.gaps as f64;

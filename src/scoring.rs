@@ -306,11 +306,10 @@ impl Scorer for SignalScorer {
             .flatten();
         let churn = churn_estimate(c, as_of_ms, cfg);
         let silence = churn.and_then(|e| silence_signal(c, &e, cfg));
-        let activity = s
-            .activity
-            .enabled
-            .then(|| activity_signal(c, as_of_ms, cfg))
-            .flatten();
+        let activity = match churn {
+            Some(e) if s.activity.enabled => activity_signal(c, &win, e.repeat_days, cfg),
+            _ => None,
+        };
         let signals = [visits, usage, purchases, engagement, silence, activity];
         Assessment {
             as_of_ms,
@@ -353,10 +352,11 @@ pub fn churn_estimate(c: &CustomerState, as_of_ms: i64, cfg: &Config) -> Option<
     };
     let h = cfg.churn.horizon_days;
     let p = m.params;
+    let (p_alive, p_churn) = m.p_alive_and_no_transaction(x, t_x, t, h);
     Some(ChurnEstimate {
-        p_churn: m.p_no_transaction(x, t_x, t, h),
+        p_churn,
         p_churn_after_last: m.p_no_transaction(x, t_x, t_x, h),
-        p_alive: m.p_alive(x, t_x, t),
+        p_alive,
         p_silence: ((p.alpha + t_x) / (p.alpha + t)).powf(p.r + x),
         repeat_days: x,
         days_silent: t - t_x,
@@ -366,28 +366,29 @@ pub fn churn_estimate(c: &CustomerState, as_of_ms: i64, cfg: &Config) -> Option<
 
 /// Active days recently (the last two recent windows of complete buckets) against the rate of
 /// active days over the customer's history before them: an exact conditional Poisson test.
-fn activity_signal(c: &CustomerState, as_of_ms: i64, cfg: &Config) -> Option<Reason> {
+fn activity_signal(
+    c: &CustomerState,
+    win: &RateWindows,
+    repeat_days: f64,
+    cfg: &Config,
+) -> Option<Reason> {
     let sc = &cfg.signals.activity;
     let w = &cfg.windows;
     let b = w.bucket_ms;
     let first = c.activity.first_ms?;
-    let (x, _, _) = c.activity.summary(as_of_ms)?;
-    let now_idx = bucket_index(as_of_ms, b);
     let span = (2 * w.recent_buckets as i64).min(w.total_buckets() as i64);
-    let from = now_idx - span;
-    let recent_start = from * b;
-    let before_days = ms_to_days(recent_start - first);
+    let from = win.now_idx - span;
+    let before_days = ms_to_days(from * b - first);
     // A whole baseline window of history before the recent period.
     if before_days < (w.baseline_buckets as i64 * b) as f64 / DAY_MS as f64 {
         return None;
     }
-    let recent = (from..now_idx)
-        .filter(|&i| {
-            let k = c.windows.get(i);
-            k.visits > 0 || k.usage_qty > 0.0 || k.purchases > 0
-        })
+    let recent = win
+        .slice(from, win.now_idx)
+        .iter()
+        .filter(|k| k.is_active())
         .count() as f64;
-    let before = (x + 1.0 - recent).max(0.0);
+    let before = (repeat_days + 1.0 - recent).max(0.0);
     if before < sc.min_baseline_events as f64 {
         return None;
     }
@@ -482,11 +483,15 @@ pub fn customer_value(c: &CustomerState, as_of_ms: i64, cfg: &Config) -> f64 {
     c.purchases.total_value / tenure * cfg.value.horizon_days
 }
 
-/// The recent window's totals and, once there is enough history, the per-bucket counts of the
-/// recent (complete buckets) and baseline windows, read from the bucket ring once per
-/// assessment.
+/// The customer's buckets for one assessment, copied from the ring in one pass: from the start
+/// of the baseline window (or the customer's first bucket) to the current, incomplete bucket.
+/// Every windowed signal reads its slice of this.
 #[derive(Debug, Clone)]
 struct RateWindows {
+    buckets: Vec<Bucket>,
+    /// Absolute index of `buckets[0]` and of the current bucket (the last one).
+    from: i64,
+    now_idx: i64,
     /// Totals of the recent window including the current, incomplete bucket (recovery is
     /// judged on these).
     recent: Totals,
@@ -494,17 +499,14 @@ struct RateWindows {
     baseline: Option<Baseline>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Copy)]
 struct Baseline {
     m: Moments,
     days: f64,
     /// Buckets since the customer's first one (the spread of per-bucket counts is over these).
     buckets: f64,
-    /// Baseline and recent complete buckets, oldest first, with the absolute index of the
-    /// first of each.
-    base: Vec<Bucket>,
+    /// Absolute indices of the first baseline and the first recent complete bucket.
     base_from: i64,
-    recent: Vec<Bucket>,
     recent_from: i64,
 }
 
@@ -514,35 +516,43 @@ impl RateWindows {
         let b = w.bucket_ms;
         let now_idx = bucket_index(as_of_ms, b);
         let first_idx = bucket_index(c.first_seen_ms, b);
+        // Change detection reads complete buckets only: the recent window is the
+        // `recent_buckets` before the current one, the baseline the `baseline_buckets` before
+        // that, starting no earlier than the customer's first bucket.
+        let recent_from = now_idx - w.recent_buckets as i64;
+        let base_from = (recent_from - w.baseline_buckets as i64).max(first_idx);
+        let from = base_from.min(recent_from);
+        let mut buckets = Vec::with_capacity((now_idx - from + 1) as usize);
+        c.windows.copy_range(from, now_idx, &mut buckets);
         // Recent window for levels: the last `recent_buckets` buckets, the current one counting
         // only for the part of it that has elapsed.
         let level_from = now_idx - w.recent_buckets as i64 + 1;
         let recent_days =
             ms_to_days(as_of_ms - (level_from * b).max(c.first_seen_ms)).max(1.0 / 24.0);
-        let recent = c.windows.sum(level_from, now_idx);
-        // For change detection: complete buckets only.
-        let recent_from = now_idx - w.recent_buckets as i64;
-        let recent_to = now_idx - 1;
-        let baseline_to = recent_from - 1;
-        let baseline_from = (baseline_to - w.baseline_buckets as i64 + 1).max(first_idx);
-        let baseline_ms = recent_from * b - (baseline_from * b).max(c.first_seen_ms);
-        let baseline = (baseline_ms >= w.min_baseline_buckets as i64 * b).then(|| {
-            let collect = |from: i64, to: i64| (from..=to).map(|i| c.windows.get(i)).collect();
-            Baseline {
-                m: c.windows.moments(baseline_from, baseline_to),
-                days: ms_to_days(baseline_ms),
-                buckets: (baseline_to - baseline_from + 1) as f64,
-                base: collect(baseline_from, baseline_to),
-                base_from: baseline_from,
-                recent: collect(recent_from, recent_to),
-                recent_from,
-            }
+        let recent = Moments::of(&buckets[(level_from - from) as usize..]).totals;
+        let baseline_ms = recent_from * b - (base_from * b).max(c.first_seen_ms);
+        let baseline = (baseline_ms >= w.min_baseline_buckets as i64 * b).then(|| Baseline {
+            m: Moments::of(&buckets[(base_from - from) as usize..(recent_from - from) as usize]),
+            days: ms_to_days(baseline_ms),
+            buckets: (recent_from - base_from) as f64,
+            base_from,
+            recent_from,
         });
         RateWindows {
+            buckets,
+            from,
+            now_idx,
             recent,
             recent_days,
             baseline,
         }
+    }
+
+    /// The buckets of absolute indices `from..to` (clamped to what was copied).
+    fn slice(&self, from: i64, to: i64) -> &[Bucket] {
+        let lo = (from - self.from).clamp(0, self.buckets.len() as i64) as usize;
+        let hi = (to - self.from).clamp(lo as i64, self.buckets.len() as i64) as usize;
+        &self.buckets[lo..hi]
     }
 
     fn visits(&self, cfg: &Config) -> Option<Reason> {
@@ -589,21 +599,22 @@ impl RateWindows {
     ) -> Option<Reason> {
         let base = self.baseline.as_ref()?;
         let b = cfg.windows.bucket_ms;
-        let baseline: Vec<f64> = base.base.iter().map(&count).collect();
-        let recent: Vec<f64> = base.recent.iter().map(&count).collect();
         let period = season_period(b);
         let phase = |idx: i64| idx.rem_euclid(period as i64) as usize;
-        let ch = detect_drop(&Series {
-            baseline: &baseline,
-            baseline_phase: phase(base.base_from),
-            recent: &recent,
-            recent_phase: phase(base.recent_from),
-            period,
-            dispersion: phi,
-        })?;
+        let ch = detect_drop(
+            &Series {
+                baseline: self.slice(base.base_from, base.recent_from),
+                baseline_phase: phase(base.base_from),
+                recent: self.slice(base.recent_from, self.now_idx),
+                recent_phase: phase(base.recent_from),
+                period,
+                dispersion: phi,
+            },
+            count,
+        )?;
         let bucket_days = b as f64 / DAY_MS as f64;
         let seg_days = ch.buckets as f64 * bucket_days;
-        let baseline_level = baseline.iter().sum::<f64>() * per_unit / base.days;
+        let baseline_level = ch.baseline_total * per_unit / base.days;
         let recent_level = ch.observed * per_unit / seg_days;
         let change = ch.change();
         let drop = -change;

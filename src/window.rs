@@ -131,21 +131,47 @@ impl Windows {
         let lo = from.max(self.head - self.buckets.len() as i64 + 1);
         let hi = to.min(self.head);
         for idx in lo..=hi {
-            let b = &self.buckets[self.slot(idx)];
-            let t = &mut m.totals;
-            t.visits += b.visits as u64;
-            t.usage_events += b.usage_events as u64;
-            t.usage_qty += b.usage_qty as f64;
-            t.purchases += b.purchases as u64;
-            t.purchase_value += b.purchase_value as f64;
-            m.visits_sq += (b.visits as f64).powi(2);
-            m.usage_qty_sq += (b.usage_qty as f64).powi(2);
+            m.add(&self.buckets[self.slot(idx)]);
         }
         m
+    }
+
+    /// Copy the buckets of absolute indices `from..=to` into `out` (cleared first), oldest
+    /// first; buckets not held are empty.
+    pub fn copy_range(&self, from: i64, to: i64, out: &mut Vec<Bucket>) {
+        out.clear();
+        out.extend((from..=to).map(|i| self.get(i)));
+    }
+}
+
+impl Moments {
+    /// Sums and sums of squares of a run of buckets.
+    pub fn of(buckets: &[Bucket]) -> Moments {
+        let mut m = Moments::default();
+        for b in buckets {
+            m.add(b);
+        }
+        m
+    }
+
+    fn add(&mut self, b: &Bucket) {
+        let t = &mut self.totals;
+        t.visits += b.visits as u64;
+        t.usage_events += b.usage_events as u64;
+        t.usage_qty += b.usage_qty as f64;
+        t.purchases += b.purchases as u64;
+        t.purchase_value += b.purchase_value as f64;
+        self.visits_sq += (b.visits as f64).powi(2);
+        self.usage_qty_sq += (b.usage_qty as f64).powi(2);
     }
 }
 
 impl Bucket {
+    /// Whether anything (a visit, usage, a purchase) happened in the bucket.
+    pub fn is_active(&self) -> bool {
+        self.visits > 0 || self.usage_qty > 0.0 || self.purchases > 0
+    }
+
     pub fn add_visit(&mut self) {
         self.visits = self.visits.saturating_add(1);
     }

@@ -311,17 +311,20 @@ impl Model {
     /// increases with `h` (the power decreases) and with the recency gap `T - t_x` at fixed
     /// `T` (P(alive) decreases).
     pub fn p_no_transaction(&self, x: f64, t_x: f64, t: f64, h: f64) -> f64 {
+        self.p_alive_and_no_transaction(x, t_x, t, h).1
+    }
+
+    /// [`p_alive`](Model::p_alive) and [`p_no_transaction`](Model::p_no_transaction) together,
+    /// sharing the posterior odds (what a scorer that reports both needs).
+    pub fn p_alive_and_no_transaction(&self, x: f64, t_x: f64, t: f64, h: f64) -> (f64, f64) {
         let (x, t_x, t) = tidy(x, t_x, t);
         let h = if h < 0.0 { 0.0 } else { h };
         let lod = self.log_odds_dead(x, t_x, t);
+        let alive = sigmoid(-lod);
         let quiet_if_alive = (-(self.params.r + x) * (h / (self.params.alpha + t)).ln_1p()).exp();
-        let p = sigmoid(lod) + sigmoid(-lod) * quiet_if_alive;
+        let p = sigmoid(lod) + alive * quiet_if_alive;
         // Rounding can push the sum a hair above 1 (and NaN must stay NaN, so no `min`).
-        if p > 1.0 {
-            1.0
-        } else {
-            p
-        }
+        (alive, if p > 1.0 { 1.0 } else { p })
     }
 
     /// Expected number of transactions in `(T, T + h]` given the history (the conditional
