@@ -240,22 +240,20 @@ impl CustomerState {
         self.first_seen_ms = self.first_seen_ms.min(ev.ts_ms);
         self.last_seen_ms = self.last_seen_ms.max(ev.ts_ms);
         let bucket_ms = cfg.windows.bucket_ms;
+        if ev.activity.is_customer_activity() {
+            self.activity.record(ev.ts_ms);
+        }
         match ev.activity {
             Activity::Visit => {
-                self.activity.record(ev.ts_ms);
                 self.engaged = true;
                 self.windows.add(ev.ts_ms, bucket_ms, |b| b.add_visit())
             }
             Activity::Usage { quantity } => {
-                if quantity > 0.0 {
-                    self.activity.record(ev.ts_ms);
-                    self.engaged = true;
-                }
+                self.engaged |= quantity > 0.0;
                 self.windows
                     .add(ev.ts_ms, bucket_ms, |b| b.add_usage(quantity))
             }
             Activity::Purchase { amount } => {
-                self.activity.record(ev.ts_ms);
                 self.purchases.record(ev.ts_ms, amount);
                 self.windows
                     .add(ev.ts_ms, bucket_ms, |b| b.add_purchase(amount))
@@ -268,7 +266,7 @@ impl CustomerState {
                     e.recent_half_life_days,
                     e.baseline_half_life_days,
                 );
-                // Engagement updates count as activity but have no bucket counter.
+                // No bucket counter; the ring still moves to the event's time.
                 self.windows.add(ev.ts_ms, bucket_ms, |_| {})
             }
         }

@@ -73,6 +73,17 @@ pub enum Activity {
 }
 
 impl Activity {
+    /// Whether this is something the customer did (a visit, some usage, a purchase): what
+    /// `p_churn` predicts and the active days count. An engagement-score update is about the
+    /// customer, not by them; usage of zero units is nothing done.
+    pub fn is_customer_activity(&self) -> bool {
+        match *self {
+            Activity::Visit | Activity::Purchase { .. } => true,
+            Activity::Usage { quantity } => quantity > 0.0,
+            Activity::Engagement { .. } => false,
+        }
+    }
+
     pub fn event_type(&self) -> EventType {
         match self {
             Activity::Visit => EventType::Visit,

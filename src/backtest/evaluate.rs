@@ -35,11 +35,14 @@ use serde::Serialize;
 use thiserror::Error;
 
 use super::metrics::{brier, calibration, pr_auc, precision_at_top, roc_auc, Calibration, Summary};
-use super::replay::{is_activity, Replay, ReplayError};
+use super::replay::{replay_limits, Replay, ReplayError};
 use crate::alerting::AlertKind;
 use crate::config::{Config, RawConfig};
+use crate::customer::ActiveDays;
+use crate::event::decode;
 use crate::labels::Label;
 use crate::time::{parse_rfc3339_ms, DAY_MS};
+use std::cell::RefCell;
 
 #[derive(Debug, Error)]
 pub enum BacktestError {
@@ -191,7 +194,34 @@ pub struct CutoffRow {
 struct Facts {
     /// Activity times, in stream order (sorted before use).
     activity: Vec<i64>,
-    first_at_risk: Vec<(i64, Option<i64>)>,
+    /// `at_risk` alerts: event time and the estimated onset of their top reason.
+    at_risk: Vec<(i64, Option<i64>)>,
+}
+
+/// The customers the replay has seen, numbered in order of appearance, with their facts.
+#[derive(Debug, Default)]
+struct Customers {
+    index: FxHashMap<Box<str>, u32>,
+    ids: Vec<Box<str>>,
+    facts: Vec<Facts>,
+}
+
+impl Customers {
+    fn slot(&mut self, id: &str) -> u32 {
+        if let Some(&s) = self.index.get(id) {
+            return s;
+        }
+        let s = self.ids.len() as u32;
+        self.index.insert(id.into(), s);
+        self.ids.push(id.into());
+        self.facts.push(Facts::default());
+        s
+    }
+
+    fn get(&mut self, id: &str) -> &mut Facts {
+        let s = self.slot(id);
+        &mut self.facts[s as usize]
+    }
 }
 
 /// One customer at one cut-off.
@@ -231,14 +261,9 @@ pub fn backtest(
         .collect();
     let lapse_ms = cfg.lifecycle.lapse_after_ms;
 
-    let mut index: FxHashMap<Box<str>, u32> = FxHashMap::default();
-    let mut ids: Vec<Box<str>> = Vec::new();
-    let mut facts: Vec<Facts> = Vec::new();
     let mut rows: Vec<CutRow> = Vec::new();
     let mut at_risk_alerts = 0u64;
     let mut all_alerts = 0u64;
-    let mut alert_log: Vec<(u32, i64, Option<i64>)> = Vec::new();
-
     let mut alerts_out = match &opts.alerts_out {
         Some(p) => Some(std::io::BufWriter::new(File::create(p).map_err(
             |source| BacktestError::Open {
@@ -248,74 +273,75 @@ pub fn backtest(
         )?)),
         None => None,
     };
+    // Three callbacks of one replay record into it.
+    let customers = RefCell::new(Customers::default());
     let mut replay = Replay::new(cfg.clone());
-    {
-        let index_ref = std::cell::RefCell::new((&mut index, &mut ids, &mut facts));
-        replay.run(
-            open()?,
-            None,
-            &cutoffs,
-            |cp, state| {
-                let k = cutoffs.partition_point(|&c| c < cp);
-                let mut g = index_ref.borrow_mut();
-                let (index, ids, facts) = &mut *g;
-                state.for_each_assessment(cp, |id, c, a, _| {
-                    let Some(first) = c.activity.first_ms else {
-                        return;
-                    };
-                    if first >= cp {
-                        return;
-                    }
-                    let s = slot_of(id, index, ids, facts);
-                    rows.push(CutRow {
-                        cutoff: k,
-                        customer: s,
-                        risk: a.risk as f32,
-                        p_churn: a.p_churn as f32,
-                        days_silent: ((cp - c.activity.last_ms) as f64 / day) as f32,
-                        active_base: cp - c.activity.last_ms < lapse_ms,
-                    });
-                });
-            },
-            |alert| {
-                all_alerts += 1;
-                if let Some(w) = alerts_out.as_mut() {
-                    use std::io::Write;
-                    let _ = w.write_all(&alert.to_json());
-                    let _ = w.write_all(b"\n");
-                }
-                if alert.kind != AlertKind::AtRisk {
+    replay.run(
+        open()?,
+        None,
+        &cutoffs,
+        |cp, state| {
+            let k = cutoffs.partition_point(|&c| c < cp);
+            let mut customers = customers.borrow_mut();
+            state.for_each_assessment(cp, |id, c, a, _| {
+                let Some(first) = c.activity.first_ms else {
+                    return;
+                };
+                if first >= cp {
                     return;
                 }
-                at_risk_alerts += 1;
-                let t = parse_rfc3339_ms(&alert.event_time).unwrap_or_default();
-                let onset = alert
-                    .reasons
-                    .iter()
-                    .filter(|r| r.contribution > 0.0)
-                    .find_map(|r| r.onset.as_deref().and_then(parse_rfc3339_ms));
-                let mut g = index_ref.borrow_mut();
-                let (index, ids, facts) = &mut *g;
-                let s = slot_of(&alert.customer_id, index, ids, facts);
-                alert_log.push((s, t, onset));
-            },
-            |ev| {
-                if is_activity(ev) {
-                    let mut g = index_ref.borrow_mut();
-                    let (index, ids, facts) = &mut *g;
-                    let s = slot_of(&ev.customer_id, index, ids, facts);
-                    facts[s as usize].activity.push(ev.ts_ms);
-                }
-            },
-        )?;
-    }
+                rows.push(CutRow {
+                    cutoff: k,
+                    customer: customers.slot(id),
+                    risk: a.risk as f32,
+                    p_churn: a.p_churn as f32,
+                    days_silent: ((cp - c.activity.last_ms) as f64 / day) as f32,
+                    active_base: cp - c.activity.last_ms < lapse_ms,
+                });
+            });
+        },
+        |alert| {
+            all_alerts += 1;
+            if let Some(w) = alerts_out.as_mut() {
+                use std::io::Write;
+                let _ = w.write_all(&alert.to_json());
+                let _ = w.write_all(b"\n");
+            }
+            if alert.kind != AlertKind::AtRisk {
+                return;
+            }
+            at_risk_alerts += 1;
+            let t = parse_rfc3339_ms(&alert.event_time).unwrap_or_default();
+            let onset = alert
+                .reasons
+                .iter()
+                .filter(|r| r.contribution > 0.0)
+                .find_map(|r| r.onset.as_deref().and_then(parse_rfc3339_ms));
+            customers
+                .borrow_mut()
+                .get(&alert.customer_id)
+                .at_risk
+                .push((t, onset));
+        },
+        |ev| {
+            if ev.activity.is_customer_activity() {
+                customers
+                    .borrow_mut()
+                    .get(&ev.customer_id)
+                    .activity
+                    .push(ev.ts_ms);
+            }
+        },
+    )?;
+    let Customers {
+        index,
+        ids,
+        mut facts,
+    } = customers.into_inner();
     let stats = replay.stats().clone();
     let last_ts = stats.last_ts_ms.unwrap_or(first_ts);
     for f in &mut facts {
         f.activity.sort_unstable();
-    }
-    for &(s, t, onset) in &alert_log {
-        facts[s as usize].first_at_risk.push((t, onset));
     }
 
     let horizon_ms = (cfg.churn.horizon_days * day) as i64;
@@ -427,7 +453,7 @@ pub fn backtest(
         let f = index
             .get(l.customer_id.as_str())
             .map(|&s| &facts[s as usize]);
-        let alerts: &[(i64, Option<i64>)] = f.map_or(&[], |f| &f.first_at_risk);
+        let alerts: &[(i64, Option<i64>)] = f.map_or(&[], |f| &f.at_risk);
         let seg = segments
             .entry(l.segment.as_str())
             .or_insert_with(|| SegmentRow {
@@ -452,8 +478,12 @@ pub fn backtest(
                     .min_by_key(|(t, _)| *t);
                 let is_trackable = f.is_some_and(|f| {
                     let before = &f.activity[..f.activity.partition_point(|&t| t < onset)];
-                    let days = distinct_days(before);
-                    before.first().is_some_and(|&t0| onset - t0 >= min_hist_ms) && days >= min_days
+                    let mut days = ActiveDays::default();
+                    for &t in before {
+                        days.record(t);
+                    }
+                    before.first().is_some_and(|&t0| onset - t0 >= min_hist_ms)
+                        && days.repeat_days as usize + 1 >= min_days
                 });
                 trackable += usize::from(is_trackable);
                 if let Some(&(t, est)) = first {
@@ -522,46 +552,14 @@ pub fn backtest(
     })
 }
 
-fn slot_of(
-    id: &str,
-    index: &mut FxHashMap<Box<str>, u32>,
-    ids: &mut Vec<Box<str>>,
-    facts: &mut Vec<Facts>,
-) -> u32 {
-    if let Some(&s) = index.get(id) {
-        return s;
-    }
-    let s = ids.len() as u32;
-    index.insert(id.into(), s);
-    ids.push(id.into());
-    facts.push(Facts::default());
-    s
-}
-
-fn distinct_days(sorted: &[i64]) -> usize {
-    let mut n = 0;
-    let mut last = None;
-    for &t in sorted {
-        let d = t.div_euclid(DAY_MS);
-        if last != Some(d) {
-            n += 1;
-            last = Some(d);
-        }
-    }
-    n
-}
-
 /// Time of the first valid event of a file.
 fn first_event_ms<R: BufRead>(input: R, cfg: &Config) -> Option<i64> {
-    let limits = crate::event::DecodeLimits {
-        max_event_bytes: cfg.input.max_event_bytes,
-        max_ts_ms: None,
-    };
+    let limits = replay_limits(cfg);
     input
         .split(b'\n')
         .take(10_000)
         .map_while(Result::ok)
-        .find_map(|line| crate::event::decode(&line, &limits).ok().map(|e| e.ts_ms))
+        .find_map(|line| decode(line.trim_ascii_end(), &limits).ok().map(|e| e.ts_ms))
 }
 
 /// One row of the threshold sweep.

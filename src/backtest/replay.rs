@@ -14,7 +14,7 @@ use thiserror::Error;
 
 use crate::alert::Alert;
 use crate::config::Config;
-use crate::event::{decode, Activity, DecodeLimits, Event};
+use crate::event::{decode, DecodeLimits, Event};
 use crate::metrics::Metrics;
 use crate::partition::PartitionState;
 
@@ -41,6 +41,15 @@ pub struct ReplayStats {
     pub last_ts_ms: Option<i64>,
 }
 
+/// How a replay decodes: the live limits, except that history is replayed as it was, its time
+/// stamps not checked against the clock.
+pub fn replay_limits(cfg: &Config) -> DecodeLimits {
+    DecodeLimits {
+        max_event_bytes: cfg.input.max_event_bytes,
+        max_ts_ms: None,
+    }
+}
+
 /// A replay in progress.
 pub struct Replay {
     state: PartitionState,
@@ -53,11 +62,7 @@ pub struct Replay {
 impl Replay {
     pub fn new(cfg: Arc<Config>) -> Replay {
         let metrics = Metrics::new();
-        let limits = DecodeLimits {
-            max_event_bytes: cfg.input.max_event_bytes,
-            // History is replayed as it was: its time stamps are not checked against the clock.
-            max_ts_ms: None,
-        };
+        let limits = replay_limits(&cfg);
         let lateness_ms = cfg.input.allowed_lateness_ms;
         Replay {
             state: PartitionState::new(cfg, &metrics),
@@ -107,7 +112,7 @@ impl Replay {
                 break;
             }
             self.stats.lines += 1;
-            let bytes = trim_line(&line);
+            let bytes = line.trim_ascii_end();
             if bytes.is_empty() {
                 continue;
             }
@@ -152,21 +157,4 @@ impl Replay {
         self.state.advance_to(ts_ms + self.lateness_ms, out);
         self.stats.alerts += (out.len() - before) as u64;
     }
-}
-
-/// Whether an event is customer activity (what `p_churn` predicts).
-pub fn is_activity(ev: &Event<'_>) -> bool {
-    match ev.activity {
-        Activity::Visit | Activity::Purchase { .. } => true,
-        Activity::Usage { quantity } => quantity > 0.0,
-        Activity::Engagement { .. } => false,
-    }
-}
-
-fn trim_line(line: &[u8]) -> &[u8] {
-    let mut end = line.len();
-    while end > 0 && matches!(line[end - 1], b'\n' | b'\r') {
-        end -= 1;
-    }
-    &line[..end]
 }
