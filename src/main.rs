@@ -232,15 +232,16 @@ fn parse_time(flag: &str, s: &str) -> anyhow::Result<i64> {
     })
 }
 
-/// The config for offline commands: a file or the embedded default, with env overrides.
-fn offline_config(path: Option<&std::path::Path>) -> anyhow::Result<RawConfig> {
+/// A config file, or the embedded default, with the environment overrides: as written (for
+/// commands that derive variants of it: the demo, `score --horizon-days`, `backtest --sweep`)
+/// and validated, with errors naming the user's keys.
+fn load_config(path: Option<&std::path::Path>) -> anyhow::Result<(RawConfig, Config)> {
     let raw = RawConfig::load(path)?;
-    // Validate once here so errors name the user's keys.
-    raw.clone().into_config().with_context(|| match path {
+    let cfg = raw.clone().into_config().with_context(|| match path {
         Some(p) => format!("{} is not valid", p.display()),
         None => "the embedded default config is not valid".to_string(),
     })?;
-    Ok(raw)
+    Ok((raw, cfg))
 }
 
 fn simulate(args: SimulateArgs) -> anyhow::Result<()> {
@@ -274,7 +275,8 @@ fn simulate(args: SimulateArgs) -> anyhow::Result<()> {
 }
 
 fn fit(args: FitArgs) -> anyhow::Result<()> {
-    let cfg = Arc::new(offline_config(args.config.as_deref())?.into_config()?);
+    let (_, cfg) = load_config(args.config.as_deref())?;
+    let cfg = Arc::new(cfg);
     let as_of = args
         .as_of
         .as_deref()
@@ -332,11 +334,11 @@ fn fit(args: FitArgs) -> anyhow::Result<()> {
 }
 
 fn score(args: ScoreArgs) -> anyhow::Result<()> {
-    let mut raw = offline_config(args.config.as_deref())?;
+    let (mut raw, mut cfg) = load_config(args.config.as_deref())?;
     if let Some(h) = args.horizon_days {
         raw.churn.horizon_days = h;
+        cfg = raw.into_config().context("--horizon-days is not valid")?;
     }
-    let cfg = raw.into_config().context("--horizon-days is not valid")?;
     let as_of = parse_time("--as-of", &args.as_of)?;
     let input = std::fs::File::open(&args.input)
         .with_context(|| format!("opening {}", args.input.display()))?;
@@ -365,8 +367,8 @@ fn score(args: ScoreArgs) -> anyhow::Result<()> {
 
 fn backtest(args: BacktestArgs) -> anyhow::Result<()> {
     use churnwatch::backtest::evaluate::{self, BacktestOptions, SweepTarget};
-    let raw = offline_config(args.config.as_deref())?;
-    let cfg = Arc::new(raw.clone().into_config()?);
+    let (raw, cfg) = load_config(args.config.as_deref())?;
+    let cfg = Arc::new(cfg);
     let labels_file = std::fs::File::open(&args.labels)
         .with_context(|| format!("opening {}", args.labels.display()))?;
     let labels = churnwatch::labels::read_labels(std::io::BufReader::new(labels_file))
@@ -439,18 +441,9 @@ async fn run(config: PathBuf) -> anyhow::Result<()> {
 }
 
 async fn run_demo(args: DemoArgs) -> anyhow::Result<()> {
-    let path = args.config.as_deref();
-    let config = RawConfig::load(path)?;
-    // Validate the config as given, so errors name the user's keys, not the demo's.
-    let log = config
-        .clone()
-        .into_config()
-        .with_context(|| match path {
-            Some(p) => format!("{} is not valid", p.display()),
-            None => "the embedded default config is not valid".to_string(),
-        })?
-        .log;
-    logging::init(&log);
+    // Validated as given, so errors name the user's keys, not the demo's.
+    let (config, cfg) = load_config(args.config.as_deref())?;
+    logging::init(&cfg.log);
     let token = CancellationToken::new();
     shutdown::cancel_on_signals(token.clone());
     let opts = DemoOptions {
