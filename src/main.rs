@@ -245,7 +245,7 @@ fn load_config(path: Option<&std::path::Path>) -> anyhow::Result<(RawConfig, Con
 }
 
 fn simulate(args: SimulateArgs) -> anyhow::Result<()> {
-    use churnwatch::simulate::{produce_blocking, write_dataset, SimulateOptions};
+    use churnwatch::simulate::{produce, write_dataset, SimulateOptions};
     let opts = SimulateOptions {
         customers: args.customers,
         days: args.days,
@@ -258,7 +258,7 @@ fn simulate(args: SimulateArgs) -> anyhow::Result<()> {
         (Some(dir), _, _) => write_dataset(&opts, dir)
             .with_context(|| format!("writing the dataset to {}", dir.display()))?,
         (None, Some(brokers), Some(topic)) => {
-            produce_blocking(&opts, brokers, topic, &[], args.labels.as_deref())
+            produce(&opts, brokers, topic, &[], args.labels.as_deref())
                 .with_context(|| format!("producing to {topic} on {brokers}"))?
         }
         _ => anyhow::bail!("give --out DIR, or --brokers and --topic"),

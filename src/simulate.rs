@@ -127,8 +127,6 @@ pub enum SimulateError {
         produced: u64,
         first: String,
     },
-    #[error("the producer task failed: {0}")]
-    Task(String),
 }
 
 fn io_err<'a>(
@@ -323,8 +321,11 @@ impl ProducerContext for DeliveryCounter {
     }
 }
 
-/// [`produce`] without the async wrapper: blocks the calling thread.
-pub fn produce_blocking(
+/// Produce every event to `topic` on `brokers` (key = customer id), in arrival order, with
+/// `properties` passed to librdkafka last (security settings, compression, ...); wait until
+/// the broker has acknowledged every message, then write the labels to `labels_path` if
+/// given. Blocks the calling thread.
+pub fn produce(
     opts: &SimulateOptions,
     brokers: &str,
     topic: &str,
@@ -391,29 +392,6 @@ pub fn produce_blocking(
         write_labels_file(&sim, path)?;
     }
     Ok(summary)
-}
-
-/// Produce every event to `topic` on `brokers` (key = customer id), in arrival order, with
-/// `properties` passed to librdkafka last (security settings, compression, ...); wait until
-/// the broker has acknowledged every message, then write the labels to `labels_path` if
-/// given. Runs on a blocking thread of the tokio runtime.
-pub async fn produce(
-    opts: &SimulateOptions,
-    brokers: &str,
-    topic: &str,
-    properties: &[(String, String)],
-    labels_path: Option<&Path>,
-) -> Result<DatasetSummary, SimulateError> {
-    let opts = opts.clone();
-    let brokers = brokers.to_string();
-    let topic = topic.to_string();
-    let properties = properties.to_vec();
-    let labels_path = labels_path.map(Path::to_path_buf);
-    tokio::task::spawn_blocking(move || {
-        produce_blocking(&opts, &brokers, &topic, &properties, labels_path.as_deref())
-    })
-    .await
-    .map_err(|e| SimulateError::Task(e.to_string()))?
 }
 
 #[cfg(test)]

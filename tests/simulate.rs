@@ -201,8 +201,8 @@ fn invalid_options_are_refused() {
     assert!(!dir.path().join(EVENTS_FILE).exists());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn produces_the_dataset_to_kafka_keyed_by_customer() {
+#[test]
+fn produces_the_dataset_to_kafka_keyed_by_customer() {
     let cluster: MockCluster<'static, DefaultProducerContext> =
         MockCluster::new(1).expect("mock cluster");
     cluster.create_topic("sim-events", 3, 1).unwrap();
@@ -222,7 +222,6 @@ async fn produces_the_dataset_to_kafka_keyed_by_customer() {
         &[("compression.type".to_string(), "lz4".to_string())],
         Some(&labels_path),
     )
-    .await
     .unwrap();
     assert!(summary.events > 1000, "{summary:?}");
 
@@ -236,16 +235,12 @@ async fn produces_the_dataset_to_kafka_keyed_by_customer() {
             .collect();
     assert_eq!(file_lines.len() as u64, summary.events);
 
-    let bootstrap2 = bootstrap.clone();
     let want = summary.events as usize;
-    let messages = tokio::task::spawn_blocking(move || {
-        common::topic::read_topic(&bootstrap2, "sim-events", want)
+    let messages: Vec<(Vec<u8>, Vec<u8>)> =
+        common::topic::read_topic(&bootstrap, "sim-events", want)
             .into_iter()
             .map(|r| (r.key.unwrap_or_default().into_bytes(), r.payload))
-            .collect::<Vec<_>>()
-    })
-    .await
-    .unwrap();
+            .collect();
     assert_eq!(messages.len(), want);
     let mut produced: Vec<String> = Vec::new();
     for (key, payload) in &messages {
@@ -267,8 +262,8 @@ async fn produces_the_dataset_to_kafka_keyed_by_customer() {
     assert_eq!(std::fs::read_to_string(&labels_path).unwrap(), file_labels);
 }
 
-#[tokio::test]
-async fn an_unreachable_broker_fails_cleanly() {
+#[test]
+fn an_unreachable_broker_fails_cleanly() {
     let opts = SimulateOptions {
         customers: 5,
         days: 2.0,
@@ -281,7 +276,6 @@ async fn an_unreachable_broker_fails_cleanly() {
         &[("message.timeout.ms".to_string(), "1500".to_string())],
         None,
     )
-    .await
     .unwrap_err();
     assert!(
         matches!(
