@@ -215,8 +215,13 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 fn check_config(path: Option<PathBuf>) -> anyhow::Result<()> {
     let path = path.unwrap_or_else(|| PathBuf::from("config/churnwatch.toml"));
     let cfg = Config::load(&path).with_context(|| format!("{} is not valid", path.display()))?;
+    let priors = cfg
+        .churn
+        .priors_path
+        .as_ref()
+        .map_or_else(|| "built-in".to_string(), |p| p.display().to_string());
     println!(
-        "{}: OK (config_version {}, events from {:?} on {}, alerts to {})",
+        "{}: OK (config_version {}, events from {:?} on {}, alerts to {}, churn priors {priors})",
         path.display(),
         cfg.version,
         cfg.kafka.events_topics,

@@ -62,6 +62,11 @@ fn simulate_fit_score_and_backtest() {
     std::fs::write(&config, "[churn]\npriors = \"priors.toml\"\n").unwrap();
     let check = ok(&["check-config", path(&config)]);
     assert!(check.stdout.contains("OK"), "{}", check.describe());
+    assert!(
+        check.stdout.contains("churn priors ") && check.stdout.contains("priors.toml"),
+        "{}",
+        check.describe()
+    );
 
     // Scores at a cut-off: one row per customer seen before it, highest risk first.
     let scores = dir.path().join("scores.csv");

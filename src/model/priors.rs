@@ -19,8 +19,6 @@
 //! Both sections are optional; unknown keys are rejected, and every parameter must be finite
 //! and > 0 (errors name the key, e.g. `activity.alpha`, and the value).
 
-use std::path::{Path, PathBuf};
-
 use serde::{Deserialize, Serialize};
 
 use super::bgnbd::{Model, Params, Variant};
@@ -107,14 +105,6 @@ impl From<Model> for ModelSpec {
 /// Errors from reading, validating or writing a priors file.
 #[derive(Debug, thiserror::Error)]
 pub enum PriorsError {
-    /// The file could not be read.
-    #[error("cannot read priors file {path}: {source}")]
-    Io {
-        /// The path that was read.
-        path: PathBuf,
-        /// The underlying error.
-        source: std::io::Error,
-    },
     /// Not valid TOML, an unknown key, or a value of the wrong type.
     #[error("cannot parse priors: {0}")]
     Parse(String),
@@ -161,15 +151,6 @@ impl Priors {
         let priors: Priors = toml::from_str(s).map_err(|e| PriorsError::Parse(e.to_string()))?;
         priors.validate()?;
         Ok(priors)
-    }
-
-    /// Reads, parses and validates a priors file.
-    pub fn load(path: &Path) -> Result<Self, PriorsError> {
-        let text = std::fs::read_to_string(path).map_err(|source| PriorsError::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        Self::from_toml_str(&text)
     }
 
     /// The priors as a TOML document (validated first, so that what is written reads back).
@@ -277,15 +258,5 @@ mod tests {
         };
         let err = bad.to_toml_string().unwrap_err().to_string();
         assert!(err.contains("activity.a`"), "{err}");
-    }
-
-    #[test]
-    fn load_reports_the_path() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("priors.toml");
-        let err = Priors::load(&path).unwrap_err().to_string();
-        assert!(err.contains("priors.toml"), "{err}");
-        std::fs::write(&path, Priors::default().to_toml_string().unwrap()).unwrap();
-        assert_eq!(Priors::load(&path).unwrap(), Priors::default());
     }
 }
