@@ -35,14 +35,16 @@ use serde::Serialize;
 use thiserror::Error;
 
 use super::metrics::{brier, calibration, pr_auc, precision_at_top, roc_auc, Calibration, Summary};
-use super::replay::{replay_limits, Replay, ReplayError};
+use super::replay::{replay_limits, Observer, Replay, ReplayError};
+use crate::alert::Alert;
 use crate::alerting::AlertKind;
 use crate::config::{Config, RawConfig};
 use crate::customer::ActiveDays;
 use crate::event::decode;
+use crate::event::Event;
 use crate::labels::Label;
+use crate::partition::PartitionState;
 use crate::time::{parse_rfc3339_ms, DAY_MS};
-use std::cell::RefCell;
 
 #[derive(Debug, Error)]
 pub enum BacktestError {
@@ -224,6 +226,70 @@ impl Customers {
     }
 }
 
+/// What the backtest records from its replay: every customer's activity and alerts, and every
+/// customer's scores at each cut-off date.
+struct Recorder<'a> {
+    cutoffs: &'a [i64],
+    lapse_ms: i64,
+    customers: Customers,
+    rows: Vec<CutRow>,
+    at_risk_alerts: u64,
+    all_alerts: u64,
+    alerts_out: Option<std::io::BufWriter<File>>,
+}
+
+impl Observer for Recorder<'_> {
+    fn checkpoint(&mut self, cp: i64, state: &PartitionState) {
+        let k = self.cutoffs.partition_point(|&c| c < cp);
+        let day = DAY_MS as f64;
+        state.for_each_assessment(cp, |id, c, a, _| {
+            let Some(first) = c.activity.first_ms else {
+                return;
+            };
+            if first >= cp {
+                return;
+            }
+            self.rows.push(CutRow {
+                cutoff: k,
+                customer: self.customers.slot(id),
+                risk: a.risk as f32,
+                p_churn: a.p_churn as f32,
+                days_silent: ((cp - c.activity.last_ms) as f64 / day) as f32,
+                active_base: cp - c.activity.last_ms < self.lapse_ms,
+            });
+        });
+    }
+
+    fn alert(&mut self, alert: &Alert) {
+        self.all_alerts += 1;
+        if let Some(w) = self.alerts_out.as_mut() {
+            use std::io::Write;
+            let _ = w.write_all(&alert.to_json());
+            let _ = w.write_all(b"\n");
+        }
+        if alert.kind != AlertKind::AtRisk {
+            return;
+        }
+        self.at_risk_alerts += 1;
+        let t = parse_rfc3339_ms(&alert.event_time).unwrap_or_default();
+        let onset = alert
+            .reasons
+            .iter()
+            .filter(|r| r.contribution > 0.0)
+            .find_map(|r| r.onset.as_deref().and_then(parse_rfc3339_ms));
+        self.customers
+            .get(&alert.customer_id)
+            .at_risk
+            .push((t, onset));
+    }
+
+    fn event(&mut self, ev: &Event<'_>) {
+        if ev.activity.is_customer_activity() {
+            self.customers.get(&ev.customer_id).activity.push(ev.ts_ms);
+        }
+    }
+}
+
 /// One customer at one cut-off.
 #[derive(Debug, Clone, Copy)]
 struct CutRow {
@@ -259,12 +325,8 @@ pub fn backtest(
             start + ((opts.first_cutoff_days + k as f64 * opts.cutoff_every_days) * day) as i64
         })
         .collect();
-    let lapse_ms = cfg.lifecycle.lapse_after_ms;
 
-    let mut rows: Vec<CutRow> = Vec::new();
-    let mut at_risk_alerts = 0u64;
-    let mut all_alerts = 0u64;
-    let mut alerts_out = match &opts.alerts_out {
+    let alerts_out = match &opts.alerts_out {
         Some(p) => Some(std::io::BufWriter::new(File::create(p).map_err(
             |source| BacktestError::Open {
                 path: p.display().to_string(),
@@ -273,71 +335,29 @@ pub fn backtest(
         )?)),
         None => None,
     };
-    // Three callbacks of one replay record into it.
-    let customers = RefCell::new(Customers::default());
+    let mut rec = Recorder {
+        cutoffs: &cutoffs,
+        lapse_ms: cfg.lifecycle.lapse_after_ms,
+        customers: Customers::default(),
+        rows: Vec::new(),
+        at_risk_alerts: 0,
+        all_alerts: 0,
+        alerts_out,
+    };
     let mut replay = Replay::new(cfg.clone());
-    replay.run(
-        open()?,
-        None,
-        &cutoffs,
-        |cp, state| {
-            let k = cutoffs.partition_point(|&c| c < cp);
-            let mut customers = customers.borrow_mut();
-            state.for_each_assessment(cp, |id, c, a, _| {
-                let Some(first) = c.activity.first_ms else {
-                    return;
-                };
-                if first >= cp {
-                    return;
-                }
-                rows.push(CutRow {
-                    cutoff: k,
-                    customer: customers.slot(id),
-                    risk: a.risk as f32,
-                    p_churn: a.p_churn as f32,
-                    days_silent: ((cp - c.activity.last_ms) as f64 / day) as f32,
-                    active_base: cp - c.activity.last_ms < lapse_ms,
-                });
-            });
-        },
-        |alert| {
-            all_alerts += 1;
-            if let Some(w) = alerts_out.as_mut() {
-                use std::io::Write;
-                let _ = w.write_all(&alert.to_json());
-                let _ = w.write_all(b"\n");
-            }
-            if alert.kind != AlertKind::AtRisk {
-                return;
-            }
-            at_risk_alerts += 1;
-            let t = parse_rfc3339_ms(&alert.event_time).unwrap_or_default();
-            let onset = alert
-                .reasons
-                .iter()
-                .filter(|r| r.contribution > 0.0)
-                .find_map(|r| r.onset.as_deref().and_then(parse_rfc3339_ms));
-            customers
-                .borrow_mut()
-                .get(&alert.customer_id)
-                .at_risk
-                .push((t, onset));
-        },
-        |ev| {
-            if ev.activity.is_customer_activity() {
-                customers
-                    .borrow_mut()
-                    .get(&ev.customer_id)
-                    .activity
-                    .push(ev.ts_ms);
-            }
-        },
-    )?;
+    replay.run(open()?, None, &cutoffs, &mut rec)?;
+    let Recorder {
+        customers,
+        rows,
+        at_risk_alerts,
+        all_alerts,
+        ..
+    } = rec;
     let Customers {
         index,
         ids,
         mut facts,
-    } = customers.into_inner();
+    } = customers;
     let stats = replay.stats().clone();
     let last_ts = stats.last_ts_ms.unwrap_or(first_ts);
     for f in &mut facts {

@@ -67,7 +67,7 @@ pub fn fit_priors<R: BufRead>(
     cfg: Arc<Config>,
 ) -> Result<FittedPriors, FitPriorsError> {
     let mut replay = Replay::new(cfg);
-    replay.run(input, as_of_ms, &[], |_, _| {}, |_| {}, |_| {})?;
+    replay.run(input, as_of_ms, &[], &mut ())?;
     let stats = replay.stats().clone();
     let as_of = as_of_ms.or(stats.last_ts_ms).ok_or(FitPriorsError::Empty)?;
     let mut activity = Vec::new();

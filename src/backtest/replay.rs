@@ -41,6 +41,19 @@ pub struct ReplayStats {
     pub last_ts_ms: Option<i64>,
 }
 
+/// What a replay reports as it goes; every method does nothing unless overridden, and `()`
+/// observes nothing.
+pub trait Observer {
+    /// Time has reached checkpoint `at_ms`: the whole state, before any later event.
+    fn checkpoint(&mut self, _at_ms: i64, _state: &PartitionState) {}
+    /// An alert the replay raised.
+    fn alert(&mut self, _alert: &Alert) {}
+    /// A valid event, after it was applied.
+    fn event(&mut self, _ev: &Event<'_>) {}
+}
+
+impl Observer for () {}
+
 /// How a replay decodes: the live limits, except that history is replayed as it was, its time
 /// stamps not checked against the clock.
 pub fn replay_limits(cfg: &Config) -> DecodeLimits {
@@ -83,20 +96,17 @@ impl Replay {
     }
 
     /// Feed every line of `input`. Before the first event at or after each checkpoint (in
-    /// ascending order), time is advanced to it and `on_checkpoint` is called; checkpoints
-    /// never reached by an event are left to the caller ([`Replay::advance_to`]). Every alert
-    /// goes to `on_alert`, every valid event to `on_event` (after it was applied). With
-    /// `stop_at`, reading stops before the first event at or after that time.
-    #[allow(clippy::too_many_arguments)]
+    /// ascending order), time is advanced to it and the observer sees the state; checkpoints
+    /// never reached by an event are left to the caller ([`Replay::advance_to`]). The observer
+    /// also sees every alert and every valid event (after it was applied). With `stop_at`,
+    /// reading stops before the first event at or after that time.
     pub fn run<R: BufRead>(
         &mut self,
         mut input: R,
         stop_at: Option<i64>,
         checkpoints: &[i64],
-        mut on_checkpoint: impl FnMut(i64, &PartitionState),
-        mut on_alert: impl FnMut(&Alert),
-        mut on_event: impl FnMut(&Event<'_>),
-    ) -> Result<usize, ReplayError> {
+        observer: &mut impl Observer,
+    ) -> Result<(), ReplayError> {
         let mut line = Vec::with_capacity(512);
         let mut alerts = Vec::new();
         let mut next_cp = 0usize;
@@ -130,9 +140,9 @@ impl Replay {
                 let cp = checkpoints[next_cp];
                 self.advance_to(cp, &mut alerts);
                 for a in alerts.drain(..) {
-                    on_alert(&a);
+                    observer.alert(&a);
                 }
-                on_checkpoint(cp, &self.state);
+                observer.checkpoint(cp, &self.state);
                 next_cp += 1;
             }
             let outcome = self.state.on_event(&ev, None, &mut alerts);
@@ -142,13 +152,13 @@ impl Replay {
                 Some(self.stats.first_ts_ms.map_or(ev.ts_ms, |t| t.min(ev.ts_ms)));
             self.stats.last_ts_ms =
                 Some(self.stats.last_ts_ms.map_or(ev.ts_ms, |t| t.max(ev.ts_ms)));
-            on_event(&ev);
+            observer.event(&ev);
             self.stats.alerts += alerts.len() as u64;
             for a in alerts.drain(..) {
-                on_alert(&a);
+                observer.alert(&a);
             }
         }
-        Ok(next_cp)
+        Ok(())
     }
 
     /// Move event time on so that the watermark reaches `ts_ms`: every timer due by then fires.

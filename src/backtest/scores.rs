@@ -68,7 +68,7 @@ pub fn score<R: BufRead, W: Write>(
     out: W,
 ) -> Result<ScoreSummary, ScoreError> {
     let mut replay = Replay::new(cfg);
-    replay.run(input, Some(as_of_ms), &[], |_, _| {}, |_| {}, |_| {})?;
+    replay.run(input, Some(as_of_ms), &[], &mut ())?;
     let mut alerts = Vec::new();
     replay.advance_to(as_of_ms, &mut alerts);
     let mut rows = Vec::with_capacity(replay.state().len());
