@@ -231,6 +231,12 @@ fn check_config(path: Option<PathBuf>) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// An events file (JSON lines), buffered for a replay.
+fn open_events(path: &std::path::Path) -> anyhow::Result<std::io::BufReader<std::fs::File>> {
+    let f = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    Ok(std::io::BufReader::with_capacity(1 << 20, f))
+}
+
 fn parse_time(flag: &str, s: &str) -> anyhow::Result<i64> {
     churnwatch::time::parse_rfc3339_ms(s).with_context(|| {
         format!("{flag} {s:?} is not an RFC 3339 time such as 2026-06-30T00:00:00Z")
@@ -287,15 +293,10 @@ fn fit(args: FitArgs) -> anyhow::Result<()> {
         .as_deref()
         .map(|s| parse_time("--as-of", s))
         .transpose()?;
-    let input = std::fs::File::open(&args.input)
-        .with_context(|| format!("opening {}", args.input.display()))?;
+    let input = open_events(&args.input)?;
     let started = std::time::Instant::now();
-    let fitted = churnwatch::backtest::fit::fit_priors(
-        std::io::BufReader::with_capacity(1 << 20, input),
-        as_of,
-        cfg,
-    )
-    .with_context(|| format!("fitting priors to {}", args.input.display()))?;
+    let fitted = churnwatch::backtest::fit::fit_priors(input, as_of, cfg)
+        .with_context(|| format!("fitting priors to {}", args.input.display()))?;
     let as_of = churnwatch::time::format_rfc3339_ms(fitted.as_of_ms);
     println!(
         "Fitted on {} events of {} as of {as_of} ({:.1}s)\n",
@@ -345,13 +346,12 @@ fn score(args: ScoreArgs) -> anyhow::Result<()> {
         cfg = raw.into_config().context("--horizon-days is not valid")?;
     }
     let as_of = parse_time("--as-of", &args.as_of)?;
-    let input = std::fs::File::open(&args.input)
-        .with_context(|| format!("opening {}", args.input.display()))?;
+    let input = open_events(&args.input)?;
     let out = std::fs::File::create(&args.out)
         .with_context(|| format!("creating {}", args.out.display()))?;
     let started = std::time::Instant::now();
     let summary = churnwatch::backtest::scores::score(
-        std::io::BufReader::with_capacity(1 << 20, input),
+        input,
         as_of,
         Arc::new(cfg),
         std::io::BufWriter::new(out),
