@@ -234,7 +234,7 @@ mod tests {
             signals: [None; 6],
             p_churn: 0.0,
             customer_value: 0.0,
-            days_since_last_seen: 0.0,
+            days_since_last_active: 0.0,
             recent_visit_rate: 0.0,
             recent_usage_rate: 0.0,
         }

@@ -211,7 +211,7 @@ impl PartitionState {
                 let mut reasons = a.ranked_reasons();
                 let lapsed = t.kind == AlertKind::Lapsed;
                 if lapsed || reasons.is_empty() {
-                    reasons.insert(0, inactivity_reason(a.days_since_last_seen, lapsed, cfg));
+                    reasons.insert(0, inactivity_reason(a.days_since_last_active, lapsed, cfg));
                 }
                 self.hot.alerts[t.kind as usize].inc();
                 out.push(Alert::build(

@@ -255,7 +255,7 @@ pub struct Assessment {
     pub p_churn: f64,
     /// Expected revenue over the value horizon if the customer stays.
     pub customer_value: f64,
-    pub days_since_last_seen: f64,
+    pub days_since_last_active: f64,
     /// Visits and usage units per day in the recent window (whether or not a signal could be
     /// tested): what recovery is judged on.
     pub recent_visit_rate: f64,
@@ -317,7 +317,7 @@ impl Scorer for SignalScorer {
             signals,
             p_churn: churn.map_or(1.0, |e| e.p_churn),
             customer_value: customer_value(c, as_of_ms, cfg),
-            days_since_last_seen: ms_to_days((as_of_ms - c.last_active_ms()).max(0)),
+            days_since_last_active: ms_to_days((as_of_ms - c.last_active_ms()).max(0)),
             recent_visit_rate: win.recent.visits as f64 / win.recent_days,
             recent_usage_rate: win.recent.usage_qty / win.recent_days,
         }
