@@ -333,12 +333,6 @@ impl Segment {
                 | Segment::BuyerDecline
         )
     }
-
-    /// True for the segments with a temporary, non-churn dip in activity
-    /// (false-alarm bait).
-    pub fn is_non_churn_dip(self) -> bool {
-        matches!(self, Segment::Holiday | Segment::TemporaryDip)
-    }
 }
 
 impl fmt::Display for Segment {
@@ -1433,7 +1427,7 @@ fn encode(out: &mut Vec<u8>, ev: &EventCtx<'_>, body: &Body, mal: Option<(Malfor
     if m == Some(Malform::BadTs) {
         out.extend_from_slice(BAD_TS[variant % BAD_TS.len()].as_bytes());
     } else {
-        write_rfc3339_millis(out, ev.ts);
+        out.extend_from_slice(crate::time::format_rfc3339_ms(ev.ts).as_bytes());
     }
     let _ = write!(
         out,
@@ -1516,44 +1510,6 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
     let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
     let y = yoe + era * 400 + i64::from(m <= 2);
     (y, m, d)
-}
-
-fn push_2(out: &mut Vec<u8>, v: u32) {
-    out.push(b'0' + (v / 10) as u8);
-    out.push(b'0' + (v % 10) as u8);
-}
-
-/// Append `ms` as RFC 3339 UTC with milliseconds (`2026-03-01T10:15:00.000Z`),
-/// identical to chrono's `to_rfc3339_opts(SecondsFormat::Millis, true)`.
-pub fn write_rfc3339_millis(out: &mut Vec<u8>, ms: i64) {
-    let days = ms.div_euclid(DAY);
-    let rem = ms.rem_euclid(DAY);
-    let (y, m, d) = civil_from_days(days);
-    if !(0..=9999).contains(&y) {
-        let s = chrono::DateTime::from_timestamp_millis(ms)
-            .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
-            .unwrap_or_default();
-        out.extend_from_slice(s.as_bytes());
-        return;
-    }
-    let y = y as u32;
-    push_2(out, y / 100);
-    push_2(out, y % 100);
-    out.push(b'-');
-    push_2(out, m);
-    out.push(b'-');
-    push_2(out, d);
-    out.push(b'T');
-    push_2(out, (rem / HOUR) as u32);
-    out.push(b':');
-    push_2(out, (rem % HOUR / MIN) as u32);
-    out.push(b':');
-    push_2(out, (rem % MIN / SEC) as u32);
-    out.push(b'.');
-    let milli = (rem % SEC) as u32;
-    out.push(b'0' + (milli / 100) as u8);
-    push_2(out, milli % 100);
-    out.push(b'Z');
 }
 
 /// Days since 1970-01-01 of a civil date (H. Hinnant).
@@ -2503,20 +2459,5 @@ mod tests {
         assert_eq!(days_from_civil(2026, 1, 1) * DAY, START);
         assert_eq!(season(START + 12 * HOUR), CHRISTMAS_FACTOR);
         assert_eq!(season(START + 2 * DAY), 1.0);
-    }
-
-    #[test]
-    fn timestamp_format_matches_chrono() {
-        let mut rng = Xoshiro256PlusPlus::seed_from_u64(1);
-        let mut cases: Vec<i64> = vec![0, -1, 951_782_400_000, 4_102_444_799_999, START];
-        cases.extend((0..5000).map(|_| rng.random_range(-2_000_000_000_000..5_000_000_000_000i64)));
-        for ms in cases {
-            let mut buf = Vec::new();
-            write_rfc3339_millis(&mut buf, ms);
-            let expected = chrono::DateTime::from_timestamp_millis(ms)
-                .unwrap()
-                .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
-            assert_eq!(String::from_utf8(buf).unwrap(), expected);
-        }
     }
 }
