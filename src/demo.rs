@@ -222,19 +222,14 @@ async fn produce_traffic(
     produced: Arc<AtomicU64>,
     metrics: Arc<Metrics>,
 ) {
-    let producer: ThreadedProducer<DefaultProducerContext> = match ClientConfig::new()
-        .set("bootstrap.servers", &bootstrap)
-        .set("linger.ms", "20")
-        .set("batch.num.messages", "10000")
-        .set("queue.buffering.max.messages", "200000")
-        .create()
-    {
-        Ok(p) => p,
-        Err(e) => {
-            warn!(error = %e, "demo producer could not start");
-            return;
-        }
-    };
+    let producer: ThreadedProducer<DefaultProducerContext> =
+        match crate::simulate::producer_config(&bootstrap).create() {
+            Ok(p) => p,
+            Err(e) => {
+                warn!(error = %e, "demo producer could not start");
+                return;
+            }
+        };
     let now = crate::time::now_ms();
     let start_ms = (now - (opts.history_days * DAY_MS as f64) as i64).div_euclid(DAY_MS) * DAY_MS;
     let mut sim = Simulator::new(SimConfig {

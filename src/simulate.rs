@@ -321,6 +321,18 @@ impl ProducerContext for DeliveryCounter {
     }
 }
 
+/// A producer tuned for simulated traffic (large batches, a deep local queue): what `simulate`
+/// and the demo produce with.
+pub fn producer_config(brokers: &str) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config
+        .set("bootstrap.servers", brokers)
+        .set("linger.ms", "20")
+        .set("batch.num.messages", "10000")
+        .set("queue.buffering.max.messages", "200000");
+    config
+}
+
 /// Produce every event to `topic` on `brokers` (key = customer id), in arrival order, with
 /// `properties` passed to librdkafka last (security settings, compression, ...); wait until
 /// the broker has acknowledged every message, then write the labels to `labels_path` if
@@ -333,14 +345,10 @@ pub fn produce(
     labels_path: Option<&Path>,
 ) -> Result<DatasetSummary, SimulateError> {
     opts.validate()?;
-    let mut config = ClientConfig::new();
+    let mut config = producer_config(brokers);
     config
-        .set("bootstrap.servers", brokers)
         .set("client.id", "churnwatch-simulate")
-        .set("enable.idempotence", "true")
-        .set("linger.ms", "20")
-        .set("batch.num.messages", "10000")
-        .set("queue.buffering.max.messages", "200000");
+        .set("enable.idempotence", "true");
     for (k, v) in properties {
         config.set(k, v);
     }
