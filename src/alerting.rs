@@ -18,7 +18,7 @@
 //! the window while silent) stays at risk ("declining") instead of "recovering".
 //! Cooldown: after a `recovered` alert, no new `at_risk` for `alerting.cooldown_secs`.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::config::Config;
 use crate::scoring::{Assessment, Tier};
@@ -52,7 +52,7 @@ impl AlertKind {
 }
 
 /// Where the customer is in the state machine.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub enum Phase {
     #[default]
     Healthy,
@@ -61,7 +61,7 @@ pub enum Phase {
 }
 
 /// Alert state kept per customer.
-#[derive(Debug, Clone, Copy, PartialEq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
 pub struct AlertState {
     pub phase: Phase,
     /// Highest tier alerted in the current at-risk episode.

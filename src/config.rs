@@ -126,6 +126,8 @@ impl From<figment::Error> for ConfigError {
 pub struct RawConfig {
     pub config_version: String,
     pub kafka: RawKafka,
+    pub state: RawState,
+    pub processing: RawProcessing,
     pub http: RawHttp,
     pub log: RawLog,
     pub input: RawInput,
@@ -150,8 +152,49 @@ pub struct RawKafka {
     pub commit_interval_ms: u64,
     pub statistics_interval_ms: u64,
     pub delivery_timeout_ms: u64,
-    pub max_in_flight_batches: usize,
     pub properties: BTreeMap<String, String>,
+}
+
+/// `[state]`: durable per-customer state.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawState {
+    pub changelog: bool,
+    pub changelog_replication_factor: i32,
+    pub restore_timeout_secs: u64,
+    pub max_customers: u64,
+    pub evict_lapsed_after_days: f64,
+}
+
+impl Default for RawState {
+    fn default() -> Self {
+        RawState {
+            changelog: true,
+            changelog_replication_factor: -1,
+            restore_timeout_secs: 600,
+            max_customers: 0,
+            evict_lapsed_after_days: 180.0,
+        }
+    }
+}
+
+/// `[processing]`: the delivery guarantee.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawProcessing {
+    pub guarantee: String,
+    pub transactional_id: String,
+    pub transaction_timeout_ms: u64,
+}
+
+impl Default for RawProcessing {
+    fn default() -> Self {
+        RawProcessing {
+            guarantee: "at_least_once".into(),
+            transactional_id: String::new(),
+            transaction_timeout_ms: 60_000,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -282,7 +325,6 @@ impl Default for RawKafka {
             commit_interval_ms: 1000,
             statistics_interval_ms: 5000,
             delivery_timeout_ms: 30_000,
-            max_in_flight_batches: 64,
             properties: BTreeMap::new(),
         }
     }
@@ -449,6 +491,8 @@ pub struct Config {
     /// The config's version: the `config_version` label, or a content hash of the effective config.
     pub version: String,
     pub kafka: KafkaConfig,
+    pub state: StateConfig,
+    pub processing: ProcessingConfig,
     pub http: HttpConfig,
     pub log: LogConfig,
     pub input: InputConfig,
@@ -458,6 +502,60 @@ pub struct Config {
     pub alerting: AlertingConfig,
     pub lifecycle: LifecycleConfig,
     pub value: ValueConfig,
+}
+
+/// Durable per-customer state (see [`crate::state`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct StateConfig {
+    /// Back each partition's customers with a changelog topic and restore them on assignment.
+    pub changelog: bool,
+    /// Replication factor of changelog topics churnwatch creates (-1: the broker's default).
+    pub changelog_replication_factor: i32,
+    pub restore_timeout: std::time::Duration,
+    /// Most customers tracked by this instance (0: no cap).
+    pub max_customers: u64,
+    /// Lapsed customers unseen for this long are evicted (event time, ms).
+    pub evict_lapsed_after_ms: i64,
+}
+
+/// What survives a crash.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Guarantee {
+    /// Nothing is lost; after a crash an alert may be produced again, with the same `alert_id`.
+    AtLeastOnce,
+    /// Alerts, changelog records and input offsets commit atomically in Kafka transactions.
+    ExactlyOnce,
+}
+
+impl Guarantee {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Guarantee::AtLeastOnce => "at_least_once",
+            Guarantee::ExactlyOnce => "exactly_once",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProcessingConfig {
+    pub guarantee: Guarantee,
+    /// Stable per instance (a restarted instance fences its predecessor's transactions).
+    pub transactional_id: String,
+    pub transaction_timeout_ms: u64,
+}
+
+/// The host's name, for a default transactional id that differs between replicas.
+fn host_name() -> String {
+    std::env::var("HOSTNAME")
+        .ok()
+        .filter(|h| !h.trim().is_empty())
+        .or_else(|| {
+            std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .ok()
+                .map(|h| h.trim().to_string())
+        })
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".into())
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -487,7 +585,6 @@ pub struct KafkaConfig {
     pub commit_interval_ms: u64,
     pub statistics_interval_ms: u64,
     pub delivery_timeout_ms: u64,
-    pub max_in_flight_batches: usize,
     /// librdkafka properties passed through to every client (may hold secrets: never logged).
     pub properties: BTreeMap<String, String>,
 }
@@ -773,12 +870,6 @@ impl RawConfig {
             1_000,
             3_600_000,
         )?;
-        in_range_u64(
-            "kafka.max_in_flight_batches",
-            k.max_in_flight_batches as u64,
-            1,
-            100_000,
-        )?;
         for key in k.properties.keys() {
             const OWNED: &[&str] = &[
                 "bootstrap.servers",
@@ -795,6 +886,52 @@ impl RawConfig {
                 ));
             }
         }
+
+        let st = &self.state;
+        if st.changelog_replication_factor == 0 || st.changelog_replication_factor < -1 {
+            return Err(ConfigError::invalid(
+                "state.changelog_replication_factor",
+                st.changelog_replication_factor,
+                "must be -1 (the broker's default) or at least 1",
+            ));
+        }
+        in_range_u64(
+            "state.restore_timeout_secs",
+            st.restore_timeout_secs,
+            1,
+            86_400,
+        )?;
+        positive("state.evict_lapsed_after_days", st.evict_lapsed_after_days)?;
+        let pr = &self.processing;
+        let guarantee = match pr.guarantee.as_str() {
+            "at_least_once" => Guarantee::AtLeastOnce,
+            "exactly_once" => Guarantee::ExactlyOnce,
+            other => {
+                return Err(ConfigError::invalid(
+                    "processing.guarantee",
+                    format!("{other:?}"),
+                    "must be \"at_least_once\" or \"exactly_once\"",
+                ))
+            }
+        };
+        if guarantee == Guarantee::ExactlyOnce && !st.changelog {
+            return Err(ConfigError::invalid(
+                "state.changelog",
+                "false",
+                "processing.guarantee = \"exactly_once\" needs the changelog",
+            ));
+        }
+        in_range_u64(
+            "processing.transaction_timeout_ms",
+            pr.transaction_timeout_ms,
+            1_000,
+            900_000,
+        )?;
+        let transactional_id = if pr.transactional_id.trim().is_empty() {
+            format!("{}-{}", k.group_id, host_name())
+        } else {
+            pr.transactional_id.trim().to_string()
+        };
 
         let listen: SocketAddr = self.http.listen.parse().map_err(|_| {
             ConfigError::invalid(
@@ -1038,8 +1175,19 @@ impl RawConfig {
                 commit_interval_ms: k.commit_interval_ms,
                 statistics_interval_ms: k.statistics_interval_ms,
                 delivery_timeout_ms: k.delivery_timeout_ms,
-                max_in_flight_batches: k.max_in_flight_batches,
                 properties: k.properties.clone(),
+            },
+            state: StateConfig {
+                changelog: st.changelog,
+                changelog_replication_factor: st.changelog_replication_factor,
+                restore_timeout: std::time::Duration::from_secs(st.restore_timeout_secs),
+                max_customers: st.max_customers,
+                evict_lapsed_after_ms: (st.evict_lapsed_after_days * day) as i64,
+            },
+            processing: ProcessingConfig {
+                guarantee,
+                transactional_id,
+                transaction_timeout_ms: pr.transaction_timeout_ms,
             },
             http: HttpConfig {
                 enabled: self.http.enabled,

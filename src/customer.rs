@@ -2,6 +2,8 @@
 //!
 //! Constant size per customer (one heap allocation: the bucket ring), updated in O(1) per event.
 
+use serde::{Deserialize, Serialize};
+
 use crate::alerting::AlertState;
 use crate::config::Config;
 use crate::event::{Activity, Event};
@@ -14,7 +16,7 @@ use crate::window::{Placement, Windows};
 ///
 /// Several events on one calendar day (UTC) are one transaction day: a basket of ten order
 /// lines, or a session of many clicks, is one occasion.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 pub struct ActiveDays {
     /// First and latest activity (event time), `None` before any.
     pub first_ms: Option<i64>,
@@ -73,7 +75,7 @@ impl ActiveDays {
 
 /// The purchase rhythm: purchase days, total value, and the running mean and variance of the
 /// gaps between purchase days (Welford), in days.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct PurchaseRhythm {
     /// Purchase events (all of them, for value).
     pub count: u32,
@@ -118,7 +120,7 @@ impl PurchaseRhythm {
 }
 
 /// The engagement score's recent and baseline levels, exponentially weighted in event time.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct EngagementLevel {
     pub count: u32,
     pub last_ms: i64,
@@ -176,7 +178,7 @@ impl EngagementLevel {
 }
 
 /// Everything churnwatch keeps about one customer.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CustomerState {
     pub windows: Windows,
     pub first_seen_ms: i64,
@@ -199,7 +201,7 @@ pub struct CustomerState {
 
 /// The customer's current contribution to the population gauges, so they can be updated
 /// incrementally (a change of lifecycle moves one unit from one label to another).
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct GaugeContribution {
     pub lifecycle: Lifecycle,
     /// The tier while at risk.

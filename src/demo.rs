@@ -119,6 +119,14 @@ pub async fn run(opts: DemoOptions, shutdown: CancellationToken) -> Result<DemoS
         cluster
             .create_topic(t, opts.partitions, 1)
             .map_err(DemoError::Broker)?;
+        // The in-process broker has no CreateTopics API: its changelog is made here.
+        cluster
+            .create_topic(
+                &crate::state::changelog_topic(&k.group_id, t),
+                opts.partitions,
+                1,
+            )
+            .map_err(DemoError::Broker)?;
     }
     cluster
         .create_topic(&k.alerts_topic, opts.partitions, 1)

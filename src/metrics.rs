@@ -32,6 +32,13 @@ pub struct Metrics {
     pub partitions_assigned: IntGauge,
     pub offsets_committed_total: IntCounter,
     pub delivery_errors_total: IntCounter,
+    pub checkpoints_total: IntCounterVec,
+    pub checkpoint_duration_seconds: Histogram,
+    pub changelog_records_total: IntCounter,
+    pub restore_duration_seconds: Histogram,
+    pub restore_records_total: IntCounter,
+    pub restored_customers_total: IntCounter,
+    pub restoring_partitions: IntGauge,
     pub config_info: IntGaugeVec,
     pub build_info: IntGaugeVec,
     pub ready: IntGauge,
@@ -155,6 +162,52 @@ impl Metrics {
                 "Alert or dead-letter records the broker did not acknowledge."
             ))
             .unwrap()),
+            checkpoints_total: reg!(IntCounterVec::new(
+                opts(
+                    "checkpoints_total",
+                    "Checkpoints (alerts acknowledged, changed customers written to the changelog, offsets committed; one transaction under exactly-once), by result."
+                ),
+                &["result"]
+            )
+            .unwrap()),
+            checkpoint_duration_seconds: reg!(Histogram::with_opts(
+                HistogramOpts::new(
+                    "checkpoint_duration_seconds",
+                    "Wall-clock time of one checkpoint (processing pauses meanwhile)."
+                )
+                .namespace("churnwatch")
+                .buckets(vec![0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0])
+            )
+            .unwrap()),
+            changelog_records_total: reg!(IntCounter::with_opts(opts(
+                "changelog_records_total",
+                "Customer and partition records written to the changelog topics."
+            ))
+            .unwrap()),
+            restore_duration_seconds: reg!(Histogram::with_opts(
+                HistogramOpts::new(
+                    "restore_duration_seconds",
+                    "Wall-clock time to restore the partitions of one assignment from their changelog."
+                )
+                .namespace("churnwatch")
+                .buckets(vec![0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0])
+            )
+            .unwrap()),
+            restore_records_total: reg!(IntCounter::with_opts(opts(
+                "restore_records_total",
+                "Changelog records read while restoring (progress of a restore)."
+            ))
+            .unwrap()),
+            restored_customers_total: reg!(IntCounter::with_opts(opts(
+                "restored_customers_total",
+                "Customers whose state was restored from a changelog."
+            ))
+            .unwrap()),
+            restoring_partitions: reg!(IntGauge::with_opts(opts(
+                "restoring_partitions",
+                "Partitions being restored from their changelog right now (not yet processing)."
+            ))
+            .unwrap()),
             config_info: reg!(IntGaugeVec::new(
                 opts("config_info", "The active config's version (always 1)."),
                 &["version"]
@@ -183,6 +236,9 @@ impl Metrics {
             m.alerts_total.with_label_values(&[k.as_str()]);
         }
         m.alerts_suppressed_total.with_label_values(&["cooldown"]);
+        for r in ["ok", "failed"] {
+            m.checkpoints_total.with_label_values(&[r]);
+        }
         for l in Lifecycle::ALL {
             m.customers.with_label_values(&[l.as_str()]);
         }

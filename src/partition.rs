@@ -24,6 +24,7 @@ use crate::customer::{CustomerState, GaugeContribution};
 use crate::event::Event;
 use crate::metrics::{HotMetrics, Metrics};
 use crate::scoring::{inactivity_reason, Lifecycle, Scorer, SignalScorer};
+use crate::state::record::{StoredCustomer, StoredPartition};
 use crate::timers::{next_grid_time, Timers};
 use crate::window::Placement;
 
@@ -32,6 +33,9 @@ use crate::window::Placement;
 pub struct EventOutcome {
     pub late: bool,
     pub outside_window: bool,
+    /// Re-read after a restore and already part of the customer's restored state: it moved
+    /// time only.
+    pub already_applied: bool,
 }
 
 /// State of one partition.
@@ -46,6 +50,14 @@ pub struct PartitionState {
     stream_time_ms: Option<i64>,
     last_event_wall: Instant,
     last_advance_wall: Instant,
+    /// Customers changed since the last [`PartitionState::drain_dirty`] (slots, and a bit
+    /// per slot).
+    dirty: Vec<u32>,
+    dirty_bits: Vec<u64>,
+    /// After a restore: per customer, the input offset its restored state already holds.
+    applied: FxHashMap<u32, i64>,
+    /// The largest of `applied` (input beyond it is new to every customer).
+    applied_until: i64,
 }
 
 impl PartitionState {
@@ -66,6 +78,84 @@ impl PartitionState {
             stream_time_ms: None,
             last_event_wall: now,
             last_advance_wall: now,
+            dirty: Vec::new(),
+            dirty_bits: Vec::new(),
+            applied: FxHashMap::default(),
+            applied_until: i64::MIN,
+        }
+    }
+
+    fn mark_dirty(&mut self, slot: u32) {
+        let (w, b) = (slot as usize / 64, slot % 64);
+        if w >= self.dirty_bits.len() {
+            self.dirty_bits.resize(w + 1, 0);
+        }
+        if self.dirty_bits[w] & (1 << b) == 0 {
+            self.dirty_bits[w] |= 1 << b;
+            self.dirty.push(slot);
+        }
+    }
+
+    /// Number of customers changed since the last drain.
+    pub fn dirty_len(&self) -> usize {
+        self.dirty.len()
+    }
+
+    /// Hand every customer changed since the last call to `f`, and forget that they changed.
+    pub fn drain_dirty(&mut self, mut f: impl FnMut(&str, &CustomerState)) {
+        for slot in self.dirty.drain(..) {
+            self.dirty_bits[slot as usize / 64] &= !(1 << (slot % 64));
+            f(&self.ids[slot as usize], &self.customers[slot as usize]);
+        }
+    }
+
+    /// Install restored state: the customers (in any order, each once) and the partition's
+    /// progress. Due timers are re-armed where an uninterrupted run would have them, and input
+    /// re-read up to each customer's `applied_offset` will not be applied to it again.
+    pub fn restore(
+        &mut self,
+        customers: impl IntoIterator<Item = (String, StoredCustomer)>,
+        progress: Option<StoredPartition>,
+    ) {
+        self.release();
+        if let Some(p) = progress {
+            self.stream_time_ms = p.stream_time_ms;
+        }
+        let wm = self.watermark_ms();
+        let interval = self.cfg.windows.check_interval_ms;
+        let ring = self.cfg.windows.total_buckets() as usize + 1;
+        for (id, stored) in customers {
+            let mut c = stored.state;
+            if c.windows.len() != ring {
+                c.windows = c.windows.resized(ring);
+            }
+            let slot = self.customers.len() as u32;
+            // Timers that fired since this state was written without changing it: move the
+            // due time past the watermark on the shared grid, as the firing would have.
+            if let (Some(due), Some(wm)) = (c.next_check_ms, wm) {
+                if due <= wm {
+                    let steps = (wm - due) / interval + 1;
+                    c.next_check_ms = Some(due + steps * interval);
+                }
+            }
+            if let Some(due) = c.next_check_ms {
+                self.timers.schedule(due, slot);
+            }
+            apply_gauge_delta(&self.hot, None, Some(&c.gauge));
+            self.applied.insert(slot, stored.applied_offset);
+            self.applied_until = self.applied_until.max(stored.applied_offset);
+            let id: Box<str> = id.into();
+            self.index.insert(id.clone(), slot);
+            self.ids.push(id);
+            self.customers.push(c);
+        }
+    }
+
+    /// This partition's progress, for its changelog.
+    pub fn progress(&self, applied_offset: i64) -> StoredPartition {
+        StoredPartition {
+            applied_offset,
+            stream_time_ms: self.stream_time_ms,
         }
     }
 
@@ -105,8 +195,20 @@ impl PartitionState {
             }
         }
 
+        let offset = source.as_ref().map(|s| s.offset);
         let slot = match self.index.get(ev.customer_id.as_ref()) {
-            Some(&s) => s,
+            Some(&s) => {
+                if let Some(o) = offset.filter(|&o| o <= self.applied_until) {
+                    if self.applied.get(&s).is_some_and(|&a| o <= a) {
+                        return EventOutcome {
+                            late,
+                            outside_window: false,
+                            already_applied: true,
+                        };
+                    }
+                }
+                s
+            }
             None => {
                 let s = self.customers.len() as u32;
                 let id: Box<str> = ev.customer_id.as_ref().into();
@@ -136,9 +238,15 @@ impl PartitionState {
             let as_of = c.last_seen_ms;
             self.evaluate(slot, as_of, Trigger::Event, source, out);
         }
+        self.mark_dirty(slot);
+        if offset.is_some_and(|o| o > self.applied_until) && !self.applied.is_empty() {
+            // Past everything restored: no customer can see a re-read event any more.
+            self.applied = FxHashMap::default();
+        }
         EventOutcome {
             late,
             outside_window,
+            already_applied: false,
         }
     }
 
@@ -182,6 +290,7 @@ impl PartitionState {
             c.next_check_ms = None;
             self.hot.timers_fired.inc();
             let as_of = due.max(c.last_seen_ms);
+            let before = (c.alert, c.gauge);
             self.evaluate(slot, as_of, Trigger::Timer, None, out);
             let c = &mut self.customers[slot as usize];
             // Lapsed customers need no timer until they are seen again.
@@ -189,6 +298,11 @@ impl PartitionState {
                 let next = due + interval;
                 c.next_check_ms = Some(next);
                 self.timers.schedule(next, slot);
+            }
+            // A timer that changed nothing but its own due time is not worth a changelog
+            // record: a restore re-arms it on the same grid.
+            if before != (c.alert, c.gauge) || c.next_check_ms.is_none() {
+                self.mark_dirty(slot);
             }
         }
     }
@@ -280,6 +394,10 @@ impl PartitionState {
         self.ids.clear();
         self.index.clear();
         self.timers = Timers::new();
+        self.dirty.clear();
+        self.dirty_bits.clear();
+        self.applied = FxHashMap::default();
+        self.applied_until = i64::MIN;
     }
 }
 

@@ -22,7 +22,7 @@
 //!
 //! The [`Scorer`] trait is the seam where a different model can be swapped in.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::change::{detect_drop, Series};
 use crate::config::Config;
@@ -62,7 +62,9 @@ impl Signal {
 }
 
 /// Risk tier. `None` is "not at risk".
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Default)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Tier {
     #[default]
@@ -112,7 +114,7 @@ impl Tier {
 }
 
 /// Lifecycle stage, as retention platforms use them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Lifecycle {
     New,

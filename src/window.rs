@@ -4,10 +4,12 @@
 //! line up and a late event lands in the bucket of its own time. The ring holds the recent and
 //! the baseline window together; a bucket that falls off the end is recycled for the newest one.
 
+use serde::{Deserialize, Serialize};
+
 use crate::time::bucket_index;
 
 /// Counts for one bucket of event time. 16 bytes.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 #[repr(C)]
 pub struct Bucket {
     pub visits: u16,
@@ -38,7 +40,7 @@ pub struct Moments {
 }
 
 /// Ring of buckets; `head` is the absolute index of the newest bucket held.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Windows {
     head: i64,
     buckets: Box<[Bucket]>,
@@ -64,7 +66,7 @@ impl Windows {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.head == i64::MIN
+        self.head == i64::MIN || self.buckets.is_empty()
     }
 
     fn slot(&self, idx: i64) -> usize {
@@ -134,6 +136,28 @@ impl Windows {
             m.add(&self.buckets[self.slot(idx)]);
         }
         m
+    }
+
+    /// Number of buckets the ring holds.
+    pub fn len(&self) -> usize {
+        self.buckets.len()
+    }
+
+    /// The same history in a ring of `len` buckets (`len` >= 1): the newest buckets that fit
+    /// are kept. Used when a restored state was written under other window settings.
+    pub fn resized(&self, len: usize) -> Windows {
+        if len == self.buckets.len() {
+            return self.clone();
+        }
+        let mut w = Windows::new(len);
+        if !self.is_empty() {
+            w.head = self.head;
+            for idx in (self.head - len as i64 + 1)..=self.head {
+                let s = w.slot(idx);
+                w.buckets[s] = self.get(idx);
+            }
+        }
+        w
     }
 
     /// Copy the buckets of absolute indices `from..=to` into `out` (cleared first), oldest
@@ -220,6 +244,24 @@ mod tests {
         w.add(100_000, B, |b| b.add_purchase(9.0));
         assert_eq!(w.sum(0, 99).visits, 0);
         assert_eq!(w.sum(100, 100).purchases, 1);
+    }
+
+    #[test]
+    fn resized_keeps_the_newest_buckets() {
+        let mut w = Windows::new(4);
+        for i in 0..6 {
+            w.add(i * B, B, |b| b.add_visit());
+        }
+        let small = w.resized(2);
+        assert_eq!(small.len(), 2);
+        assert_eq!(small.sum(0, 5).visits, 2);
+        assert_eq!(small.get(5).visits, 1);
+        let big = w.resized(8);
+        assert_eq!(big.sum(0, 5).visits, 4); // what the ring of 4 held
+        let mut big = big;
+        big.add(9 * B, B, |b| b.add_visit());
+        assert_eq!(big.sum(2, 9).visits, 5);
+        assert!(Windows::new(3).resized(5).is_empty());
     }
 
     #[test]

@@ -20,6 +20,7 @@ use churnwatch::http::Health;
 use churnwatch::metrics::Metrics;
 use churnwatch::partition::PartitionState;
 use churnwatch::pipeline::{self, PipelineError, RunSummary};
+use churnwatch::state::changelog_topic;
 use churnwatch::time::{format_rfc3339_ms, now_ms, DAY_MS, HOUR_MS};
 use common::topic::read_topic;
 
@@ -32,6 +33,12 @@ fn broker() -> MockCluster<'static, DefaultProducerContext> {
     cluster.create_topic(EVENTS, 1, 1).unwrap();
     cluster.create_topic(ALERTS, 2, 1).unwrap();
     cluster.create_topic(DLQ, 1, 1).unwrap();
+    // The mock cluster has no CreateTopics API: the changelogs of the groups used below.
+    for group in ["stories", "dlq", "restart", "resume", "idle"] {
+        cluster
+            .create_topic(&changelog_topic(group, EVENTS), 1, 1)
+            .unwrap();
+    }
     cluster
 }
 

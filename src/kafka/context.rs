@@ -1,8 +1,11 @@
-//! The consumer's rdkafka context: rebalance notices for the pipeline, consumer lag from
+//! The consumer's rdkafka context: rebalances handed to the [`Processor`] (drain and commit
+//! before a partition is released, restore before one is processed), consumer lag from
 //! librdkafka's statistics, commit results into metrics.
+//!
+//! librdkafka calls the rebalance callback from inside `poll`, on the consumer thread, which
+//! never holds the processor's lock while polling.
 
-use std::sync::mpsc;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use rdkafka::consumer::{BaseConsumer, ConsumerContext, Rebalance};
 use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
@@ -11,40 +14,30 @@ use rdkafka::{ClientContext, TopicPartitionList};
 use tracing::{info, warn};
 
 use crate::metrics::Metrics;
-
-/// A change of assignment, passed from librdkafka's thread to the pipeline.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum RebalanceNotice {
-    Assigned(Vec<(String, i32)>),
-    Revoked(Vec<(String, i32)>),
-}
+use crate::processor::Processor;
 
 /// Context of the events consumer.
 pub struct ConsumerCtx {
     metrics: Arc<Metrics>,
     events_topics: Vec<String>,
-    notices: mpsc::Sender<RebalanceNotice>,
+    processor: Arc<Mutex<Processor>>,
 }
 
 impl ConsumerCtx {
     pub fn new(
         metrics: Arc<Metrics>,
         events_topics: Vec<String>,
-    ) -> (Self, mpsc::Receiver<RebalanceNotice>) {
-        let (tx, rx) = mpsc::channel();
-        (
-            ConsumerCtx {
-                metrics,
-                events_topics,
-                notices: tx,
-            },
-            rx,
-        )
+        processor: Arc<Mutex<Processor>>,
+    ) -> Self {
+        ConsumerCtx {
+            metrics,
+            events_topics,
+            processor,
+        }
     }
 
-    fn notify(&self, n: RebalanceNotice) {
-        // The pipeline only stops listening when it is shutting down.
-        let _ = self.notices.send(n);
+    fn processor(&self) -> std::sync::MutexGuard<'_, Processor> {
+        self.processor.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -54,7 +47,6 @@ fn list(tpl: &TopicPartitionList) -> Vec<(String, i32)> {
         .map(|e| (e.topic().to_string(), e.partition()))
         .collect()
 }
-
 impl ClientContext for ConsumerCtx {
     fn stats(&self, s: Statistics) {
         for topic in &self.events_topics {
@@ -74,27 +66,31 @@ impl ClientContext for ConsumerCtx {
 }
 
 impl ConsumerContext for ConsumerCtx {
-    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        let _ = consumer;
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(tpl) = rebalance {
+            let parts = list(tpl);
+            info!(partitions = ?parts, "partitions revoked: checkpointing them");
+            self.processor().revoke(consumer, &parts);
+            for (t, p) in &parts {
+                let _ = self
+                    .metrics
+                    .consumer_lag
+                    .remove_label_values(&[t.as_str(), &p.to_string()]);
+            }
+        }
+    }
+
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         match rebalance {
             Rebalance::Assign(tpl) => {
                 let parts = list(tpl);
-                info!(partitions = ?parts, "partitions assigned");
-                self.metrics.partitions_assigned.set(parts.len() as i64);
-                self.notify(RebalanceNotice::Assigned(parts));
-            }
-            Rebalance::Revoke(tpl) => {
-                let parts = list(tpl);
-                info!(partitions = ?parts, "partitions revoked");
-                for (t, p) in &parts {
-                    let _ = self
-                        .metrics
-                        .consumer_lag
-                        .remove_label_values(&[t.as_str(), &p.to_string()]);
+                info!(partitions = ?parts, "partitions assigned: restoring their state");
+                let mut p = self.processor();
+                if let Err(e) = p.assign(&parts) {
+                    p.set_fatal(e);
                 }
-                self.metrics.partitions_assigned.set(0);
-                self.notify(RebalanceNotice::Revoked(parts));
             }
+            Rebalance::Revoke(_) => {}
             Rebalance::Error(e) => warn!(error = %e, "rebalance error"),
         }
     }

@@ -5,8 +5,8 @@ pub mod context;
 pub mod settings;
 pub mod sink;
 
-pub use context::{ConsumerCtx, RebalanceNotice};
-pub use settings::{consumer_config, producer_config};
+pub use context::ConsumerCtx;
+pub use settings::{base_config, consumer_config, producer_config};
 pub use sink::{DeadLetter, Sink, SinkError};
 
 use rdkafka::error::KafkaError;
@@ -36,4 +36,10 @@ pub enum KafkaPipelineError {
     Consume(#[source] KafkaError),
     #[error("committing offsets failed: {0}")]
     Commit(#[source] KafkaError),
+    #[error("transaction failed ({step}): {source}")]
+    Transaction {
+        step: &'static str,
+        #[source]
+        source: KafkaError,
+    },
 }

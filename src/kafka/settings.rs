@@ -2,9 +2,10 @@
 
 use rdkafka::config::ClientConfig;
 
-use crate::config::KafkaConfig;
+use crate::config::{Config, Guarantee, KafkaConfig};
 
-fn base(cfg: &KafkaConfig) -> ClientConfig {
+/// Settings shared by every client: brokers, client id, the pass-through properties (security).
+pub fn base_config(cfg: &KafkaConfig) -> ClientConfig {
     let mut c = ClientConfig::new();
     c.set("bootstrap.servers", &cfg.brokers)
         .set("client.id", &cfg.client_id);
@@ -15,17 +16,16 @@ fn base(cfg: &KafkaConfig) -> ClientConfig {
     c
 }
 
-/// Consumer: offsets are stored by churnwatch only once the records produced from the events
-/// are acknowledged, and committed by librdkafka's auto-commit (and on shutdown/revoke).
-pub fn consumer_config(cfg: &KafkaConfig) -> ClientConfig {
-    let mut c = base(cfg);
+/// Consumer: churnwatch commits offsets itself, at checkpoints, once the records produced from
+/// the events are acknowledged (or inside the transaction, exactly-once); it reads only
+/// committed records.
+pub fn consumer_config(full: &Config) -> ClientConfig {
+    let cfg = &full.kafka;
+    let mut c = base_config(cfg);
     c.set("group.id", &cfg.group_id)
-        .set("enable.auto.commit", "true")
+        .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
-        .set(
-            "auto.commit.interval.ms",
-            cfg.commit_interval_ms.to_string(),
-        )
+        .set("isolation.level", "read_committed")
         .set("auto.offset.reset", cfg.auto_offset_reset.as_str())
         .set("enable.partition.eof", "false");
     if cfg.statistics_interval_ms > 0 {
@@ -41,13 +41,22 @@ pub fn consumer_config(cfg: &KafkaConfig) -> ClientConfig {
     c
 }
 
-/// Producer: idempotent, acknowledged by all in-sync replicas, bounded delivery time.
-pub fn producer_config(cfg: &KafkaConfig) -> ClientConfig {
-    let mut c = base(cfg);
+/// Producer: idempotent, acknowledged by all in-sync replicas, bounded delivery time;
+/// transactional under `processing.guarantee = "exactly_once"`.
+pub fn producer_config(full: &Config) -> ClientConfig {
+    let cfg = &full.kafka;
+    let mut c = base_config(cfg);
     c.set("enable.idempotence", "true")
         .set("acks", "all")
         .set("linger.ms", "5")
         .set("message.timeout.ms", cfg.delivery_timeout_ms.to_string());
+    if full.processing.guarantee == Guarantee::ExactlyOnce {
+        c.set("transactional.id", &full.processing.transactional_id)
+            .set(
+                "transaction.timeout.ms",
+                full.processing.transaction_timeout_ms.to_string(),
+            );
+    }
     for (k, v) in &cfg.properties {
         c.set(k, v);
     }
@@ -61,16 +70,23 @@ mod tests {
 
     #[test]
     fn managed_settings_and_passthrough() {
-        let mut cfg = Config::default().kafka;
-        cfg.properties
+        let mut cfg = Config::default();
+        cfg.kafka
+            .properties
             .insert("security.protocol".into(), "SASL_SSL".into());
         let c = consumer_config(&cfg);
-        assert_eq!(c.get("enable.auto.offset.store"), Some("false"));
+        assert_eq!(c.get("enable.auto.commit"), Some("false"));
+        assert_eq!(c.get("isolation.level"), Some("read_committed"));
         assert_eq!(c.get("security.protocol"), Some("SASL_SSL"));
         assert_eq!(c.get("group.id"), Some("churnwatch"));
         let p = producer_config(&cfg);
         assert_eq!(p.get("enable.idempotence"), Some("true"));
         assert_eq!(p.get("security.protocol"), Some("SASL_SSL"));
         assert_eq!(p.get("group.id"), None);
+        assert_eq!(p.get("transactional.id"), None);
+        cfg.processing.guarantee = Guarantee::ExactlyOnce;
+        cfg.processing.transactional_id = "churnwatch-a".into();
+        let p = producer_config(&cfg);
+        assert_eq!(p.get("transactional.id"), Some("churnwatch-a"));
     }
 }

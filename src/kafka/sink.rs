@@ -125,6 +125,31 @@ impl Sink {
         })
     }
 
+    /// Produce one changelog record to `partition` of `topic` (a `None` value is a tombstone).
+    pub fn send_changelog(
+        &self,
+        topic: &str,
+        partition: i32,
+        key: &[u8],
+        value: Option<&[u8]>,
+    ) -> Result<PendingAck, SinkError> {
+        let mut record: FutureRecord<'_, [u8], [u8]> =
+            FutureRecord::to(topic).partition(partition).key(key);
+        if let Some(v) = value {
+            record = record.payload(v);
+        }
+        let future = self.enqueue(record, topic)?;
+        Ok(PendingAck {
+            topic: "changelog",
+            future,
+        })
+    }
+
+    /// The producer, for transactions.
+    pub fn producer(&self) -> &FutureProducer {
+        &self.producer
+    }
+
     /// Enqueue, waiting (not failing) while librdkafka's local queue is full. Blocking: called
     /// from the consumer thread.
     fn enqueue<'a, K, P>(

@@ -1,0 +1,697 @@
+//! The partitions one instance owns and their life: messages in, alerts out, checkpoints,
+//! restore on assignment, drain on revocation. Runs on the consumer thread; the consumer's
+//! rebalance callbacks reach it through [`crate::kafka::ConsumerCtx`].
+//!
+//! A **checkpoint** makes the work since the previous one durable, in this order (see
+//! [`crate::state`] for the recovery model):
+//! - at-least-once: wait for the broker's acknowledgement of every alert and dead-letter record
+//!   produced, then write the changed customers and each partition's progress to the
+//!   changelog and wait for those acknowledgements, then commit the input offsets;
+//! - exactly-once: write the changelog records into the open transaction, add the input
+//!   offsets to it (`send_offsets_to_transaction`) and commit it.
+//!
+//! A record the broker does not take, or a transaction that fails, stops the pipeline before
+//! the offsets move: a restart re-reads those events and restores the last checkpoint.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::executor::block_on;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{BorrowedMessage, Message};
+use rdkafka::producer::{FutureProducer, Producer};
+use rdkafka::{Offset, TopicPartitionList};
+use rustc_hash::FxHashMap;
+use serde::Serialize;
+use tracing::{debug, error, info, warn};
+
+use crate::alert::{Alert, SourceRef};
+use crate::config::{Config, Guarantee};
+use crate::customer::CustomerState;
+use crate::event::{decode, DecodeLimits, InvalidEvent, InvalidReason};
+use crate::http::Health;
+use crate::kafka::sink::PendingAck;
+use crate::kafka::{producer_config, DeadLetter, KafkaPipelineError, Sink, SinkError};
+use crate::metrics::Metrics;
+use crate::partition::PartitionState;
+use crate::state::record::{encode_partition, StoredPartition, FORMAT, META_KEY};
+use crate::state::{changelog_topic, Changelog, Record, StateError, StoredCustomer};
+use crate::time::now_ms;
+
+/// Errors that stop the pipeline.
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    #[error(transparent)]
+    Kafka(#[from] KafkaPipelineError),
+    #[error(transparent)]
+    Sink(#[from] SinkError),
+    #[error(transparent)]
+    State(#[from] StateError),
+}
+
+/// Counts of one run.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct RunSummary {
+    /// Chunks of messages handled (messages / chunks = mean chunk size).
+    pub chunks: u64,
+    pub messages: u64,
+    pub events: u64,
+    pub invalid: u64,
+    pub alerts: u64,
+    pub checkpoints: u64,
+}
+
+/// Acknowledgements outstanding beyond which a checkpoint is taken early (bounds memory and
+/// the work a crash can make the pipeline redo).
+const MAX_PENDING: usize = 200_000;
+
+/// One assigned events-topic partition.
+struct Part {
+    topic: String,
+    partition: i32,
+    changelog_topic: String,
+    state: PartitionState,
+    /// Offset of the last message processed.
+    processed: Option<i64>,
+    /// Offset of the last message whose effects are committed.
+    committed: Option<i64>,
+}
+
+/// The customer record as written (the same bytes as [`StoredCustomer`], without a copy).
+#[derive(Serialize)]
+struct StoredCustomerRef<'a> {
+    applied_offset: i64,
+    state: &'a CustomerState,
+}
+
+/// Everything the consumer thread owns.
+pub struct Processor {
+    cfg: Arc<Config>,
+    metrics: Arc<Metrics>,
+    health: Arc<Health>,
+    sink: Sink,
+    changelog: Option<Changelog>,
+    parts: Vec<Part>,
+    alerts: Vec<Alert>,
+    pending: Vec<PendingAck>,
+    in_txn: bool,
+    last_checkpoint: Instant,
+    max_event_ms: Option<i64>,
+    buf: Vec<u8>,
+    /// An error raised inside a rebalance callback, for the loop to act on.
+    fatal: Option<PipelineError>,
+    pub summary: RunSummary,
+}
+
+impl Processor {
+    /// Create the producer (and, exactly-once, initialise its transactions, fencing any
+    /// predecessor with the same transactional id) and the changelog client.
+    pub fn new(
+        cfg: Arc<Config>,
+        metrics: Arc<Metrics>,
+        health: Arc<Health>,
+    ) -> Result<Self, PipelineError> {
+        let k = &cfg.kafka;
+        let producer: FutureProducer =
+            producer_config(&cfg)
+                .create()
+                .map_err(|source| KafkaPipelineError::Create {
+                    what: "producer",
+                    source,
+                })?;
+        if cfg.processing.guarantee == Guarantee::ExactlyOnce {
+            producer
+                .init_transactions(Duration::from_millis(k.delivery_timeout_ms))
+                .map_err(|source| KafkaPipelineError::Transaction {
+                    step: "init",
+                    source,
+                })?;
+            info!(transactional_id = %cfg.processing.transactional_id, "transactions initialised");
+        }
+        let sink = Sink::new(
+            producer,
+            k.alerts_topic.clone(),
+            k.dead_letter_topic.clone(),
+        );
+        let changelog = if cfg.state.changelog {
+            Some(Changelog::new(&cfg)?)
+        } else {
+            None
+        };
+        Ok(Processor {
+            cfg,
+            metrics,
+            health,
+            sink,
+            changelog,
+            parts: Vec::new(),
+            alerts: Vec::new(),
+            pending: Vec::new(),
+            in_txn: false,
+            last_checkpoint: Instant::now(),
+            max_event_ms: None,
+            buf: Vec::new(),
+            fatal: None,
+            summary: RunSummary::default(),
+        })
+    }
+
+    fn eos(&self) -> bool {
+        self.cfg.processing.guarantee == Guarantee::ExactlyOnce
+    }
+
+    fn timeout(&self) -> Duration {
+        Duration::from_millis(self.cfg.kafka.delivery_timeout_ms)
+    }
+
+    /// Record an error met inside a rebalance callback (the first one wins).
+    pub fn set_fatal(&mut self, e: PipelineError) {
+        self.fatal.get_or_insert(e);
+    }
+
+    /// An error a rebalance callback ran into.
+    pub fn take_fatal(&mut self) -> Option<PipelineError> {
+        self.fatal.take()
+    }
+
+    fn producer(&self) -> &FutureProducer {
+        self.sink.producer()
+    }
+
+    /// Open a transaction before the first record of a checkpoint interval (exactly-once).
+    fn begin(&mut self) -> Result<(), PipelineError> {
+        if self.eos() && !self.in_txn {
+            self.producer().begin_transaction().map_err(|source| {
+                KafkaPipelineError::Transaction {
+                    step: "begin",
+                    source,
+                }
+            })?;
+            self.in_txn = true;
+        }
+        Ok(())
+    }
+
+    fn part_index(&mut self, topic: &str, partition: i32) -> Result<usize, PipelineError> {
+        if let Some(i) = self
+            .parts
+            .iter()
+            .position(|p| p.partition == partition && p.topic == topic)
+        {
+            return Ok(i);
+        }
+        // Not announced by a rebalance (cannot happen with subscribe): restore it now.
+        self.assign(&[(topic.to_string(), partition)])?;
+        Ok(self.parts.len() - 1)
+    }
+
+    /// Process one message.
+    pub fn handle(
+        &mut self,
+        m: &BorrowedMessage<'_>,
+        limits: &DecodeLimits,
+    ) -> Result<(), PipelineError> {
+        self.summary.messages += 1;
+        let (topic, partition, offset) = (m.topic(), m.partition(), m.offset());
+        let idx = self.part_index(topic, partition)?;
+        let payload = m.payload();
+        let decoded = match payload {
+            Some(p) => decode(p, limits),
+            None => Err(InvalidEvent {
+                reason: InvalidReason::NotJson,
+                detail: "empty (null) payload".into(),
+            }),
+        };
+        match decoded {
+            Ok(ev) => {
+                self.summary.events += 1;
+                self.max_event_ms = Some(self.max_event_ms.map_or(ev.ts_ms, |t| t.max(ev.ts_ms)));
+                let source = SourceRef {
+                    topic,
+                    partition,
+                    offset,
+                };
+                self.parts[idx]
+                    .state
+                    .on_event(&ev, Some(source), &mut self.alerts);
+                if let Some(ts) = m.timestamp().to_millis() {
+                    let lat = (now_ms() - ts).max(0) as f64 / 1000.0;
+                    self.metrics.decision_latency_seconds.observe(lat);
+                }
+            }
+            Err(inv) => {
+                self.summary.invalid += 1;
+                self.metrics
+                    .events_invalid_total
+                    .with_label_values(&[inv.reason.as_str()])
+                    .inc();
+                debug!(topic, partition, offset, reason = inv.reason.as_str(), detail = %inv.detail, "invalid event to dead-letter topic");
+                self.begin()?;
+                let ack = self.sink.send_dead_letter(DeadLetter {
+                    payload: payload.unwrap_or(&[]),
+                    key: m.key(),
+                    reason: inv.reason,
+                    detail: &inv.detail,
+                    topic,
+                    partition,
+                    offset,
+                })?;
+                self.pending.push(ack);
+            }
+        }
+        self.parts[idx].processed = Some(offset);
+        Ok(())
+    }
+
+    /// Hand the alerts decided so far to the producer.
+    pub fn emit(&mut self) -> Result<(), PipelineError> {
+        if self.alerts.is_empty() {
+            return Ok(());
+        }
+        self.begin()?;
+        for a in self.alerts.drain(..) {
+            debug!(customer_id = %a.customer_id, kind = a.kind.as_str(), tier = a.tier.as_str(), risk = a.risk_score, "alert");
+            self.pending.push(self.sink.send_alert(&a)?);
+            self.summary.alerts += 1;
+        }
+        Ok(())
+    }
+
+    /// After a chunk of messages: publish progress, emit alerts, and checkpoint when due.
+    pub fn after_chunk<C: ConsumerContext>(
+        &mut self,
+        consumer: &BaseConsumer<C>,
+    ) -> Result<(), PipelineError> {
+        self.summary.chunks += 1;
+        if let Some(t) = self.max_event_ms {
+            self.metrics
+                .last_event_timestamp_seconds
+                .set(t as f64 / 1000.0);
+        }
+        self.emit()?;
+        self.checkpoint_if_due(consumer)
+    }
+
+    fn checkpoint_if_due<C: ConsumerContext>(
+        &mut self,
+        consumer: &BaseConsumer<C>,
+    ) -> Result<(), PipelineError> {
+        let interval = Duration::from_millis(self.cfg.kafka.commit_interval_ms);
+        if self.last_checkpoint.elapsed() >= interval || self.pending.len() >= MAX_PENDING {
+            self.checkpoint(consumer, CommitMode::Async)?;
+        }
+        Ok(())
+    }
+
+    /// Periodic work without messages: idle partitions advance with the wall clock, gauges.
+    pub fn tick<C: ConsumerContext>(
+        &mut self,
+        consumer: &BaseConsumer<C>,
+    ) -> Result<(), PipelineError> {
+        let now = Instant::now();
+        for p in self.parts.iter_mut() {
+            p.state.on_idle(now, &mut self.alerts);
+        }
+        if let Some(wm) = self
+            .parts
+            .iter()
+            .filter_map(|p| p.state.watermark_ms())
+            .min()
+        {
+            self.metrics
+                .watermark_timestamp_seconds
+                .set(wm as f64 / 1000.0);
+        }
+        self.emit()?;
+        self.checkpoint_if_due(consumer)
+    }
+
+    /// Make everything processed so far durable (see the module doc).
+    pub fn checkpoint<C: ConsumerContext>(
+        &mut self,
+        consumer: &BaseConsumer<C>,
+        mode: CommitMode,
+    ) -> Result<(), PipelineError> {
+        let start = Instant::now();
+        let result = if self.eos() {
+            self.checkpoint_transaction(consumer)
+        } else {
+            self.checkpoint_acknowledged(consumer, mode)
+        };
+        self.last_checkpoint = Instant::now();
+        self.metrics
+            .checkpoint_duration_seconds
+            .observe(start.elapsed().as_secs_f64());
+        let label = if result.is_ok() { "ok" } else { "failed" };
+        self.metrics
+            .checkpoints_total
+            .with_label_values(&[label])
+            .inc();
+        if result.is_ok() {
+            self.summary.checkpoints += 1;
+        }
+        result
+    }
+
+    fn checkpoint_acknowledged<C: ConsumerContext>(
+        &mut self,
+        consumer: &BaseConsumer<C>,
+        mode: CommitMode,
+    ) -> Result<(), PipelineError> {
+        let acks = std::mem::take(&mut self.pending);
+        self.wait(acks)?;
+        let acks = self.write_changelog()?;
+        self.wait(acks)?;
+        let Some(tpl) = self.offsets_to_commit() else {
+            return Ok(());
+        };
+        match consumer.commit(&tpl, mode) {
+            Ok(()) => {
+                if matches!(mode, CommitMode::Sync) {
+                    self.metrics.offsets_committed_total.inc();
+                }
+                self.mark_committed();
+                Ok(())
+            }
+            // Nothing new, or the partitions moved on meanwhile: their new owner re-reads.
+            Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => Ok(()),
+            Err(e) => {
+                warn!(error = %e, "offset commit failed; the events since the last commit will be re-read by the next owner");
+                Ok(())
+            }
+        }
+    }
+
+    fn checkpoint_transaction<C: ConsumerContext>(
+        &mut self,
+        consumer: &BaseConsumer<C>,
+    ) -> Result<(), PipelineError> {
+        let dirty = self.parts.iter().any(|p| p.state.dirty_len() > 0);
+        let offsets = self.offsets_to_commit();
+        if !self.in_txn && !dirty && offsets.is_none() {
+            return Ok(());
+        }
+        self.begin()?;
+        let result = self.commit_transaction(consumer, offsets);
+        if let Err(e) = &result {
+            error!(error = %e, "transaction failed; aborting it");
+            if let Err(abort) = self.producer().abort_transaction(self.timeout()) {
+                warn!(error = %abort, "abort failed");
+            }
+            self.in_txn = false;
+        }
+        result
+    }
+
+    fn commit_transaction<C: ConsumerContext>(
+        &mut self,
+        consumer: &BaseConsumer<C>,
+        offsets: Option<TopicPartitionList>,
+    ) -> Result<(), PipelineError> {
+        // Delivery is settled by the commit; the individual acknowledgements are not needed.
+        let _ = self.write_changelog()?;
+        self.pending.clear();
+        let step =
+            |step: &'static str| move |source| KafkaPipelineError::Transaction { step, source };
+        if let Some(tpl) = &offsets {
+            let group = consumer
+                .group_metadata()
+                .ok_or(KafkaPipelineError::Transaction {
+                    step: "group metadata",
+                    source: KafkaError::ConsumerCommit(RDKafkaErrorCode::UnknownMemberId),
+                })?;
+            self.producer()
+                .send_offsets_to_transaction(tpl, &group, self.timeout())
+                .map_err(step("send offsets"))?;
+        }
+        self.producer()
+            .commit_transaction(self.timeout())
+            .map_err(step("commit"))?;
+        self.in_txn = false;
+        if offsets.is_some() {
+            self.metrics.offsets_committed_total.inc();
+            self.mark_committed();
+        }
+        Ok(())
+    }
+
+    /// Wait for acknowledgements; the first failure is an error.
+    fn wait(&self, acks: Vec<PendingAck>) -> Result<(), KafkaPipelineError> {
+        for ack in acks {
+            let err = match block_on(ack.future) {
+                Ok(Ok(_)) => continue,
+                Ok(Err((e, _))) => e,
+                Err(_) => KafkaError::Canceled,
+            };
+            self.metrics.delivery_errors_total.inc();
+            return Err(KafkaPipelineError::Delivery {
+                topic: ack.topic.to_string(),
+                source: err,
+            });
+        }
+        Ok(())
+    }
+
+    /// Produce the changed customers and the progress of every partition that moved.
+    fn write_changelog(&mut self) -> Result<Vec<PendingAck>, PipelineError> {
+        let mut acks = Vec::new();
+        if self.changelog.is_none() {
+            return Ok(acks);
+        }
+        let mut records = 0u64;
+        for part in &mut self.parts {
+            if part.state.dirty_len() == 0 && part.processed == part.committed {
+                continue;
+            }
+            let at = part.processed.unwrap_or(-1);
+            let mut failed = None;
+            let (sink, buf) = (&self.sink, &mut self.buf);
+            part.state.drain_dirty(|id, c| {
+                if failed.is_some() {
+                    return;
+                }
+                buf.clear();
+                buf.push(FORMAT);
+                postcard::to_io(
+                    &StoredCustomerRef {
+                        applied_offset: at,
+                        state: c,
+                    },
+                    &mut *buf,
+                )
+                .expect("a Vec takes any write");
+                match sink.send_changelog(
+                    &part.changelog_topic,
+                    part.partition,
+                    id.as_bytes(),
+                    Some(buf),
+                ) {
+                    Ok(a) => acks.push(a),
+                    Err(e) => failed = Some(e),
+                }
+            });
+            if let Some(e) = failed {
+                return Err(e.into());
+            }
+            records += acks.len() as u64;
+            let progress = encode_partition(&part.state.progress(at));
+            acks.push(self.sink.send_changelog(
+                &part.changelog_topic,
+                part.partition,
+                META_KEY,
+                Some(&progress),
+            )?);
+        }
+        self.metrics
+            .changelog_records_total
+            .inc_by(records + self.parts.len() as u64);
+        Ok(acks)
+    }
+
+    fn offsets_to_commit(&self) -> Option<TopicPartitionList> {
+        let mut tpl = TopicPartitionList::new();
+        for p in &self.parts {
+            if let Some(at) = p.processed.filter(|&at| Some(at) != p.committed) {
+                tpl.add_partition_offset(&p.topic, p.partition, Offset::Offset(at + 1))
+                    .expect("a fresh list takes any partition");
+            }
+        }
+        (tpl.count() > 0).then_some(tpl)
+    }
+
+    fn mark_committed(&mut self) {
+        for p in &mut self.parts {
+            p.committed = p.processed;
+        }
+    }
+
+    /// Partitions are being taken away: checkpoint (unless they are already lost to another
+    /// member), then drop their state.
+    pub fn revoke<C: ConsumerContext>(
+        &mut self,
+        consumer: &BaseConsumer<C>,
+        revoked: &[(String, i32)],
+    ) {
+        if consumer.assignment_lost() {
+            warn!(partitions = ?revoked, "assignment lost: dropping the partitions' uncommitted work");
+            if self.in_txn {
+                let _ = self.producer().abort_transaction(self.timeout());
+                self.in_txn = false;
+            }
+            self.pending.clear();
+        } else if let Err(e) = self
+            .emit()
+            .and_then(|()| self.checkpoint(consumer, CommitMode::Sync))
+        {
+            self.fatal.get_or_insert(e);
+        }
+        self.parts.retain(|p| {
+            !revoked
+                .iter()
+                .any(|(t, q)| *q == p.partition && *t == p.topic)
+        });
+        self.metrics
+            .partitions_assigned
+            .set(self.parts.len() as i64);
+        if self.parts.is_empty() {
+            self.health.set_ready(false);
+            self.metrics.ready.set(0);
+        }
+    }
+
+    /// Partitions were assigned: restore each from its changelog before it is processed.
+    pub fn assign(&mut self, assigned: &[(String, i32)]) -> Result<(), PipelineError> {
+        let start = Instant::now();
+        let new: Vec<(String, i32)> = assigned
+            .iter()
+            .filter(|(t, p)| {
+                !self
+                    .parts
+                    .iter()
+                    .any(|q| q.partition == *p && q.topic == *t)
+            })
+            .cloned()
+            .collect();
+        self.metrics.restoring_partitions.set(new.len() as i64);
+        let mut topics: Vec<&str> = new.iter().map(|(t, _)| t.as_str()).collect();
+        topics.dedup();
+        let result = (|| {
+            for topic in topics {
+                let partitions: Vec<i32> = new
+                    .iter()
+                    .filter(|(t, _)| t == topic)
+                    .map(|(_, p)| *p)
+                    .collect();
+                self.restore_topic(topic, &partitions)?;
+            }
+            Ok(())
+        })();
+        self.metrics.restoring_partitions.set(0);
+        if !new.is_empty() {
+            self.metrics
+                .restore_duration_seconds
+                .observe(start.elapsed().as_secs_f64());
+        }
+        self.metrics
+            .partitions_assigned
+            .set(self.parts.len() as i64);
+        if result.is_ok() && !self.parts.is_empty() {
+            self.health.set_ready(true);
+            self.metrics.ready.set(1);
+        }
+        result
+    }
+
+    fn restore_topic(&mut self, topic: &str, partitions: &[i32]) -> Result<(), PipelineError> {
+        let cl_topic = changelog_topic(&self.cfg.kafka.group_id, topic);
+        let mut stores: Vec<(FxHashMap<String, StoredCustomer>, Option<StoredPartition>)> =
+            partitions.iter().map(|_| Default::default()).collect();
+        let started = Instant::now();
+        let counts = match &mut self.changelog {
+            Some(cl) => {
+                cl.ensure(topic, &cl_topic)?;
+                let metrics = &self.metrics;
+                cl.restore(&cl_topic, partitions, |p, rec| {
+                    metrics.restore_records_total.inc();
+                    let Some(i) = partitions.iter().position(|&q| q == p) else {
+                        return;
+                    };
+                    let (customers, progress) = &mut stores[i];
+                    match rec {
+                        Record::Customer(id, c) => {
+                            customers.insert(id, *c);
+                        }
+                        Record::Removed(id) => {
+                            customers.remove(&id);
+                        }
+                        Record::Partition(p) => *progress = Some(p),
+                    }
+                })?
+            }
+            None => vec![Default::default(); partitions.len()],
+        };
+        for ((&partition, (customers, progress)), count) in
+            partitions.iter().zip(stores).zip(counts)
+        {
+            let mut state = PartitionState::new(self.cfg.clone(), &self.metrics);
+            let n = customers.len();
+            state.restore(customers, progress);
+            self.metrics.restored_customers_total.inc_by(n as u64);
+            if self.changelog.is_some() {
+                info!(
+                    topic,
+                    partition,
+                    changelog = %cl_topic,
+                    customers = n,
+                    records = count.records,
+                    bytes = count.bytes,
+                    resume_after_offset = progress.map(|p| p.applied_offset),
+                    secs = started.elapsed().as_secs_f64(),
+                    "partition state restored"
+                );
+            }
+            let processed = progress.map(|p| p.applied_offset).filter(|&o| o >= 0);
+            self.parts.push(Part {
+                topic: topic.to_string(),
+                partition,
+                changelog_topic: cl_topic.clone(),
+                state,
+                processed,
+                committed: processed,
+            });
+        }
+        Ok(())
+    }
+
+    /// Stop after a failure: abort the open transaction, make nothing more durable.
+    pub fn abandon(&mut self) {
+        if self.in_txn {
+            let _ = self.producer().abort_transaction(self.timeout());
+            self.in_txn = false;
+        }
+        self.pending.clear();
+        self.parts.clear();
+        self.metrics.partitions_assigned.set(0);
+    }
+
+    /// Final checkpoint at shutdown; the partitions' customers leave the gauges.
+    pub fn close<C: ConsumerContext>(
+        &mut self,
+        consumer: &BaseConsumer<C>,
+    ) -> Result<(), PipelineError> {
+        let r = self
+            .emit()
+            .and_then(|()| self.checkpoint(consumer, CommitMode::Sync));
+        if r.is_err() && self.in_txn {
+            let _ = self.producer().abort_transaction(self.timeout());
+            self.in_txn = false;
+        }
+        self.parts.clear();
+        self.metrics.partitions_assigned.set(0);
+        if let Err(e) = self.sink.flush(self.timeout()) {
+            warn!(error = %e, "producer flush incomplete");
+        }
+        r
+    }
+}

@@ -1,0 +1,317 @@
+//! Changelog topics: their names, their creation (compacted, co-partitioned with the events
+//! topic) and the restore of a partition's customers from them.
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use futures::executor::block_on;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer, DefaultConsumerContext};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::Message;
+use rdkafka::{Offset, TopicPartitionList};
+use thiserror::Error;
+use tracing::{debug, info, warn};
+
+use super::record::{decode, Record, RecordError};
+use crate::config::Config;
+use crate::kafka::base_config;
+
+/// How long metadata requests may take.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a CreateTopics request may take before broker-side auto-creation is tried (some
+/// brokers, librdkafka's mock cluster among them, do not answer it).
+const CREATE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The changelog topic of an events topic: `<group_id>-<events topic>-changelog`.
+pub fn changelog_topic(group_id: &str, events_topic: &str) -> String {
+    format!("{group_id}-{events_topic}-changelog")
+}
+
+#[derive(Debug, Error)]
+pub enum StateError {
+    #[error("cannot create the {what}: {source}")]
+    Create {
+        what: &'static str,
+        #[source]
+        source: KafkaError,
+    },
+    #[error("metadata of {topic}: {source}")]
+    Metadata {
+        topic: String,
+        #[source]
+        source: KafkaError,
+    },
+    #[error("topic {0} does not exist")]
+    NoTopic(String),
+    #[error("cannot create changelog topic {topic}: {code}")]
+    CreateTopic {
+        topic: String,
+        code: RDKafkaErrorCode,
+    },
+    #[error(
+        "changelog topic {changelog} has {has} partitions, but {events} has {needs}: \
+         they must be co-partitioned"
+    )]
+    NotCoPartitioned {
+        changelog: String,
+        has: usize,
+        events: String,
+        needs: usize,
+    },
+    #[error("restoring {topic} [{partition}]: {source}")]
+    Read {
+        topic: String,
+        partition: i32,
+        #[source]
+        source: KafkaError,
+    },
+    #[error("restoring {topic} [{partition}] offset {offset}: {source}")]
+    Corrupt {
+        topic: String,
+        partition: i32,
+        offset: i64,
+        #[source]
+        source: RecordError,
+    },
+    #[error("restore not finished after {0:?} ({1} partitions left)")]
+    Timeout(Duration, usize),
+}
+
+/// What one partition's restore read.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RestoreCount {
+    pub records: u64,
+    pub bytes: u64,
+}
+
+/// Creates changelog topics when missing and reads them back.
+pub struct Changelog {
+    admin: AdminClient<DefaultClientContext>,
+    reader: BaseConsumer<DefaultConsumerContext>,
+    /// A client whose metadata requests let the broker auto-create topics.
+    auto_create: BaseConsumer<DefaultConsumerContext>,
+    replication: i32,
+    timeout: Duration,
+    known: HashSet<String>,
+}
+
+impl Changelog {
+    pub fn new(cfg: &Config) -> Result<Self, StateError> {
+        let k = &cfg.kafka;
+        let admin = base_config(k)
+            .create()
+            .map_err(|source| StateError::Create {
+                what: "admin client",
+                source,
+            })?;
+        let mut rc = base_config(k);
+        rc.set("group.id", format!("{}-restore", k.group_id))
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("enable.partition.eof", "true")
+            .set("isolation.level", "read_committed")
+            .set("auto.offset.reset", "earliest");
+        let reader = rc.create().map_err(|source| StateError::Create {
+            what: "restore consumer",
+            source,
+        })?;
+        let mut ac = base_config(k);
+        ac.set("group.id", format!("{}-restore", k.group_id))
+            .set("enable.auto.commit", "false")
+            .set("allow.auto.create.topics", "true");
+        let auto_create = ac.create().map_err(|source| StateError::Create {
+            what: "metadata client",
+            source,
+        })?;
+        Ok(Changelog {
+            admin,
+            reader,
+            auto_create,
+            replication: cfg.state.changelog_replication_factor,
+            timeout: cfg.state.restore_timeout,
+            known: HashSet::new(),
+        })
+    }
+
+    fn partitions(&self, topic: &str) -> Result<Option<usize>, StateError> {
+        let md = self
+            .reader
+            .fetch_metadata(Some(topic), REQUEST_TIMEOUT)
+            .map_err(|source| StateError::Metadata {
+                topic: topic.to_string(),
+                source,
+            })?;
+        Ok(md
+            .topics()
+            .iter()
+            .find(|t| t.name() == topic)
+            .filter(|t| t.error().is_none() && !t.partitions().is_empty())
+            .map(|t| t.partitions().len()))
+    }
+
+    /// Make sure `changelog` exists with as many partitions as `events`: create it (compacted)
+    /// when missing, refuse one that is not co-partitioned.
+    pub fn ensure(&mut self, events: &str, changelog: &str) -> Result<(), StateError> {
+        if self.known.contains(changelog) {
+            return Ok(());
+        }
+        let needs = self
+            .partitions(events)?
+            .ok_or_else(|| StateError::NoTopic(events.to_string()))?;
+        let has = match self.partitions(changelog)? {
+            Some(n) => n,
+            None => {
+                let spec = NewTopic::new(
+                    changelog,
+                    needs as i32,
+                    TopicReplication::Fixed(self.replication),
+                )
+                .set("cleanup.policy", "compact");
+                let res = block_on(
+                    self.admin.create_topics(
+                        [&spec],
+                        &AdminOptions::new()
+                            .operation_timeout(Some(CREATE_TIMEOUT))
+                            .request_timeout(Some(CREATE_TIMEOUT)),
+                    ),
+                );
+                match res {
+                    Ok(results) => {
+                        for r in results {
+                            match r {
+                                Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                                Err((topic, code)) => {
+                                    return Err(StateError::CreateTopic { topic, code })
+                                }
+                            }
+                        }
+                        info!(
+                            topic = changelog,
+                            partitions = needs,
+                            "changelog topic created"
+                        );
+                    }
+                    Err(e) => {
+                        // No CreateTopics: ask for the topic's metadata, which brokers that
+                        // auto-create topics answer by creating it (with their default
+                        // partition count, checked below).
+                        warn!(topic = changelog, error = %e, "CreateTopics failed; trying the broker's topic auto-creation");
+                        let _ = self
+                            .auto_create
+                            .fetch_metadata(Some(changelog), REQUEST_TIMEOUT);
+                    }
+                }
+                // Wait until the new topic's metadata is visible.
+                let start = Instant::now();
+                loop {
+                    if let Some(n) = self.partitions(changelog)? {
+                        break n;
+                    }
+                    if start.elapsed() > REQUEST_TIMEOUT {
+                        return Err(StateError::NoTopic(changelog.to_string()));
+                    }
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+            }
+        };
+        if has != needs {
+            return Err(StateError::NotCoPartitioned {
+                changelog: changelog.to_string(),
+                has,
+                events: events.to_string(),
+                needs,
+            });
+        }
+        self.known.insert(changelog.to_string());
+        Ok(())
+    }
+
+    /// Read partitions `partitions` of changelog `topic` from their beginning to their end
+    /// (committed records only), handing each record to `apply(partition, record)`. Returns
+    /// what each partition held.
+    pub fn restore(
+        &self,
+        topic: &str,
+        partitions: &[i32],
+        mut apply: impl FnMut(i32, Record),
+    ) -> Result<Vec<RestoreCount>, StateError> {
+        let read_err = |partition: i32| {
+            move |source| StateError::Read {
+                topic: topic.to_string(),
+                partition,
+                source,
+            }
+        };
+        let mut counts = vec![RestoreCount::default(); partitions.len()];
+        let mut left = vec![false; partitions.len()];
+        let mut tpl = TopicPartitionList::new();
+        for (i, &p) in partitions.iter().enumerate() {
+            let (lo, hi) = self
+                .reader
+                .fetch_watermarks(topic, p, REQUEST_TIMEOUT)
+                .map_err(read_err(p))?;
+            if hi > lo {
+                left[i] = true;
+                tpl.add_partition_offset(topic, p, Offset::Beginning)
+                    .expect("a fresh list takes any partition");
+            }
+        }
+        let mut remaining = left.iter().filter(|l| **l).count();
+        if remaining == 0 {
+            return Ok(counts);
+        }
+        self.reader.assign(&tpl).map_err(read_err(partitions[0]))?;
+        let index = |p: i32| partitions.iter().position(|&q| q == p);
+        let start = Instant::now();
+        let result = loop {
+            if remaining == 0 {
+                break Ok(());
+            }
+            if start.elapsed() > self.timeout {
+                break Err(StateError::Timeout(self.timeout, remaining));
+            }
+            match self.reader.poll(Duration::from_millis(100)) {
+                None => {}
+                Some(Ok(m)) => {
+                    let Some(i) = index(m.partition()) else {
+                        continue;
+                    };
+                    counts[i].records += 1;
+                    counts[i].bytes += m.payload_len() as u64;
+                    match decode(m.key(), m.payload()) {
+                        Ok(r) => apply(m.partition(), r),
+                        Err(source) => {
+                            break Err(StateError::Corrupt {
+                                topic: topic.to_string(),
+                                partition: m.partition(),
+                                offset: m.offset(),
+                                source,
+                            })
+                        }
+                    }
+                }
+                // librdkafka reports the end once the position reaches the last committed
+                // record (the last stable offset under read_committed).
+                Some(Err(KafkaError::PartitionEOF(p))) => {
+                    if let Some(i) = index(p) {
+                        if left[i] {
+                            left[i] = false;
+                            remaining -= 1;
+                            debug!(
+                                topic,
+                                partition = p,
+                                records = counts[i].records,
+                                "changelog partition read"
+                            );
+                        }
+                    }
+                }
+                Some(Err(e)) => break Err(read_err(partitions[0])(e)),
+            }
+        };
+        let _ = self.reader.unassign();
+        result.map(|()| counts)
+    }
+}

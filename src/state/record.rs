@@ -1,0 +1,173 @@
+//! The changelog's records: what one customer's state, or one partition's progress, looks like
+//! on the wire.
+//!
+//! - Key: the customer id's UTF-8 bytes; or [`META_KEY`] (not valid UTF-8, so no customer id
+//!   can collide with it) for the partition's own record.
+//! - Value: one format byte ([`FORMAT`]) then the state in `postcard` (compact, varint
+//!   integers). A null value (tombstone) is an evicted customer.
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+use crate::customer::CustomerState;
+
+/// Key of the partition's progress record.
+pub const META_KEY: &[u8] = b"\xff__churnwatch_partition__";
+/// Version of the value encoding; bumped when the state's layout changes.
+pub const FORMAT: u8 = 1;
+
+/// A customer's state as of a checkpoint.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoredCustomer {
+    /// Offset of the last input record of the partition whose effects the state holds: on
+    /// restore, re-read input up to it is not applied to this customer again.
+    pub applied_offset: i64,
+    pub state: CustomerState,
+}
+
+/// A partition's progress as of a checkpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredPartition {
+    pub applied_offset: i64,
+    pub stream_time_ms: Option<i64>,
+}
+
+/// One decoded changelog record.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Record {
+    Customer(String, Box<StoredCustomer>),
+    /// The customer was evicted.
+    Removed(String),
+    Partition(StoredPartition),
+}
+
+#[derive(Debug, Error)]
+pub enum RecordError {
+    #[error("changelog record without a key")]
+    NoKey,
+    #[error("changelog key is not a customer id (not UTF-8)")]
+    BadKey,
+    #[error("changelog record of format {0}, this build reads format {FORMAT}")]
+    Format(u8),
+    #[error("changelog record is empty")]
+    Empty,
+    #[error("changelog record does not decode: {0}")]
+    Decode(#[from] postcard::Error),
+}
+
+pub fn encode_customer(out: &mut Vec<u8>, c: &StoredCustomer) {
+    out.clear();
+    out.push(FORMAT);
+    postcard::to_io(c, &mut *out).expect("a Vec takes any write");
+}
+
+pub fn encode_partition(p: &StoredPartition) -> Vec<u8> {
+    let mut out = vec![FORMAT];
+    postcard::to_io(p, &mut out).expect("a Vec takes any write");
+    out
+}
+
+pub fn decode(key: Option<&[u8]>, value: Option<&[u8]>) -> Result<Record, RecordError> {
+    let key = key.ok_or(RecordError::NoKey)?;
+    let body = |v: &[u8]| -> Result<Vec<u8>, RecordError> {
+        match v.split_first() {
+            None => Err(RecordError::Empty),
+            Some((&FORMAT, rest)) => Ok(rest.to_vec()),
+            Some((&f, _)) => Err(RecordError::Format(f)),
+        }
+    };
+    if key == META_KEY {
+        let v = value.ok_or(RecordError::Empty)?;
+        return Ok(Record::Partition(postcard::from_bytes(&body(v)?)?));
+    }
+    let id = std::str::from_utf8(key)
+        .map_err(|_| RecordError::BadKey)?
+        .to_string();
+    match value {
+        None => Ok(Record::Removed(id)),
+        Some(v) => Ok(Record::Customer(
+            id,
+            Box::new(postcard::from_bytes(&body(v)?)?),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::event::{Activity, Event};
+    use std::borrow::Cow;
+
+    #[test]
+    fn customer_and_partition_records_round_trip() {
+        let cfg = Config::default();
+        let mut c = CustomerState::new(&cfg, 1_700_000_000_000);
+        for i in 0..40 {
+            c.apply(
+                &Event {
+                    customer_id: Cow::Borrowed("c1"),
+                    ts_ms: 1_700_000_000_000 + i * 7_200_000,
+                    activity: if i % 5 == 0 {
+                        Activity::Purchase { amount: 12.5 }
+                    } else {
+                        Activity::Visit
+                    },
+                    event_id: None,
+                },
+                &cfg,
+            );
+        }
+        c.next_check_ms = Some(1_700_100_000_000);
+        let stored = StoredCustomer {
+            applied_offset: 41,
+            state: c,
+        };
+        let mut buf = Vec::new();
+        encode_customer(&mut buf, &stored);
+        assert_eq!(buf[0], FORMAT);
+        match decode(Some(b"c1"), Some(&buf)).unwrap() {
+            Record::Customer(id, back) => {
+                assert_eq!(id, "c1");
+                assert_eq!(*back, stored);
+            }
+            other => panic!("{other:?}"),
+        }
+        let p = StoredPartition {
+            applied_offset: 7,
+            stream_time_ms: Some(5),
+        };
+        assert_eq!(
+            decode(Some(META_KEY), Some(&encode_partition(&p))).unwrap(),
+            Record::Partition(p)
+        );
+        assert_eq!(
+            decode(Some(b"gone"), None).unwrap(),
+            Record::Removed("gone".into())
+        );
+    }
+
+    #[test]
+    fn foreign_records_are_errors_not_panics() {
+        assert!(matches!(
+            decode(None, Some(b"\x01")),
+            Err(RecordError::NoKey)
+        ));
+        assert!(matches!(
+            decode(Some(b"\xfe"), Some(b"\x01")),
+            Err(RecordError::BadKey)
+        ));
+        assert!(matches!(
+            decode(Some(b"c"), Some(b"\x09abc")),
+            Err(RecordError::Format(9))
+        ));
+        assert!(matches!(
+            decode(Some(b"c"), Some(b"\x01\xff")),
+            Err(RecordError::Decode(_))
+        ));
+        assert!(matches!(
+            decode(Some(b"c"), Some(b"")),
+            Err(RecordError::Empty)
+        ));
+    }
+}
