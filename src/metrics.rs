@@ -39,6 +39,7 @@ pub struct Metrics {
     pub restore_records_total: IntCounter,
     pub restored_customers_total: IntCounter,
     pub restoring_partitions: IntGauge,
+    pub recoveries_total: IntCounter,
     pub config_info: IntGaugeVec,
     pub build_info: IntGaugeVec,
     pub ready: IntGauge,
@@ -206,6 +207,11 @@ impl Metrics {
             restoring_partitions: reg!(IntGauge::with_opts(opts(
                 "restoring_partitions",
                 "Partitions being restored from their changelog right now (not yet processing)."
+            ))
+            .unwrap()),
+            recoveries_total: reg!(IntCounter::with_opts(opts(
+                "recoveries_total",
+                "Rewinds to the last checkpoint after a transient failure (a record the broker did not take, a failed transaction), without a restart."
             ))
             .unwrap()),
             config_info: reg!(IntGaugeVec::new(

@@ -25,7 +25,7 @@ use crate::event::Event;
 use crate::metrics::{HotMetrics, Metrics};
 use crate::scoring::{inactivity_reason, Lifecycle, Scorer, SignalScorer};
 use crate::state::record::{StoredCustomer, StoredPartition};
-use crate::timers::{next_grid_time, Timers};
+use crate::timers::{next_grid_time, rearmed, Timers};
 use crate::window::Placement;
 
 /// What happened to one event.
@@ -102,10 +102,17 @@ impl PartitionState {
     }
 
     /// Hand every customer changed since the last call to `f`, and forget that they changed.
-    pub fn drain_dirty(&mut self, mut f: impl FnMut(&str, &CustomerState)) {
+    /// The third argument is, right after a restore, the input offset the customer's restored
+    /// state already held (its state holds at least that much, whatever the partition has
+    /// re-read since).
+    pub fn drain_dirty(&mut self, mut f: impl FnMut(&str, &CustomerState, Option<i64>)) {
         for slot in self.dirty.drain(..) {
             self.dirty_bits[slot as usize / 64] &= !(1 << (slot % 64));
-            f(&self.ids[slot as usize], &self.customers[slot as usize]);
+            f(
+                &self.ids[slot as usize],
+                &self.customers[slot as usize],
+                self.applied.get(&slot).copied(),
+            );
         }
     }
 
@@ -133,10 +140,7 @@ impl PartitionState {
             // Timers that fired since this state was written without changing it: move the
             // due time past the watermark on the shared grid, as the firing would have.
             if let (Some(due), Some(wm)) = (c.next_check_ms, wm) {
-                if due <= wm {
-                    let steps = (wm - due) / interval + 1;
-                    c.next_check_ms = Some(due + steps * interval);
-                }
+                c.next_check_ms = Some(rearmed(due, wm, interval));
             }
             if let Some(due) = c.next_check_ms {
                 self.timers.schedule(due, slot);

@@ -110,6 +110,7 @@ fn run_blocking(
         invalid = summary.invalid,
         alerts = summary.alerts,
         checkpoints = summary.checkpoints,
+        recoveries = summary.recoveries,
         "pipeline stopped"
     );
     if let Err(e) = &result {
@@ -119,6 +120,22 @@ fn run_blocking(
 }
 
 fn consume<'a>(
+    cfg: &Config,
+    consumer: &BaseConsumer<ConsumerCtx>,
+    lock: &dyn Fn() -> std::sync::MutexGuard<'a, Processor>,
+    shutdown: &CancellationToken,
+) -> Result<(), PipelineError> {
+    loop {
+        match consume_until_error(cfg, consumer, lock, shutdown) {
+            Ok(()) => return Ok(()),
+            // A broker that went away (and a record it did not take): rewind in place.
+            Err(e) if e.is_transient() => lock().recover(consumer, &e)?,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+fn consume_until_error<'a>(
     cfg: &Config,
     consumer: &BaseConsumer<ConsumerCtx>,
     lock: &dyn Fn() -> std::sync::MutexGuard<'a, Processor>,

@@ -50,6 +50,20 @@ pub enum PipelineError {
     State(#[from] StateError),
 }
 
+impl PipelineError {
+    /// Whether rewinding to the last checkpoint can get past it (a broker that did not take a
+    /// record or a transaction that failed; not a bad config or a corrupt changelog).
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            PipelineError::Kafka(
+                KafkaPipelineError::Delivery { .. } | KafkaPipelineError::Transaction { .. }
+            ) | PipelineError::Sink(_)
+                | PipelineError::State(StateError::Read { .. } | StateError::Metadata { .. })
+        )
+    }
+}
+
 /// Counts of one run.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct RunSummary {
@@ -60,7 +74,14 @@ pub struct RunSummary {
     pub invalid: u64,
     pub alerts: u64,
     pub checkpoints: u64,
+    /// Rewinds to the last checkpoint after a transient failure.
+    pub recoveries: u64,
 }
+
+/// Attempts to restore after a transient failure before the pipeline gives up, and the pause
+/// between them.
+const RECOVERY_ATTEMPTS: u32 = 60;
+const RECOVERY_PAUSE: Duration = Duration::from_secs(2);
 
 /// Acknowledgements outstanding beyond which a checkpoint is taken early (bounds memory and
 /// the work a crash can make the pipeline redo).
@@ -72,9 +93,11 @@ struct Part {
     partition: i32,
     changelog_topic: String,
     state: PartitionState,
-    /// Offset of the last message processed.
+    /// Offset of the last message processed since the assignment.
     processed: Option<i64>,
-    /// Offset of the last message whose effects are committed.
+    /// Offset of the last message whose effects the restored state held (-1: none).
+    restored_at: i64,
+    /// Offset of the last message this instance committed (None: nothing yet).
     committed: Option<i64>,
 }
 
@@ -93,6 +116,8 @@ pub struct Processor {
     sink: Sink,
     changelog: Option<Changelog>,
     parts: Vec<Part>,
+    /// The consumer's assignment (a superset of `parts` while a restore is failing).
+    assigned: Vec<(String, i32)>,
     alerts: Vec<Alert>,
     pending: Vec<PendingAck>,
     in_txn: bool,
@@ -146,6 +171,7 @@ impl Processor {
             sink,
             changelog,
             parts: Vec::new(),
+            assigned: Vec::new(),
             alerts: Vec::new(),
             pending: Vec::new(),
             in_txn: false,
@@ -299,7 +325,7 @@ impl Processor {
     ) -> Result<(), PipelineError> {
         let interval = Duration::from_millis(self.cfg.kafka.commit_interval_ms);
         if self.last_checkpoint.elapsed() >= interval || self.pending.len() >= MAX_PENDING {
-            self.checkpoint(consumer, CommitMode::Async)?;
+            self.checkpoint(consumer)?;
         }
         Ok(())
     }
@@ -331,13 +357,12 @@ impl Processor {
     pub fn checkpoint<C: ConsumerContext>(
         &mut self,
         consumer: &BaseConsumer<C>,
-        mode: CommitMode,
     ) -> Result<(), PipelineError> {
         let start = Instant::now();
         let result = if self.eos() {
             self.checkpoint_transaction(consumer)
         } else {
-            self.checkpoint_acknowledged(consumer, mode)
+            self.checkpoint_acknowledged(consumer)
         };
         self.last_checkpoint = Instant::now();
         self.metrics
@@ -357,7 +382,6 @@ impl Processor {
     fn checkpoint_acknowledged<C: ConsumerContext>(
         &mut self,
         consumer: &BaseConsumer<C>,
-        mode: CommitMode,
     ) -> Result<(), PipelineError> {
         let acks = std::mem::take(&mut self.pending);
         self.wait(acks)?;
@@ -366,18 +390,17 @@ impl Processor {
         let Some(tpl) = self.offsets_to_commit() else {
             return Ok(());
         };
-        match consumer.commit(&tpl, mode) {
+        // Synchronous, so that a failed commit is retried at the next checkpoint.
+        match consumer.commit(&tpl, CommitMode::Sync) {
             Ok(()) => {
-                if matches!(mode, CommitMode::Sync) {
-                    self.metrics.offsets_committed_total.inc();
-                }
+                self.metrics.offsets_committed_total.inc();
                 self.mark_committed();
                 Ok(())
             }
             // Nothing new, or the partitions moved on meanwhile: their new owner re-reads.
             Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => Ok(()),
             Err(e) => {
-                warn!(error = %e, "offset commit failed; the events since the last commit will be re-read by the next owner");
+                warn!(error = %e, "offset commit failed; retried at the next checkpoint");
                 Ok(())
             }
         }
@@ -461,13 +484,15 @@ impl Processor {
         }
         let mut records = 0u64;
         for part in &mut self.parts {
-            if part.state.dirty_len() == 0 && part.processed == part.committed {
+            if part.state.dirty_len() == 0
+                && (part.processed.is_none() || part.processed == part.committed)
+            {
                 continue;
             }
-            let at = part.processed.unwrap_or(-1);
+            let at = part.processed.unwrap_or(part.restored_at);
             let mut failed = None;
             let (sink, buf) = (&self.sink, &mut self.buf);
-            part.state.drain_dirty(|id, c| {
+            part.state.drain_dirty(|id, c, restored| {
                 if failed.is_some() {
                     return;
                 }
@@ -475,7 +500,7 @@ impl Processor {
                 buf.push(FORMAT);
                 postcard::to_io(
                     &StoredCustomerRef {
-                        applied_offset: at,
+                        applied_offset: restored.map_or(at, |r| r.max(at)),
                         state: c,
                     },
                     &mut *buf,
@@ -540,10 +565,7 @@ impl Processor {
                 self.in_txn = false;
             }
             self.pending.clear();
-        } else if let Err(e) = self
-            .emit()
-            .and_then(|()| self.checkpoint(consumer, CommitMode::Sync))
-        {
+        } else if let Err(e) = self.emit().and_then(|()| self.checkpoint(consumer)) {
             self.fatal.get_or_insert(e);
         }
         self.parts.retain(|p| {
@@ -551,6 +573,7 @@ impl Processor {
                 .iter()
                 .any(|(t, q)| *q == p.partition && *t == p.topic)
         });
+        self.assigned.retain(|a| !revoked.contains(a));
         self.metrics
             .partitions_assigned
             .set(self.parts.len() as i64);
@@ -563,6 +586,11 @@ impl Processor {
     /// Partitions were assigned: restore each from its changelog before it is processed.
     pub fn assign(&mut self, assigned: &[(String, i32)]) -> Result<(), PipelineError> {
         let start = Instant::now();
+        for a in assigned {
+            if !self.assigned.contains(a) {
+                self.assigned.push(a.clone());
+            }
+        }
         let new: Vec<(String, i32)> = assigned
             .iter()
             .filter(|(t, p)| {
@@ -651,15 +679,96 @@ impl Processor {
                     "partition state restored"
                 );
             }
-            let processed = progress.map(|p| p.applied_offset).filter(|&o| o >= 0);
             self.parts.push(Part {
                 topic: topic.to_string(),
                 partition,
                 changelog_topic: cl_topic.clone(),
                 state,
-                processed,
-                committed: processed,
+                processed: None,
+                restored_at: progress.map_or(-1, |p| p.applied_offset),
+                committed: None,
             });
+        }
+        Ok(())
+    }
+
+    /// Get past a transient failure without a restart: forget everything since the last
+    /// checkpoint (abort the transaction), restore the assigned partitions from their
+    /// changelog again and rewind the consumer to the committed offsets. What follows is what a
+    /// restart would do: the same events again, the same alerts (same `alert_id`s).
+    pub fn recover<C: ConsumerContext>(
+        &mut self,
+        consumer: &BaseConsumer<C>,
+        cause: &PipelineError,
+    ) -> Result<(), PipelineError> {
+        warn!(error = %cause, "rewinding to the last checkpoint");
+        self.summary.recoveries += 1;
+        self.metrics.recoveries_total.inc();
+        if self.in_txn {
+            if let Err(e) = self.producer().abort_transaction(self.timeout()) {
+                warn!(error = %e, "abort failed");
+            }
+            self.in_txn = false;
+        }
+        self.pending.clear();
+        self.alerts.clear();
+        let assigned = self.assigned.clone();
+        self.parts.clear();
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let r = self
+                .assign(&assigned)
+                .and_then(|()| self.rewind(consumer, &assigned));
+            match r {
+                Ok(()) => break,
+                Err(e) if e.is_transient() && attempt < RECOVERY_ATTEMPTS => {
+                    warn!(error = %e, attempt, "recovery failed; retrying");
+                    self.parts.clear();
+                    std::thread::sleep(RECOVERY_PAUSE);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        info!(
+            partitions = assigned.len(),
+            "recovered from the last checkpoint"
+        );
+        self.last_checkpoint = Instant::now();
+        Ok(())
+    }
+
+    /// Move the consumer back to the committed offsets of `partitions`.
+    fn rewind<C: ConsumerContext>(
+        &self,
+        consumer: &BaseConsumer<C>,
+        partitions: &[(String, i32)],
+    ) -> Result<(), PipelineError> {
+        let mut tpl = TopicPartitionList::new();
+        for (t, p) in partitions {
+            tpl.add_partition(t, *p);
+        }
+        let committed = consumer
+            .committed_offsets(tpl, self.timeout())
+            .map_err(|source| KafkaPipelineError::Delivery {
+                topic: "offsets".into(),
+                source,
+            })?;
+        let reset = match self.cfg.kafka.auto_offset_reset {
+            crate::config::OffsetReset::Earliest => Offset::Beginning,
+            crate::config::OffsetReset::Latest => Offset::End,
+        };
+        for e in committed.elements() {
+            let to = match e.offset() {
+                Offset::Offset(o) => Offset::Offset(o),
+                _ => reset,
+            };
+            consumer
+                .seek(e.topic(), e.partition(), to, self.timeout())
+                .map_err(|source| KafkaPipelineError::Delivery {
+                    topic: e.topic().to_string(),
+                    source,
+                })?;
         }
         Ok(())
     }
@@ -680,9 +789,7 @@ impl Processor {
         &mut self,
         consumer: &BaseConsumer<C>,
     ) -> Result<(), PipelineError> {
-        let r = self
-            .emit()
-            .and_then(|()| self.checkpoint(consumer, CommitMode::Sync));
+        let r = self.emit().and_then(|()| self.checkpoint(consumer));
         if r.is_err() && self.in_txn {
             let _ = self.producer().abort_transaction(self.timeout());
             self.in_txn = false;

@@ -36,6 +36,17 @@ pub fn next_grid_time(ts_ms: i64, interval_ms: i64) -> i64 {
     (ts_ms.div_euclid(interval_ms) + 1) * interval_ms
 }
 
+/// Where a re-score timer due at `due_ms` stands once the watermark has reached
+/// `watermark_ms`: timers fire on a grid of `interval_ms` and each firing re-arms one interval
+/// later, so a timer already passed is due at its first grid time after the watermark.
+pub fn rearmed(due_ms: i64, watermark_ms: i64, interval_ms: i64) -> i64 {
+    if due_ms > watermark_ms {
+        due_ms
+    } else {
+        due_ms + ((watermark_ms - due_ms) / interval_ms + 1) * interval_ms
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -51,6 +62,14 @@ mod tests {
         assert_eq!(t.pop_due(25), Some((20, 3)));
         assert_eq!(t.pop_due(25), None);
         assert_eq!(t.pop_due(30), Some((30, 1)));
+    }
+
+    #[test]
+    fn rearmed_timers_land_after_the_watermark_on_their_grid() {
+        assert_eq!(rearmed(50, 40, 10), 50);
+        assert_eq!(rearmed(50, 50, 10), 60);
+        assert_eq!(rearmed(50, 75, 10), 80);
+        assert_eq!(rearmed(50, 80, 10), 90);
     }
 
     #[test]

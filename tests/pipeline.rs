@@ -357,41 +357,52 @@ async fn malformed_messages_go_to_the_dead_letter_topic_and_the_pipeline_goes_on
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_restart_after_a_failed_delivery_loses_no_alert() {
+async fn a_failed_delivery_is_recovered_in_place_and_loses_no_alert() {
     let cluster = broker();
     let bs = cluster.bootstrap_servers();
     let msgs = four_customers();
     produce(&bs, &msgs);
     let cfg = config(&bs, "restart");
 
-    // The broker rejects every produce request: the first alert cannot be delivered, so the
-    // pipeline must stop with an error before committing the offsets of its events.
+    // The broker rejects every produce request: the first alert cannot be delivered within
+    // the delivery timeout, so the pipeline rewinds to its last checkpoint, in place.
     cluster.request_errors(
         RDKafkaApiKey::Produce,
         &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS; 500],
     );
-    let (result, _) = run_until(cfg.clone(), u64::MAX, Duration::from_secs(60)).await;
-    match result {
-        Err(PipelineError::Kafka(e)) => {
-            assert!(e.to_string().contains("acknowledge"), "{e}")
-        }
-        other => panic!("expected a delivery failure, got {other:?}"),
-    }
+    let p = start(cfg.clone());
+    p.wait_for(Duration::from_secs(60), "a recovery", |m| {
+        m.recoveries_total.get() >= 1
+    })
+    .await;
+    assert!(p.metrics.recoveries_total.get() >= 1, "no recovery");
+    assert!(
+        !p.handle.is_finished(),
+        "the pipeline stopped instead of recovering"
+    );
     cluster.clear_request_errors(RDKafkaApiKey::Produce);
 
-    // Restart: the same group re-reads the uncommitted events and every alert appears.
-    let (result, _) = run_until(cfg.clone(), msgs.len() as u64, Duration::from_secs(60)).await;
-    result.expect("the restarted pipeline runs cleanly");
-    let ids: BTreeSet<String> = alerts(&bs)
-        .iter()
-        .map(|a| a["alert_id"].as_str().unwrap().to_string())
-        .collect();
+    // The broker takes records again: the same pipeline re-reads the uncommitted events and
+    // every alert appears.
     let expected = reference_alert_ids(&cfg, &msgs);
     assert!(!expected.is_empty());
+    let start_wait = Instant::now();
+    let ids = loop {
+        let ids: BTreeSet<String> = alerts(&bs)
+            .iter()
+            .map(|a| a["alert_id"].as_str().unwrap().to_string())
+            .collect();
+        if ids == expected || start_wait.elapsed() > Duration::from_secs(60) {
+            break ids;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
     assert_eq!(
         ids, expected,
         "the alerts of an uninterrupted run, none lost"
     );
+    let (result, _) = p.stop().await;
+    result.expect("the pipeline runs on after recovering");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

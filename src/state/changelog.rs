@@ -89,6 +89,10 @@ pub struct RestoreCount {
 /// Creates changelog topics when missing and reads them back.
 pub struct Changelog {
     admin: AdminClient<DefaultClientContext>,
+    /// Settings of the restore reader, created afresh for each restore (a long-idle client
+    /// can sit in reconnect back-off after a broker outage).
+    reader_config: rdkafka::ClientConfig,
+    /// For metadata.
     reader: BaseConsumer<DefaultConsumerContext>,
     /// A client whose metadata requests let the broker auto-create topics.
     auto_create: BaseConsumer<DefaultConsumerContext>,
@@ -117,6 +121,7 @@ impl Changelog {
             what: "restore consumer",
             source,
         })?;
+        let reader_config = rc.clone();
         let mut ac = base_config(k);
         ac.set("group.id", format!("{}-restore", k.group_id))
             .set("enable.auto.commit", "false")
@@ -127,6 +132,7 @@ impl Changelog {
         })?;
         Ok(Changelog {
             admin,
+            reader_config,
             reader,
             auto_create,
             replication: cfg.state.changelog_replication_factor,
@@ -237,6 +243,13 @@ impl Changelog {
         partitions: &[i32],
         mut apply: impl FnMut(i32, Record),
     ) -> Result<Vec<RestoreCount>, StateError> {
+        let reader: BaseConsumer<DefaultConsumerContext> =
+            self.reader_config
+                .create()
+                .map_err(|source| StateError::Create {
+                    what: "restore consumer",
+                    source,
+                })?;
         let read_err = |partition: i32| {
             move |source| StateError::Read {
                 topic: topic.to_string(),
@@ -248,8 +261,7 @@ impl Changelog {
         let mut left = vec![false; partitions.len()];
         let mut tpl = TopicPartitionList::new();
         for (i, &p) in partitions.iter().enumerate() {
-            let (lo, hi) = self
-                .reader
+            let (lo, hi) = reader
                 .fetch_watermarks(topic, p, REQUEST_TIMEOUT)
                 .map_err(read_err(p))?;
             if hi > lo {
@@ -262,7 +274,7 @@ impl Changelog {
         if remaining == 0 {
             return Ok(counts);
         }
-        self.reader.assign(&tpl).map_err(read_err(partitions[0]))?;
+        reader.assign(&tpl).map_err(read_err(partitions[0]))?;
         let index = |p: i32| partitions.iter().position(|&q| q == p);
         let start = Instant::now();
         let result = loop {
@@ -272,7 +284,7 @@ impl Changelog {
             if start.elapsed() > self.timeout {
                 break Err(StateError::Timeout(self.timeout, remaining));
             }
-            match self.reader.poll(Duration::from_millis(100)) {
+            match reader.poll(Duration::from_millis(100)) {
                 None => {}
                 Some(Ok(m)) => {
                     let Some(i) = index(m.partition()) else {
@@ -311,7 +323,6 @@ impl Changelog {
                 Some(Err(e)) => break Err(read_err(partitions[0])(e)),
             }
         };
-        let _ = self.reader.unassign();
         result.map(|()| counts)
     }
 }

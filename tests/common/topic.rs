@@ -11,7 +11,11 @@ use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 /// One record of a topic.
 pub struct Record {
     pub key: Option<String>,
+    pub raw_key: Option<Vec<u8>>,
+    pub partition: i32,
+    /// The payload; empty for a null one (a tombstone), see `tombstone`.
     pub payload: Vec<u8>,
+    pub tombstone: bool,
     pub headers: HashMap<String, String>,
 }
 
@@ -58,7 +62,10 @@ pub fn read_topic(bootstrap: &str, topic: &str, want: usize) -> Vec<Record> {
                 }
                 out.push(Record {
                     key: m.key().map(|k| String::from_utf8_lossy(k).into_owned()),
+                    raw_key: m.key().map(<[u8]>::to_vec),
+                    partition: m.partition(),
                     payload: m.payload().unwrap_or_default().to_vec(),
+                    tombstone: m.payload().is_none(),
                     headers,
                 });
             }
