@@ -162,8 +162,6 @@ pub struct RawState {
     pub changelog: bool,
     pub changelog_replication_factor: i32,
     pub restore_timeout_secs: u64,
-    pub max_customers: u64,
-    pub evict_lapsed_after_days: f64,
 }
 
 impl Default for RawState {
@@ -172,8 +170,6 @@ impl Default for RawState {
             changelog: true,
             changelog_replication_factor: -1,
             restore_timeout_secs: 600,
-            max_customers: 0,
-            evict_lapsed_after_days: 180.0,
         }
     }
 }
@@ -512,10 +508,6 @@ pub struct StateConfig {
     /// Replication factor of changelog topics churnwatch creates (-1: the broker's default).
     pub changelog_replication_factor: i32,
     pub restore_timeout: std::time::Duration,
-    /// Most customers tracked by this instance (0: no cap).
-    pub max_customers: u64,
-    /// Lapsed customers unseen for this long are evicted (event time, ms).
-    pub evict_lapsed_after_ms: i64,
 }
 
 /// What survives a crash.
@@ -901,7 +893,6 @@ impl RawConfig {
             1,
             86_400,
         )?;
-        positive("state.evict_lapsed_after_days", st.evict_lapsed_after_days)?;
         let pr = &self.processing;
         let guarantee = match pr.guarantee.as_str() {
             "at_least_once" => Guarantee::AtLeastOnce,
@@ -927,6 +918,17 @@ impl RawConfig {
             1_000,
             900_000,
         )?;
+        if guarantee == Guarantee::ExactlyOnce && k.delivery_timeout_ms > pr.transaction_timeout_ms
+        {
+            return Err(ConfigError::invalid(
+                "kafka.delivery_timeout_ms",
+                k.delivery_timeout_ms,
+                format!(
+                    "must not exceed processing.transaction_timeout_ms ({}) under exactly-once",
+                    pr.transaction_timeout_ms
+                ),
+            ));
+        }
         let transactional_id = if pr.transactional_id.trim().is_empty() {
             format!("{}-{}", k.group_id, host_name())
         } else {
@@ -1181,8 +1183,6 @@ impl RawConfig {
                 changelog: st.changelog,
                 changelog_replication_factor: st.changelog_replication_factor,
                 restore_timeout: std::time::Duration::from_secs(st.restore_timeout_secs),
-                max_customers: st.max_customers,
-                evict_lapsed_after_ms: (st.evict_lapsed_after_days * day) as i64,
             },
             processing: ProcessingConfig {
                 guarantee,

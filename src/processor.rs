@@ -48,19 +48,31 @@ pub enum PipelineError {
     Sink(#[from] SinkError),
     #[error(transparent)]
     State(#[from] StateError),
+    #[error("gave up after {recoveries} recoveries within {window:?}; the last failure: {last}")]
+    GaveUp {
+        recoveries: usize,
+        window: Duration,
+        last: String,
+    },
 }
 
 impl PipelineError {
     /// Whether rewinding to the last checkpoint can get past it (a broker that did not take a
     /// record or a transaction that failed; not a bad config or a corrupt changelog).
     pub fn is_transient(&self) -> bool {
-        matches!(
-            self,
+        match self {
+            // A transaction the broker cannot do at all (fatal, or an API it lacks) is not.
+            PipelineError::Kafka(KafkaPipelineError::Transaction {
+                source: KafkaError::Transaction(e),
+                ..
+            }) => !e.is_fatal() && (e.txn_requires_abort() || e.is_retriable()),
             PipelineError::Kafka(
-                KafkaPipelineError::Delivery { .. } | KafkaPipelineError::Transaction { .. }
-            ) | PipelineError::Sink(_)
-                | PipelineError::State(StateError::Read { .. } | StateError::Metadata { .. })
-        )
+                KafkaPipelineError::Delivery { .. } | KafkaPipelineError::Transaction { .. },
+            )
+            | PipelineError::Sink(_)
+            | PipelineError::State(StateError::Read { .. } | StateError::Metadata { .. }) => true,
+            _ => false,
+        }
     }
 }
 
@@ -77,6 +89,11 @@ pub struct RunSummary {
     /// Rewinds to the last checkpoint after a transient failure.
     pub recoveries: u64,
 }
+
+/// More recoveries than this within [`RECOVERY_WINDOW`] stop the pipeline: the failure is not
+/// transient after all.
+const MAX_RECENT_RECOVERIES: usize = 10;
+const RECOVERY_WINDOW: Duration = Duration::from_secs(120);
 
 /// Attempts to restore after a transient failure before the pipeline gives up, and the pause
 /// between them.
@@ -124,6 +141,8 @@ pub struct Processor {
     last_checkpoint: Instant,
     max_event_ms: Option<i64>,
     buf: Vec<u8>,
+    /// When the recent recoveries happened.
+    recoveries: Vec<Instant>,
     /// An error raised inside a rebalance callback, for the loop to act on.
     fatal: Option<PipelineError>,
     pub summary: RunSummary,
@@ -178,6 +197,7 @@ impl Processor {
             last_checkpoint: Instant::now(),
             max_event_ms: None,
             buf: Vec::new(),
+            recoveries: Vec::new(),
             fatal: None,
             summary: RunSummary::default(),
         })
@@ -701,6 +721,16 @@ impl Processor {
         consumer: &BaseConsumer<C>,
         cause: &PipelineError,
     ) -> Result<(), PipelineError> {
+        self.recoveries.retain(|t| t.elapsed() < RECOVERY_WINDOW);
+        if self.recoveries.len() >= MAX_RECENT_RECOVERIES {
+            error!(error = %cause, recoveries = self.recoveries.len(), "failing again and again: giving up");
+            return Err(PipelineError::GaveUp {
+                recoveries: self.recoveries.len(),
+                window: RECOVERY_WINDOW,
+                last: cause.to_string(),
+            });
+        }
+        self.recoveries.push(Instant::now());
         warn!(error = %cause, "rewinding to the last checkpoint");
         self.summary.recoveries += 1;
         self.metrics.recoveries_total.inc();

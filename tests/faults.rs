@@ -13,347 +13,30 @@
 
 mod common;
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::mocking::MockCluster;
-use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::producer::DefaultProducerContext;
 use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
-use churnwatch::config::Config;
-use churnwatch::customer::CustomerState;
-use churnwatch::simulate::{write_dataset, SimulateOptions};
-use churnwatch::state::changelog_topic;
-use churnwatch::state::record::{decode, Record as StateRecord};
-use churnwatch::timers::rearmed;
-use common::process::{churnwatch, free_port, http_get, metric_sum, Running};
-use common::topic::read_topic;
+use common::process::{http_get, metric_sum, Running};
+use common::stream::{
+    assert_same_outcome, dataset, group, produce_gradually, show_recovery, stop, wait_caught_up,
+    wait_ready, Group, Lcg, EVENTS, HTTP_TIMEOUT, PARTITIONS,
+};
 
-const EVENTS: &str = "events";
-const PARTITIONS: i32 = 3;
-const HTTP_TIMEOUT: Duration = Duration::from_secs(2);
+type Cluster = MockCluster<'static, DefaultProducerContext>;
 
-/// The simulated input: (key, payload) in production order.
-fn dataset(customers: usize, days: f64, seed: u64) -> Vec<(String, Vec<u8>)> {
-    let dir = tempfile::tempdir().unwrap();
-    let opts = SimulateOptions {
-        customers,
-        days,
-        seed,
-        // Start far enough back that no event is in the future.
-        start_ms: churnwatch::time::parse_rfc3339_ms("2025-01-01T00:00:00Z").unwrap(),
-        malformed_share: 0.002,
-    };
-    write_dataset(&opts, dir.path()).unwrap();
-    // Malformed messages may not even be UTF-8.
-    let bytes = std::fs::read(dir.path().join("events.jsonl")).unwrap();
-    bytes
-        .split(|b| *b == b'\n')
-        .filter(|l| !l.is_empty())
-        .map(|l| {
-            let key = serde_json::from_slice::<serde_json::Value>(l)
-                .ok()
-                .and_then(|v| v["customer_id"].as_str().map(str::to_string))
-                .unwrap_or_else(|| "malformed".into());
-            (key, l.to_vec())
-        })
-        .collect()
-}
-
-/// Produce `msgs` to the events topic in `slices` slices, `pause` apart, on a thread.
-fn produce_gradually(
-    bootstrap: String,
-    msgs: Vec<(String, Vec<u8>)>,
-    slices: usize,
-    pause: Duration,
-) -> JoinHandle<()> {
-    std::thread::spawn(move || {
-        let p: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
-            .set("bootstrap.servers", &bootstrap)
-            .set("linger.ms", "5")
-            .set("enable.idempotence", "true")
-            .set("message.timeout.ms", "120000")
-            .create()
-            .unwrap();
-        let per = msgs.len().div_ceil(slices);
-        for chunk in msgs.chunks(per) {
-            for (k, v) in chunk {
-                let mut rec = BaseRecord::to(EVENTS).key(k.as_bytes()).payload(v);
-                loop {
-                    match p.send(rec) {
-                        Ok(()) => break,
-                        Err((_, r)) => {
-                            rec = r;
-                            std::thread::sleep(Duration::from_millis(5));
-                        }
-                    }
-                }
-            }
-            std::thread::sleep(pause);
-        }
-        p.flush(Duration::from_secs(120)).unwrap();
-    })
-}
-
-/// One consumer group under test: its config file, topics and HTTP port.
-struct Group {
-    name: String,
-    config: PathBuf,
-    alerts: String,
-    changelog: String,
-    bootstrap: String,
-}
-
-fn alerts_topic(group: &str) -> String {
-    format!("alerts-{group}")
-}
-
-/// Create a group's topics on the mock cluster (which has no CreateTopics API) and write its
-/// config file. `extra` is appended to the config.
-fn group(
-    cluster: &MockCluster<'static, DefaultProducerContext>,
-    dir: &Path,
-    name: &str,
-    extra: &str,
-) -> Group {
-    let bootstrap = cluster.bootstrap_servers();
-    let alerts = alerts_topic(name);
-    let changelog = changelog_topic(name, EVENTS);
-    cluster.create_topic(&alerts, PARTITIONS, 1).unwrap();
-    cluster.create_topic(&changelog, PARTITIONS, 1).unwrap();
-    cluster.create_topic(&format!("dlq-{name}"), 1, 1).unwrap();
-    let config = dir.join(format!("{name}.toml"));
-    std::fs::write(
-        &config,
-        format!(
-            "[kafka]\nbrokers = \"{bootstrap}\"\ngroup_id = \"{name}\"\n\
-             events_topics = [\"{EVENTS}\"]\nalerts_topic = \"{alerts}\"\n\
-             dead_letter_topic = \"dlq-{name}\"\ncommit_interval_ms = 200\n\
-             delivery_timeout_ms = 15000\n\n\
-             [kafka.properties]\n\"session.timeout.ms\" = \"6000\"\n\
-             \"heartbeat.interval.ms\" = \"500\"\n\n\
-             [http]\nenabled = false\n\n\
-             [input]\nmax_future_skew_secs = 0\nidle_partition_timeout_secs = 86400\n\n\
-             {extra}"
-        ),
-    )
-    .unwrap();
-    Group {
-        name: name.to_string(),
-        config,
-        alerts,
-        changelog,
-        bootstrap,
-    }
-}
-
-impl Group {
-    /// Start one `churnwatch run` of this group, serving HTTP on a free port.
-    fn spawn(&self, instance: &str) -> (Running, SocketAddr) {
-        let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
-        let mut cmd = churnwatch();
-        cmd.args(["run", "--config"])
-            .arg(&self.config)
-            .env("CHURNWATCH_HTTP__ENABLED", "true")
-            .env("CHURNWATCH_HTTP__LISTEN", addr.to_string())
-            .env(
-                "CHURNWATCH_KAFKA__CLIENT_ID",
-                format!("{}-{instance}", self.name),
-            )
-            .env(
-                "CHURNWATCH_PROCESSING__TRANSACTIONAL_ID",
-                format!("{}-{instance}", self.name),
-            );
-        (Running::spawn(cmd), addr)
-    }
-
-    /// Whether the group has committed every offset of the events topic, whose message
-    /// count is `total`.
-    fn caught_up(&self, total: i64) -> bool {
-        let c: BaseConsumer = ClientConfig::new()
-            .set("bootstrap.servers", &self.bootstrap)
-            .set("group.id", &self.name)
-            .set("enable.auto.commit", "false")
-            .create()
-            .unwrap();
-        let mut tpl = TopicPartitionList::new();
-        for p in 0..PARTITIONS {
-            tpl.add_partition(EVENTS, p);
-        }
-        let Ok(committed) = c.committed_offsets(tpl, Duration::from_secs(5)) else {
-            return false;
-        };
-        let mut sum = 0;
-        for p in 0..PARTITIONS {
-            let Some(e) = committed.find_partition(EVENTS, p) else {
-                return false;
-            };
-            let Offset::Offset(o) = e.offset() else {
-                return false;
-            };
-            let Ok((_, hi)) = c.fetch_watermarks(EVENTS, p, Duration::from_secs(5)) else {
-                return false;
-            };
-            if o < hi {
-                return false;
-            }
-            sum += hi;
-        }
-        sum == total
-    }
-
-    /// The set of alert ids produced, and how many alert records there were.
-    fn alert_ids(&self) -> (BTreeSet<String>, usize) {
-        let recs = read_topic(&self.bootstrap, &self.alerts, 0);
-        let ids = recs
-            .iter()
-            .map(|r| {
-                let v: serde_json::Value = serde_json::from_slice(&r.payload).unwrap();
-                v["alert_id"].as_str().unwrap().to_string()
-            })
-            .collect();
-        (ids, recs.len())
-    }
-
-    /// The final state of every customer, from the changelog, with each re-score timer moved
-    /// past its partition's final watermark (what a restore does), so that states written at
-    /// different checkpoints compare equal when they describe the same customer.
-    fn final_state(&self) -> BTreeMap<String, CustomerState> {
-        let cfg = Config::default();
-        let mut customers: BTreeMap<String, (i32, CustomerState)> = BTreeMap::new();
-        let mut stream_time: BTreeMap<i32, i64> = BTreeMap::new();
-        for r in read_topic(&self.bootstrap, &self.changelog, 0) {
-            let value = (!r.tombstone).then_some(r.payload.as_slice());
-            match decode(r.raw_key.as_deref(), value).expect("changelog records decode") {
-                StateRecord::Customer(id, c) => {
-                    customers.insert(id, (r.partition, c.state));
-                }
-                StateRecord::Removed(id) => {
-                    customers.remove(&id);
-                }
-                StateRecord::Partition(p) => {
-                    if let Some(t) = p.stream_time_ms {
-                        stream_time.insert(r.partition, t);
-                    }
-                }
-            }
-        }
-        customers
-            .into_iter()
-            .map(|(id, (partition, mut c))| {
-                let wm = stream_time[&partition] - cfg.input.allowed_lateness_ms;
-                c.next_check_ms = c
-                    .next_check_ms
-                    .map(|due| rearmed(due, wm, cfg.windows.check_interval_ms));
-                (id, c)
-            })
-            .collect()
-    }
-}
-
-fn wait_ready(run: &mut Running, addr: SocketAddr, limit: Duration) {
-    let start = Instant::now();
-    while start.elapsed() < limit {
-        if http_get(addr, "/readyz", HTTP_TIMEOUT).is_ok_and(|r| r.status == 200) {
-            return;
-        }
-        assert!(
-            run.try_status().is_none(),
-            "churnwatch exited before it was ready: {}",
-            run.stderr()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    panic!("not ready within {limit:?}: {}", run.stderr());
-}
-
-fn wait_caught_up(g: &Group, total: i64, runs: &mut [&mut Running], limit: Duration) {
-    let start = Instant::now();
-    while !g.caught_up(total) {
-        for r in runs.iter_mut() {
-            assert!(
-                r.try_status().is_none(),
-                "group {}: churnwatch exited: {}",
-                g.name,
-                r.stderr()
-            );
-        }
-        assert!(
-            start.elapsed() < limit,
-            "group {} did not catch up within {limit:?}: {}",
-            g.name,
-            runs.iter()
-                .map(|r| common::process::tail(&r.stderr(), 3000).to_string())
-                .collect::<Vec<_>>()
-                .join("\n---\n")
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
-fn stop(mut run: Running) -> String {
-    run.signal("TERM");
-    let out = run.finish(Duration::from_secs(30));
-    assert!(out.status.success(), "{}", out.describe());
-    out.stderr
-}
-
-/// Print what a run's log says about failures and recoveries.
-fn show_recovery(log: &str) {
-    let words = [
-        "rewinding",
-        "recovered",
-        "assignment lost",
-        "retrying",
-        "assigned",
-        "revoked",
-        "commit failed",
-        "pipeline stopped",
-    ];
-    for l in log.lines().filter(|l| words.iter().any(|w| l.contains(w))) {
-        eprintln!("{}", common::process::tail(l, 300));
-    }
-}
-
-/// Compare a group's outcome with the reference's.
-fn assert_same_outcome(reference: &Group, g: &Group) {
-    let (want, _) = reference.alert_ids();
-    let (got, records) = g.alert_ids();
-    assert!(
-        want.len() >= 20,
-        "the reference raised only {} alerts",
-        want.len()
-    );
-    let missing: Vec<_> = want.difference(&got).take(5).collect();
-    let extra: Vec<_> = got.difference(&want).take(5).collect();
-    assert!(
-        missing.is_empty() && extra.is_empty(),
-        "group {}: {} alerts missing (e.g. {missing:?}), {} unexpected (e.g. {extra:?})",
-        g.name,
-        want.difference(&got).count(),
-        got.difference(&want).count()
-    );
-    eprintln!(
-        "group {}: {} distinct alerts as the reference, in {records} records",
-        g.name,
-        got.len()
-    );
-    let want = reference.final_state();
-    let got = g.final_state();
-    assert_eq!(want.len(), got.len(), "group {}: customers", g.name);
-    for (id, w) in &want {
-        assert_eq!(Some(w), got.get(id), "group {}: customer {id}", g.name);
-    }
+/// A group on the mock cluster, which has no CreateTopics API: its topics are made here.
+fn mock_group(cluster: &Cluster, dir: &std::path::Path, name: &str) -> Group {
+    let create = |t: &str, n: i32| cluster.create_topic(t, n, 1).unwrap();
+    group(&cluster.bootstrap_servers(), &create, true, dir, name, "")
 }
 
 /// A scenario: the cluster, the reference group, and the stream being produced.
 struct Scenario {
-    cluster: MockCluster<'static, DefaultProducerContext>,
+    cluster: Cluster,
     dir: tempfile::TempDir,
     total: i64,
     producer: Option<JoinHandle<()>>,
@@ -365,7 +48,7 @@ fn scenario(seed: u64, slices: usize, pause: Duration) -> Scenario {
     let cluster = MockCluster::new(1).unwrap();
     cluster.create_topic(EVENTS, PARTITIONS, 1).unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let reference = group(&cluster, dir.path(), "reference", "");
+    let reference = mock_group(&cluster, dir.path(), "reference");
     let msgs = dataset(250, 150.0, seed);
     let total = msgs.len() as i64;
     let (mut run, addr) = reference.spawn("a");
@@ -399,24 +82,19 @@ impl Scenario {
     }
 }
 
-/// Random but reproducible pauses.
-struct Lcg(u64);
-
-impl Lcg {
-    fn millis(&mut self, lo: u64, hi: u64) -> Duration {
-        self.0 = self
-            .0
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        Duration::from_millis(lo + (self.0 >> 33) % (hi - lo))
-    }
-}
-
 /// Kill -9 at random points, restart each time; the final alerts and state equal the
 /// uninterrupted run's, and a restart restores every customer instead of starting over.
-fn kill_and_restart(kills: usize, seed: u64) {
+fn kill_and_restart(kills: usize, seed: u64, extra: &str) {
     let mut s = scenario(seed, 60, Duration::from_millis(600));
-    let g = group(&s.cluster, s.dir.path(), "killed", "");
+    let create = |t: &str, n: i32| s.cluster.create_topic(t, n, 1).unwrap();
+    let g = group(
+        &s.cluster.bootstrap_servers(),
+        &create,
+        true,
+        s.dir.path(),
+        "killed",
+        extra,
+    );
     let mut rng = Lcg(seed);
     let mut restored_any = false;
     for i in 0..kills {
@@ -455,13 +133,13 @@ fn kill_and_restart(kills: usize, seed: u64) {
 
 #[test]
 fn kill_9_at_random_points_then_restart_loses_and_double_counts_nothing() {
-    kill_and_restart(4, 17);
+    kill_and_restart(4, 17, "");
 }
 
 #[test]
 fn the_survivor_of_two_instances_takes_over_and_completes_the_alerts() {
     let mut s = scenario(23, 60, Duration::from_millis(250));
-    let g = group(&s.cluster, s.dir.path(), "pair", "");
+    let g = mock_group(&s.cluster, s.dir.path(), "pair");
     let (mut a, addr_a) = g.spawn("a");
     let (mut b, addr_b) = g.spawn("b");
     wait_ready(&mut a, addr_a, Duration::from_secs(60));
@@ -498,7 +176,7 @@ fn the_survivor_of_two_instances_takes_over_and_completes_the_alerts() {
 #[test]
 fn a_broker_outage_and_request_errors_are_survived_without_restart_or_loss() {
     let mut s = scenario(29, 60, Duration::from_millis(250));
-    let g = group(&s.cluster, s.dir.path(), "outage", "");
+    let g = mock_group(&s.cluster, s.dir.path(), "outage");
     let (mut run, addr) = g.spawn("a");
     wait_ready(&mut run, addr, Duration::from_secs(60));
     std::thread::sleep(Duration::from_secs(3));

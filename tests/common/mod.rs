@@ -4,4 +4,5 @@
 #![allow(dead_code)]
 
 pub mod process;
+pub mod stream;
 pub mod topic;

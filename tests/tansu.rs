@@ -1,0 +1,181 @@
+//! End-to-end tests against an independent Kafka implementation: tansu (a broker written in
+//! Rust, from crates.io, with its in-memory storage), so that churnwatch's client settings,
+//! its changelog-topic creation (CreateTopics), its restores and its transactions are proven
+//! against a second broker besides librdkafka's mock cluster.
+//!
+//! Exactly-once is not run here: tansu 0.6 answers `EndTxn` as unsupported (churnwatch then
+//! stops with that error after its bounded recoveries); see `tests/faults.rs` for the
+//! transactional run on the mock cluster.
+//!
+//! tansu is installed by `scripts/install-tansu.sh` when missing (CI runs it first; locally
+//! the first run of these tests does, which takes several minutes).
+
+mod common;
+
+use std::net::{SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::process::Command;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use futures::executor::block_on;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::ClientConfig;
+
+use common::process::{free_port, http_get, manifest_dir, metric_sum, Running};
+use common::stream::{
+    assert_same_outcome, dataset, group, produce_gradually, stop, wait_caught_up, wait_ready,
+    Group, Lcg, EVENTS, HTTP_TIMEOUT, PARTITIONS,
+};
+
+/// The tansu binary, installed by the project's script when missing.
+fn tansu_bin() -> PathBuf {
+    let out = Command::new("bash")
+        .arg(manifest_dir().join("scripts/install-tansu.sh"))
+        .output()
+        .expect("running scripts/install-tansu.sh");
+    assert!(
+        out.status.success(),
+        "scripts/install-tansu.sh failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
+}
+
+/// A tansu broker on a free port, with in-memory storage; stopped when dropped.
+struct Tansu {
+    _process: Running,
+    bootstrap: String,
+}
+
+impl Tansu {
+    fn start() -> Tansu {
+        let port = free_port();
+        let url = format!("tcp://127.0.0.1:{port}");
+        let mut cmd = Command::new(tansu_bin());
+        cmd.args(["broker", "--listener-url", &url])
+            .args(["--advertised-listener-url", &url])
+            .args(["--storage-engine", "memory://tansu/"])
+            .env("RUST_LOG", "warn");
+        let mut process = Running::spawn(cmd);
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let start = Instant::now();
+        while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
+            assert!(
+                process.try_status().is_none(),
+                "tansu exited: {}",
+                process.stderr()
+            );
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "tansu did not listen"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Tansu {
+            _process: process,
+            bootstrap: format!("127.0.0.1:{port}"),
+        }
+    }
+
+    fn create_topic(&self, name: &str, partitions: i32) {
+        let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+            .set("bootstrap.servers", &self.bootstrap)
+            .create()
+            .unwrap();
+        let spec = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
+        let res = block_on(admin.create_topics([&spec], &AdminOptions::new())).unwrap();
+        for r in res {
+            r.unwrap_or_else(|(t, e)| panic!("creating {t} on tansu: {e}"));
+        }
+    }
+}
+
+/// tansu, the events topic, and a reference group consuming the stream being produced.
+struct Scenario {
+    tansu: Tansu,
+    dir: tempfile::TempDir,
+    total: i64,
+    producer: Option<JoinHandle<()>>,
+    reference: Group,
+    reference_run: Option<Running>,
+}
+
+fn scenario(seed: u64) -> Scenario {
+    let tansu = Tansu::start();
+    tansu.create_topic(EVENTS, PARTITIONS);
+    let dir = tempfile::tempdir().unwrap();
+    let reference = tansu_group(&tansu, &dir, "reference", "");
+    let msgs = dataset(150, 120.0, seed);
+    let total = msgs.len() as i64;
+    let (mut run, addr) = reference.spawn("a");
+    wait_ready(&mut run, addr, Duration::from_secs(60));
+    let producer = produce_gradually(
+        tansu.bootstrap.clone(),
+        msgs,
+        40,
+        Duration::from_millis(500),
+    );
+    Scenario {
+        tansu,
+        dir,
+        total,
+        producer: Some(producer),
+        reference,
+        reference_run: Some(run),
+    }
+}
+
+/// A group whose changelog churnwatch creates itself (tansu has CreateTopics).
+fn tansu_group(tansu: &Tansu, dir: &tempfile::TempDir, name: &str, extra: &str) -> Group {
+    let create = |t: &str, n: i32| tansu.create_topic(t, n);
+    group(&tansu.bootstrap, &create, false, dir.path(), name, extra)
+}
+
+impl Scenario {
+    fn finish_reference(&mut self) {
+        self.producer.take().unwrap().join().unwrap();
+        let mut run = self.reference_run.take().unwrap();
+        wait_caught_up(
+            &self.reference,
+            self.total,
+            &mut [&mut run],
+            Duration::from_secs(180),
+        );
+        stop(run);
+    }
+
+    /// Run `g` with kill -9 at `kills` random points, then to the end; returns the log of
+    /// the last run.
+    fn killed_run(&mut self, g: &Group, kills: usize, seed: u64) -> String {
+        let mut rng = Lcg(seed);
+        for i in 0..kills {
+            let (mut run, addr) = g.spawn("a");
+            wait_ready(&mut run, addr, Duration::from_secs(90));
+            std::thread::sleep(rng.millis(500, 2500));
+            run.signal("KILL");
+            let out = run.finish(Duration::from_secs(10));
+            assert!(!out.status.success(), "kill {i}: {}", out.describe());
+        }
+        self.finish_reference();
+        let (mut run, addr) = g.spawn("a");
+        wait_ready(&mut run, addr, Duration::from_secs(90));
+        wait_caught_up(g, self.total, &mut [&mut run], Duration::from_secs(180));
+        let restored = http_get(addr, "/metrics", HTTP_TIMEOUT)
+            .ok()
+            .and_then(|r| metric_sum(&r.body, "churnwatch_restored_customers_total"))
+            .unwrap_or(0.0);
+        assert!(restored > 0.0, "the last restart restored no customer");
+        stop(run)
+    }
+}
+
+#[test]
+fn at_least_once_on_tansu_survives_kill_9_with_the_reference_outcome() {
+    let mut s = scenario(31);
+    let g = tansu_group(&s.tansu, &s.dir, "killed", "");
+    let log = s.killed_run(&g, 2, 31);
+    assert!(log.contains("partition state restored"), "{log}");
+    assert_same_outcome(&s.reference, &g);
+}
