@@ -32,10 +32,14 @@
 //!   timers, and the per-event entry point used by the live stream and tests alike.
 //! - [`metrics`]: the Prometheus registry and every `churnwatch_` metric.
 //! - [`http`]: `/metrics`, `/healthz`, `/readyz`.
-//! - [`kafka`]: rdkafka client settings, the consumer's context (rebalances, lag from
-//!   statistics, commits) and the alert / dead-letter sink.
-//! - [`pipeline`]: `churnwatch run`: the consumer thread, partition states, the sink and the
-//!   acknowledgement task that stores offsets only after the broker has the alerts.
+//! - [`kafka`]: rdkafka client settings, the consumer's context (rebalances handed to the
+//!   processor, lag from statistics, commits) and the sink (alerts, dead letters, changelog).
+//! - [`state`]: durable per-customer state: changelog topics (naming, creation, restore) and
+//!   their record format; its module doc describes the recovery model.
+//! - [`processor`]: what the consumer thread owns: the assigned partitions, checkpoints (alerts
+//!   acknowledged, changelog written, offsets committed; or one transaction), restore on
+//!   assignment, drain on revocation, rewind after a transient failure.
+//! - [`pipeline`]: `churnwatch run`: the consumer loop on its own thread, shutdown.
 //! - [`sim`]: a seeded simulator of customer activity with ground truth (the demo's traffic,
 //!   `simulate`); [`simulate`] writes it as a dataset or produces it to Kafka, [`labels`]
 //!   reads and writes its `labels.csv`.

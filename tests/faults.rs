@@ -133,7 +133,18 @@ fn kill_and_restart(kills: usize, seed: u64, extra: &str) {
 
 #[test]
 fn kill_9_at_random_points_then_restart_loses_and_double_counts_nothing() {
-    kill_and_restart(4, 17, "");
+    // scripts/soak.sh sets more kills and other seeds.
+    let env = |k: &str, d: u64| {
+        std::env::var(k)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(d)
+    };
+    kill_and_restart(
+        env("CHURNWATCH_SOAK_KILLS", 4) as usize,
+        env("CHURNWATCH_SOAK_SEED", 17),
+        "",
+    );
 }
 
 #[test]
