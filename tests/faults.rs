@@ -22,8 +22,8 @@ use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
 
 use common::process::{http_get, metric_sum, Running};
 use common::stream::{
-    assert_same_outcome, dataset, group, produce_gradually, show_recovery, stop, wait_caught_up,
-    wait_ready, Group, Lcg, EVENTS, HTTP_TIMEOUT, PARTITIONS,
+    assert_same_outcome, dataset, group, kill_repeatedly, produce_gradually, restart_to_the_end,
+    show_recovery, stop, wait_caught_up, wait_ready, Group, Lcg, EVENTS, HTTP_TIMEOUT, PARTITIONS,
 };
 
 type Cluster = MockCluster<'static, DefaultProducerContext>;
@@ -95,35 +95,18 @@ fn kill_and_restart(kills: usize, seed: u64, extra: &str) {
         "killed",
         extra,
     );
-    let mut rng = Lcg(seed);
-    let mut restored_any = false;
-    for i in 0..kills {
-        let (mut run, addr) = g.spawn("a");
-        wait_ready(&mut run, addr, Duration::from_secs(60));
-        // Commits fail for a while, so the changelog runs ahead of the committed offsets
-        // when the kill comes: the restart re-reads events its restored customers hold.
-        s.cluster.request_errors(
+    let cluster = &s.cluster;
+    // Commits fail for a while before each kill, so the changelog runs ahead of the committed
+    // offsets when the kill comes: the restart re-reads events its restored customers hold.
+    let failing_commits = || {
+        cluster.request_errors(
             RDKafkaApiKey::OffsetCommit,
             &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_OFFSET_METADATA_TOO_LARGE; 12],
-        );
-        std::thread::sleep(rng.millis(200, 1500));
-        if let Ok(r) = http_get(addr, "/metrics", HTTP_TIMEOUT) {
-            restored_any |=
-                metric_sum(&r.body, "churnwatch_restored_customers_total").unwrap_or(0.0) > 0.0;
-        }
-        run.signal("KILL");
-        let out = run.finish(Duration::from_secs(10));
-        assert!(!out.status.success(), "kill {i}: {}", out.describe());
-    }
+        )
+    };
+    let restored_any = kill_repeatedly(&g, kills, &mut Lcg(seed), (200, 1500), &failing_commits);
     s.finish_reference();
-    let (mut run, addr) = g.spawn("a");
-    wait_ready(&mut run, addr, Duration::from_secs(60));
-    wait_caught_up(&g, s.total, &mut [&mut run], Duration::from_secs(120));
-    let body = http_get(addr, "/metrics", HTTP_TIMEOUT).unwrap().body;
-    let restored = metric_sum(&body, "churnwatch_restored_customers_total").unwrap_or(0.0);
-    assert!(restored > 0.0, "the last restart restored no customer");
-    let log = stop(run);
-    assert!(log.contains("partition state restored"), "{log}");
+    restart_to_the_end(&g, s.total);
     assert!(
         restored_any,
         "no restart before the last one restored a customer"

@@ -23,10 +23,10 @@ use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::ClientConfig;
 
-use common::process::{free_port, http_get, manifest_dir, metric_sum, Running};
+use common::process::{free_port, manifest_dir, Running};
 use common::stream::{
-    assert_same_outcome, dataset, group, produce_gradually, stop, wait_caught_up, wait_ready,
-    Group, Lcg, EVENTS, HTTP_TIMEOUT, PARTITIONS,
+    assert_same_outcome, dataset, group, kill_repeatedly, produce_gradually, restart_to_the_end,
+    stop, wait_caught_up, wait_ready, Group, Lcg, EVENTS, PARTITIONS,
 };
 
 /// The tansu binary, installed by the project's script when missing.
@@ -149,25 +149,9 @@ impl Scenario {
     /// Run `g` with kill -9 at `kills` random points, then to the end; returns the log of
     /// the last run.
     fn killed_run(&mut self, g: &Group, kills: usize, seed: u64) -> String {
-        let mut rng = Lcg(seed);
-        for i in 0..kills {
-            let (mut run, addr) = g.spawn("a");
-            wait_ready(&mut run, addr, Duration::from_secs(90));
-            std::thread::sleep(rng.millis(500, 2500));
-            run.signal("KILL");
-            let out = run.finish(Duration::from_secs(10));
-            assert!(!out.status.success(), "kill {i}: {}", out.describe());
-        }
+        kill_repeatedly(g, kills, &mut Lcg(seed), (500, 2500), &|| {});
         self.finish_reference();
-        let (mut run, addr) = g.spawn("a");
-        wait_ready(&mut run, addr, Duration::from_secs(90));
-        wait_caught_up(g, self.total, &mut [&mut run], Duration::from_secs(180));
-        let restored = http_get(addr, "/metrics", HTTP_TIMEOUT)
-            .ok()
-            .and_then(|r| metric_sum(&r.body, "churnwatch_restored_customers_total"))
-            .unwrap_or(0.0);
-        assert!(restored > 0.0, "the last restart restored no customer");
-        stop(run)
+        restart_to_the_end(g, self.total)
     }
 }
 

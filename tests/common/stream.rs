@@ -362,3 +362,49 @@ impl Lcg {
         Duration::from_millis(lo + (self.0 >> 33) % (hi - lo))
     }
 }
+
+/// Start `g`, let it work for a random pause within `pause_ms` (after `before_kill`), then
+/// kill it with SIGKILL; `kills` times. Returns whether any of those runs had restored
+/// customers from the changelog.
+pub fn kill_repeatedly(
+    g: &Group,
+    kills: usize,
+    rng: &mut Lcg,
+    pause_ms: (u64, u64),
+    before_kill: &dyn Fn(),
+) -> bool {
+    let mut restored_any = false;
+    for i in 0..kills {
+        let (mut run, addr) = g.spawn("a");
+        wait_ready(&mut run, addr, Duration::from_secs(90));
+        before_kill();
+        std::thread::sleep(rng.millis(pause_ms.0, pause_ms.1));
+        restored_any |= restored_customers(addr) > 0.0;
+        run.signal("KILL");
+        let out = run.finish(Duration::from_secs(10));
+        assert!(!out.status.success(), "kill {i}: {}", out.describe());
+    }
+    restored_any
+}
+
+/// Start `g` once more and let it reach the end of the `total` messages: it must restore
+/// customers first. Stops it and returns its log.
+pub fn restart_to_the_end(g: &Group, total: i64) -> String {
+    let (mut run, addr) = g.spawn("a");
+    wait_ready(&mut run, addr, Duration::from_secs(90));
+    wait_caught_up(g, total, &mut [&mut run], Duration::from_secs(180));
+    assert!(
+        restored_customers(addr) > 0.0,
+        "the last restart restored no customer"
+    );
+    let log = stop(run);
+    assert!(log.contains("partition state restored"), "{log}");
+    log
+}
+
+fn restored_customers(addr: SocketAddr) -> f64 {
+    http_get(addr, "/metrics", HTTP_TIMEOUT)
+        .ok()
+        .and_then(|r| super::process::metric_sum(&r.body, "churnwatch_restored_customers_total"))
+        .unwrap_or(0.0)
+}
