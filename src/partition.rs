@@ -33,9 +33,6 @@ use crate::window::Placement;
 pub struct EventOutcome {
     pub late: bool,
     pub outside_window: bool,
-    /// Re-read after a restore and already part of the customer's restored state: it moved
-    /// time only.
-    pub already_applied: bool,
 }
 
 /// State of one partition.
@@ -50,6 +47,8 @@ pub struct PartitionState {
     stream_time_ms: Option<i64>,
     last_event_wall: Instant,
     last_advance_wall: Instant,
+    /// Whether changed customers are tracked for a changelog ([`PartitionState::track_changes`]).
+    tracking: bool,
     /// Customers changed since the last [`PartitionState::drain_dirty`] (slots, and a bit
     /// per slot).
     dirty: Vec<u32>,
@@ -78,6 +77,7 @@ impl PartitionState {
             stream_time_ms: None,
             last_event_wall: now,
             last_advance_wall: now,
+            tracking: false,
             dirty: Vec::new(),
             dirty_bits: Vec::new(),
             applied: FxHashMap::default(),
@@ -85,7 +85,16 @@ impl PartitionState {
         }
     }
 
+    /// Track which customers change, for [`PartitionState::drain_dirty`] (the live pipeline
+    /// with a changelog; replays and the offline tools do without).
+    pub fn track_changes(&mut self) {
+        self.tracking = true;
+    }
+
     fn mark_dirty(&mut self, slot: u32) {
+        if !self.tracking {
+            return;
+        }
         let (w, b) = (slot as usize / 64, slot % 64);
         if w >= self.dirty_bits.len() {
             self.dirty_bits.resize(w + 1, 0);
@@ -101,19 +110,42 @@ impl PartitionState {
         self.dirty.len()
     }
 
-    /// Hand every customer changed since the last call to `f`, and forget that they changed.
-    /// The third argument is, right after a restore, the input offset the customer's restored
-    /// state already held (its state holds at least that much, whatever the partition has
-    /// re-read since).
-    pub fn drain_dirty(&mut self, mut f: impl FnMut(&str, &CustomerState, Option<i64>)) {
-        for slot in self.dirty.drain(..) {
+    /// Hand every customer changed since the last call to `f`, with the input offset its
+    /// state holds (`processed`, the partition's last processed offset, or more for a customer
+    /// whose restored state held more than the partition has re-read since), and forget that
+    /// they changed. Stops at the first error.
+    pub fn drain_dirty<E>(
+        &mut self,
+        processed: i64,
+        mut f: impl FnMut(&str, &CustomerState, i64) -> Result<(), E>,
+    ) -> Result<(), E> {
+        while let Some(slot) = self.dirty.pop() {
             self.dirty_bits[slot as usize / 64] &= !(1 << (slot % 64));
+            let applied = self
+                .applied
+                .get(&slot)
+                .map_or(processed, |&a| a.max(processed));
             f(
                 &self.ids[slot as usize],
                 &self.customers[slot as usize],
-                self.applied.get(&slot).copied(),
-            );
+                applied,
+            )?;
         }
+        Ok(())
+    }
+
+    /// Whether the event at input `offset` is already part of restored customer `slot`'s
+    /// state (re-read after a restore); forgets the restored offsets once input passes them.
+    fn already_applied(&mut self, slot: Option<u32>, offset: Option<i64>) -> bool {
+        let Some(o) = offset.filter(|_| !self.applied.is_empty()) else {
+            return false;
+        };
+        if o > self.applied_until {
+            self.applied = FxHashMap::default();
+            return false;
+        }
+        slot.and_then(|s| self.applied.get(&s))
+            .is_some_and(|&a| o <= a)
     }
 
     /// Install restored state: the customers (in any order, each once) and the partition's
@@ -199,20 +231,16 @@ impl PartitionState {
             }
         }
 
-        let offset = source.as_ref().map(|s| s.offset);
-        let slot = match self.index.get(ev.customer_id.as_ref()) {
-            Some(&s) => {
-                if let Some(o) = offset.filter(|&o| o <= self.applied_until) {
-                    if self.applied.get(&s).is_some_and(|&a| o <= a) {
-                        return EventOutcome {
-                            late,
-                            outside_window: false,
-                            already_applied: true,
-                        };
-                    }
-                }
-                s
-            }
+        let known = self.index.get(ev.customer_id.as_ref()).copied();
+        if self.already_applied(known, source.as_ref().map(|s| s.offset)) {
+            // Time has moved; the customer's restored state holds the rest.
+            return EventOutcome {
+                late,
+                outside_window: false,
+            };
+        }
+        let slot = match known {
+            Some(s) => s,
             None => {
                 let s = self.customers.len() as u32;
                 let id: Box<str> = ev.customer_id.as_ref().into();
@@ -243,14 +271,9 @@ impl PartitionState {
             self.evaluate(slot, as_of, Trigger::Event, source, out);
         }
         self.mark_dirty(slot);
-        if offset.is_some_and(|o| o > self.applied_until) && !self.applied.is_empty() {
-            // Past everything restored: no customer can see a re-read event any more.
-            self.applied = FxHashMap::default();
-        }
         EventOutcome {
             late,
             outside_window,
-            already_applied: false,
         }
     }
 
@@ -643,5 +666,112 @@ mod tests {
         let id = |v: &[Alert]| v.iter().map(|a| a.alert_id.clone()).collect::<Vec<_>>();
         assert!(!one.is_empty());
         assert_eq!(id(&one), id(&two));
+    }
+
+    /// Feed `evs[from..]` (offset = index), returning the alerts with their offsets.
+    fn feed(p: &mut PartitionState, evs: &[(&str, i64)], from: usize) -> Vec<(i64, String)> {
+        let mut out = Vec::new();
+        let mut alerts = Vec::new();
+        for (i, (id, ts)) in evs.iter().enumerate().skip(from) {
+            let source = SourceRef {
+                topic: "events",
+                partition: 0,
+                offset: i as i64,
+            };
+            p.on_event(&ev(id, *ts, Activity::Visit), Some(source), &mut alerts);
+            out.extend(alerts.drain(..).map(|a| (i as i64, a.alert_id)));
+        }
+        out
+    }
+
+    #[test]
+    fn a_restored_partition_holds_each_event_once_and_decides_as_an_uninterrupted_run() {
+        let cfg = Arc::new(Config::default());
+        let m = Metrics::new();
+        // "a" visits daily, "b" stops on day 40, "c" only appears after the checkpoint.
+        let mut evs = Vec::new();
+        for d in 0..80 {
+            for h in [9, 13, 18] {
+                let t = T0 + d * DAY_MS + h * HOUR_MS;
+                evs.push(("a", t));
+                if d < 40 {
+                    evs.push(("b", t));
+                }
+                if d >= 60 {
+                    evs.push(("c", t));
+                }
+            }
+        }
+        let mut full = PartitionState::new(cfg.clone(), &m);
+        let full_alerts = feed(&mut full, &evs, 0);
+
+        // Checkpoint at offset `k`, then a crash; the committed offset was `j` < `k`.
+        let (j, k) = (100, 150);
+        let mut first = PartitionState::new(cfg.clone(), &m);
+        first.track_changes();
+        feed(&mut first, &evs[..=k], 0);
+        let mut stored = Vec::new();
+        first
+            .drain_dirty(k as i64, |id, c, applied| {
+                stored.push((
+                    id.to_string(),
+                    StoredCustomer {
+                        applied_offset: applied,
+                        state: c.clone(),
+                    },
+                ));
+                Ok::<(), ()>(())
+            })
+            .unwrap();
+        assert_eq!(first.dirty_len(), 0);
+        assert!(stored.iter().all(|(_, s)| s.applied_offset == k as i64));
+
+        let mut second = PartitionState::new(cfg.clone(), &m);
+        second.track_changes();
+        second.restore(stored, Some(first.progress(k as i64)));
+        let again = feed(&mut second, &evs, j);
+        for id in ["a", "b", "c"] {
+            assert_eq!(second.customer(id), full.customer(id), "customer {id}");
+        }
+        // After the checkpoint, the same alerts at the same offsets; before it, none again.
+        let after = |v: &[(i64, String)]| -> Vec<(i64, String)> {
+            v.iter().filter(|(o, _)| *o > k as i64).cloned().collect()
+        };
+        assert!(!after(&full_alerts).is_empty());
+        assert_eq!(after(&again), after(&full_alerts));
+        assert!(again.iter().all(|(o, _)| *o > k as i64), "{again:?}");
+        // What a checkpoint now writes holds everything up to the last offset processed.
+        let last = evs.len() as i64 - 1;
+        second
+            .drain_dirty(last, |_, _, applied| {
+                assert_eq!(applied, last);
+                Ok::<(), ()>(())
+            })
+            .unwrap();
+    }
+
+    #[test]
+    fn changes_are_tracked_only_when_asked() {
+        let m = Metrics::new();
+        let mut p = PartitionState::new(Arc::new(Config::default()), &m);
+        p.on_event(&ev("a", T0, Activity::Visit), None, &mut Vec::new());
+        assert_eq!(p.dirty_len(), 0);
+        p.track_changes();
+        p.on_event(
+            &ev("a", T0 + HOUR_MS, Activity::Visit),
+            None,
+            &mut Vec::new(),
+        );
+        p.on_event(
+            &ev("b", T0 + HOUR_MS, Activity::Visit),
+            None,
+            &mut Vec::new(),
+        );
+        p.on_event(
+            &ev("a", T0 + 2 * HOUR_MS, Activity::Visit),
+            None,
+            &mut Vec::new(),
+        );
+        assert_eq!(p.dirty_len(), 2);
     }
 }

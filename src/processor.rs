@@ -23,19 +23,17 @@ use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::producer::{FutureProducer, Producer};
 use rdkafka::{Offset, TopicPartitionList};
 use rustc_hash::FxHashMap;
-use serde::Serialize;
 use tracing::{debug, error, info, warn};
 
 use crate::alert::{Alert, SourceRef};
 use crate::config::{Config, Guarantee};
-use crate::customer::CustomerState;
 use crate::event::{decode, DecodeLimits, InvalidEvent, InvalidReason};
 use crate::http::Health;
 use crate::kafka::sink::PendingAck;
 use crate::kafka::{producer_config, DeadLetter, KafkaPipelineError, Sink, SinkError};
 use crate::metrics::Metrics;
 use crate::partition::PartitionState;
-use crate::state::record::{encode_partition, StoredPartition, FORMAT, META_KEY};
+use crate::state::record::{encode_customer, encode_partition, StoredPartition, META_KEY};
 use crate::state::{changelog_topic, Changelog, Record, StateError, StoredCustomer};
 use crate::time::now_ms;
 
@@ -67,7 +65,9 @@ impl PipelineError {
                 ..
             }) => !e.is_fatal() && (e.txn_requires_abort() || e.is_retriable()),
             PipelineError::Kafka(
-                KafkaPipelineError::Delivery { .. } | KafkaPipelineError::Transaction { .. },
+                KafkaPipelineError::Delivery { .. }
+                | KafkaPipelineError::Transaction { .. }
+                | KafkaPipelineError::Rewind(_),
             )
             | PipelineError::Sink(_)
             | PipelineError::State(StateError::Read { .. } | StateError::Metadata { .. }) => true,
@@ -116,13 +116,6 @@ struct Part {
     restored_at: i64,
     /// Offset of the last message this instance committed (None: nothing yet).
     committed: Option<i64>,
-}
-
-/// The customer record as written (the same bytes as [`StoredCustomer`], without a copy).
-#[derive(Serialize)]
-struct StoredCustomerRef<'a> {
-    applied_offset: i64,
-    state: &'a CustomerState,
 }
 
 /// Everything the consumer thread owns.
@@ -223,6 +216,16 @@ impl Processor {
 
     fn producer(&self) -> &FutureProducer {
         self.sink.producer()
+    }
+
+    /// Abort the open transaction, if any: nothing of it becomes visible or durable.
+    fn abort(&mut self) {
+        if self.in_txn {
+            if let Err(e) = self.producer().abort_transaction(self.timeout()) {
+                warn!(error = %e, "abort failed");
+            }
+            self.in_txn = false;
+        }
     }
 
     /// Open a transaction before the first record of a checkpoint interval (exactly-once).
@@ -439,10 +442,7 @@ impl Processor {
         let result = self.commit_transaction(consumer, offsets);
         if let Err(e) = &result {
             error!(error = %e, "transaction failed; aborting it");
-            if let Err(abort) = self.producer().abort_transaction(self.timeout()) {
-                warn!(error = %abort, "abort failed");
-            }
-            self.in_txn = false;
+            self.abort();
         }
         result
     }
@@ -502,7 +502,6 @@ impl Processor {
         if self.changelog.is_none() {
             return Ok(acks);
         }
-        let mut records = 0u64;
         for part in &mut self.parts {
             if part.state.dirty_len() == 0
                 && (part.processed.is_none() || part.processed == part.committed)
@@ -510,36 +509,18 @@ impl Processor {
                 continue;
             }
             let at = part.processed.unwrap_or(part.restored_at);
-            let mut failed = None;
             let (sink, buf) = (&self.sink, &mut self.buf);
-            part.state.drain_dirty(|id, c, restored| {
-                if failed.is_some() {
-                    return;
-                }
-                buf.clear();
-                buf.push(FORMAT);
-                postcard::to_io(
-                    &StoredCustomerRef {
-                        applied_offset: restored.map_or(at, |r| r.max(at)),
-                        state: c,
-                    },
-                    &mut *buf,
-                )
-                .expect("a Vec takes any write");
-                match sink.send_changelog(
+            part.state.drain_dirty(at, |id, c, applied| {
+                encode_customer(buf, applied, c);
+                let ack = sink.send_changelog(
                     &part.changelog_topic,
                     part.partition,
                     id.as_bytes(),
                     Some(buf),
-                ) {
-                    Ok(a) => acks.push(a),
-                    Err(e) => failed = Some(e),
-                }
-            });
-            if let Some(e) = failed {
-                return Err(e.into());
-            }
-            records += acks.len() as u64;
+                )?;
+                acks.push(ack);
+                Ok::<(), SinkError>(())
+            })?;
             let progress = encode_partition(&part.state.progress(at));
             acks.push(self.sink.send_changelog(
                 &part.changelog_topic,
@@ -548,9 +529,10 @@ impl Processor {
                 Some(&progress),
             )?);
         }
+        // One acknowledgement per record written.
         self.metrics
             .changelog_records_total
-            .inc_by(records + self.parts.len() as u64);
+            .inc_by(acks.len() as u64);
         Ok(acks)
     }
 
@@ -580,10 +562,7 @@ impl Processor {
     ) {
         if consumer.assignment_lost() {
             warn!(partitions = ?revoked, "assignment lost: dropping the partitions' uncommitted work");
-            if self.in_txn {
-                let _ = self.producer().abort_transaction(self.timeout());
-                self.in_txn = false;
-            }
+            self.abort();
             self.pending.clear();
         } else if let Err(e) = self.emit().and_then(|()| self.checkpoint(consumer)) {
             self.fatal.get_or_insert(e);
@@ -623,6 +602,7 @@ impl Processor {
             .collect();
         self.metrics.restoring_partitions.set(new.len() as i64);
         let mut topics: Vec<&str> = new.iter().map(|(t, _)| t.as_str()).collect();
+        topics.sort_unstable();
         topics.dedup();
         let result = (|| {
             for topic in topics {
@@ -683,6 +663,9 @@ impl Processor {
             partitions.iter().zip(stores).zip(counts)
         {
             let mut state = PartitionState::new(self.cfg.clone(), &self.metrics);
+            if self.changelog.is_some() {
+                state.track_changes();
+            }
             let n = customers.len();
             state.restore(customers, progress);
             self.metrics.restored_customers_total.inc_by(n as u64);
@@ -734,12 +717,7 @@ impl Processor {
         warn!(error = %cause, "rewinding to the last checkpoint");
         self.summary.recoveries += 1;
         self.metrics.recoveries_total.inc();
-        if self.in_txn {
-            if let Err(e) = self.producer().abort_transaction(self.timeout()) {
-                warn!(error = %e, "abort failed");
-            }
-            self.in_txn = false;
-        }
+        self.abort();
         self.pending.clear();
         self.alerts.clear();
         let assigned = self.assigned.clone();
@@ -780,10 +758,7 @@ impl Processor {
         }
         let committed = consumer
             .committed_offsets(tpl, self.timeout())
-            .map_err(|source| KafkaPipelineError::Delivery {
-                topic: "offsets".into(),
-                source,
-            })?;
+            .map_err(KafkaPipelineError::Rewind)?;
         let reset = match self.cfg.kafka.auto_offset_reset {
             crate::config::OffsetReset::Earliest => Offset::Beginning,
             crate::config::OffsetReset::Latest => Offset::End,
@@ -795,20 +770,14 @@ impl Processor {
             };
             consumer
                 .seek(e.topic(), e.partition(), to, self.timeout())
-                .map_err(|source| KafkaPipelineError::Delivery {
-                    topic: e.topic().to_string(),
-                    source,
-                })?;
+                .map_err(KafkaPipelineError::Rewind)?;
         }
         Ok(())
     }
 
     /// Stop after a failure: abort the open transaction, make nothing more durable.
     pub fn abandon(&mut self) {
-        if self.in_txn {
-            let _ = self.producer().abort_transaction(self.timeout());
-            self.in_txn = false;
-        }
+        self.abort();
         self.pending.clear();
         self.parts.clear();
         self.metrics.partitions_assigned.set(0);
@@ -820,9 +789,8 @@ impl Processor {
         consumer: &BaseConsumer<C>,
     ) -> Result<(), PipelineError> {
         let r = self.emit().and_then(|()| self.checkpoint(consumer));
-        if r.is_err() && self.in_txn {
-            let _ = self.producer().abort_transaction(self.timeout());
-            self.in_txn = false;
+        if r.is_err() {
+            self.abort();
         }
         self.parts.clear();
         self.metrics.partitions_assigned.set(0);

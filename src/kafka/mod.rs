@@ -32,8 +32,8 @@ pub enum KafkaPipelineError {
         #[source]
         source: KafkaError,
     },
-    #[error("consuming failed: {0}")]
-    Consume(#[source] KafkaError),
+    #[error("moving the consumer back to the committed offsets failed: {0}")]
+    Rewind(#[source] KafkaError),
     #[error("committing offsets failed: {0}")]
     Commit(#[source] KafkaError),
     #[error("transaction failed ({step}): {source}")]

@@ -4,7 +4,7 @@
 //! - Key: the customer id's UTF-8 bytes; or [`META_KEY`] (not valid UTF-8, so no customer id
 //!   can collide with it) for the partition's own record.
 //! - Value: one format byte ([`FORMAT`]) then the state in `postcard` (compact, varint
-//!   integers). A null value (tombstone) is an evicted customer.
+//!   integers). A null value (tombstone) is a customer removed from the state.
 
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
@@ -36,7 +36,7 @@ pub struct StoredPartition {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Record {
     Customer(String, Box<StoredCustomer>),
-    /// The customer was evicted.
+    /// A tombstone: the customer is no longer part of the state.
     Removed(String),
     Partition(StoredPartition),
 }
@@ -55,10 +55,25 @@ pub enum RecordError {
     Decode(#[from] postcard::Error),
 }
 
-pub fn encode_customer(out: &mut Vec<u8>, c: &StoredCustomer) {
+/// [`StoredCustomer`] as written: the same bytes, from a borrowed state.
+#[derive(Serialize)]
+struct StoredCustomerRef<'a> {
+    applied_offset: i64,
+    state: &'a CustomerState,
+}
+
+/// Encode a customer's record value into `out` (cleared first, reused between records).
+pub fn encode_customer(out: &mut Vec<u8>, applied_offset: i64, state: &CustomerState) {
     out.clear();
     out.push(FORMAT);
-    postcard::to_io(c, &mut *out).expect("a Vec takes any write");
+    postcard::to_io(
+        &StoredCustomerRef {
+            applied_offset,
+            state,
+        },
+        &mut *out,
+    )
+    .expect("a Vec takes any write");
 }
 
 pub fn encode_partition(p: &StoredPartition) -> Vec<u8> {
@@ -67,18 +82,20 @@ pub fn encode_partition(p: &StoredPartition) -> Vec<u8> {
     out
 }
 
+/// The value after its format byte.
+fn body(v: &[u8]) -> Result<&[u8], RecordError> {
+    match v.split_first() {
+        None => Err(RecordError::Empty),
+        Some((&FORMAT, rest)) => Ok(rest),
+        Some((&f, _)) => Err(RecordError::Format(f)),
+    }
+}
+
 pub fn decode(key: Option<&[u8]>, value: Option<&[u8]>) -> Result<Record, RecordError> {
     let key = key.ok_or(RecordError::NoKey)?;
-    let body = |v: &[u8]| -> Result<Vec<u8>, RecordError> {
-        match v.split_first() {
-            None => Err(RecordError::Empty),
-            Some((&FORMAT, rest)) => Ok(rest.to_vec()),
-            Some((&f, _)) => Err(RecordError::Format(f)),
-        }
-    };
     if key == META_KEY {
         let v = value.ok_or(RecordError::Empty)?;
-        return Ok(Record::Partition(postcard::from_bytes(&body(v)?)?));
+        return Ok(Record::Partition(postcard::from_bytes(body(v)?)?));
     }
     let id = std::str::from_utf8(key)
         .map_err(|_| RecordError::BadKey)?
@@ -87,7 +104,7 @@ pub fn decode(key: Option<&[u8]>, value: Option<&[u8]>) -> Result<Record, Record
         None => Ok(Record::Removed(id)),
         Some(v) => Ok(Record::Customer(
             id,
-            Box::new(postcard::from_bytes(&body(v)?)?),
+            Box::new(postcard::from_bytes(body(v)?)?),
         )),
     }
 }
@@ -124,7 +141,7 @@ mod tests {
             state: c,
         };
         let mut buf = Vec::new();
-        encode_customer(&mut buf, &stored);
+        encode_customer(&mut buf, stored.applied_offset, &stored.state);
         assert_eq!(buf[0], FORMAT);
         match decode(Some(b"c1"), Some(&buf)).unwrap() {
             Record::Customer(id, back) => {
