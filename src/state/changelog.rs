@@ -88,14 +88,13 @@ pub struct RestoreCount {
 
 /// Creates changelog topics when missing and reads them back.
 pub struct Changelog {
+    /// CreateTopics; its metadata requests (a producer-type client) let brokers auto-create.
     admin: AdminClient<DefaultClientContext>,
+    /// Metadata without side effects (a consumer never asks for auto-creation).
+    metadata: BaseConsumer<DefaultConsumerContext>,
     /// Settings of the restore reader, created afresh for each restore (a long-idle client
     /// can sit in reconnect back-off after a broker outage).
     reader_config: rdkafka::ClientConfig,
-    /// For metadata.
-    reader: BaseConsumer<DefaultConsumerContext>,
-    /// A client whose metadata requests let the broker auto-create topics.
-    auto_create: BaseConsumer<DefaultConsumerContext>,
     replication: i32,
     timeout: Duration,
     known: HashSet<String>,
@@ -104,37 +103,24 @@ pub struct Changelog {
 impl Changelog {
     pub fn new(cfg: &Config) -> Result<Self, StateError> {
         let k = &cfg.kafka;
+        let created = |what| move |source| StateError::Create { what, source };
         let admin = base_config(k)
+            .set("allow.auto.create.topics", "true")
             .create()
-            .map_err(|source| StateError::Create {
-                what: "admin client",
-                source,
-            })?;
-        let mut rc = base_config(k);
-        rc.set("group.id", format!("{}-restore", k.group_id))
+            .map_err(created("admin client"))?;
+        let mut reader_config = base_config(k);
+        reader_config
+            .set("group.id", format!("{}-restore", k.group_id))
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
             .set("enable.partition.eof", "true")
             .set("isolation.level", "read_committed")
             .set("auto.offset.reset", "earliest");
-        let reader = rc.create().map_err(|source| StateError::Create {
-            what: "restore consumer",
-            source,
-        })?;
-        let reader_config = rc.clone();
-        let mut ac = base_config(k);
-        ac.set("group.id", format!("{}-restore", k.group_id))
-            .set("enable.auto.commit", "false")
-            .set("allow.auto.create.topics", "true");
-        let auto_create = ac.create().map_err(|source| StateError::Create {
-            what: "metadata client",
-            source,
-        })?;
+        let metadata = reader_config.create().map_err(created("metadata client"))?;
         Ok(Changelog {
             admin,
+            metadata,
             reader_config,
-            reader,
-            auto_create,
             replication: cfg.state.changelog_replication_factor,
             timeout: cfg.state.restore_timeout,
             known: HashSet::new(),
@@ -143,7 +129,7 @@ impl Changelog {
 
     fn partitions(&self, topic: &str) -> Result<Option<usize>, StateError> {
         let md = self
-            .reader
+            .metadata
             .fetch_metadata(Some(topic), REQUEST_TIMEOUT)
             .map_err(|source| StateError::Metadata {
                 topic: topic.to_string(),
@@ -168,59 +154,7 @@ impl Changelog {
             .ok_or_else(|| StateError::NoTopic(events.to_string()))?;
         let has = match self.partitions(changelog)? {
             Some(n) => n,
-            None => {
-                let spec = NewTopic::new(
-                    changelog,
-                    needs as i32,
-                    TopicReplication::Fixed(self.replication),
-                )
-                .set("cleanup.policy", "compact");
-                let res = block_on(
-                    self.admin.create_topics(
-                        [&spec],
-                        &AdminOptions::new()
-                            .operation_timeout(Some(CREATE_TIMEOUT))
-                            .request_timeout(Some(CREATE_TIMEOUT)),
-                    ),
-                );
-                match res {
-                    Ok(results) => {
-                        for r in results {
-                            match r {
-                                Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
-                                Err((topic, code)) => {
-                                    return Err(StateError::CreateTopic { topic, code })
-                                }
-                            }
-                        }
-                        info!(
-                            topic = changelog,
-                            partitions = needs,
-                            "changelog topic created"
-                        );
-                    }
-                    Err(e) => {
-                        // No CreateTopics: ask for the topic's metadata, which brokers that
-                        // auto-create topics answer by creating it (with their default
-                        // partition count, checked below).
-                        warn!(topic = changelog, error = %e, "CreateTopics failed; trying the broker's topic auto-creation");
-                        let _ = self
-                            .auto_create
-                            .fetch_metadata(Some(changelog), REQUEST_TIMEOUT);
-                    }
-                }
-                // Wait until the new topic's metadata is visible.
-                let start = Instant::now();
-                loop {
-                    if let Some(n) = self.partitions(changelog)? {
-                        break n;
-                    }
-                    if start.elapsed() > REQUEST_TIMEOUT {
-                        return Err(StateError::NoTopic(changelog.to_string()));
-                    }
-                    std::thread::sleep(Duration::from_millis(50));
-                }
-            }
+            None => self.create(changelog, needs)?,
         };
         if has != needs {
             return Err(StateError::NotCoPartitioned {
@@ -232,6 +166,51 @@ impl Changelog {
         }
         self.known.insert(changelog.to_string());
         Ok(())
+    }
+
+    /// Create `topic`, compacted, with `partitions` partitions; returns the partition count
+    /// it then has (which differs when only the broker's auto-creation was available).
+    fn create(&self, topic: &str, partitions: usize) -> Result<usize, StateError> {
+        let spec = NewTopic::new(
+            topic,
+            partitions as i32,
+            TopicReplication::Fixed(self.replication),
+        )
+        .set("cleanup.policy", "compact");
+        let opts = AdminOptions::new()
+            .operation_timeout(Some(CREATE_TIMEOUT))
+            .request_timeout(Some(CREATE_TIMEOUT));
+        match block_on(self.admin.create_topics([&spec], &opts)) {
+            Ok(results) => {
+                for r in results {
+                    match r {
+                        Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                        Err((topic, code)) => return Err(StateError::CreateTopic { topic, code }),
+                    }
+                }
+                info!(topic, partitions, "changelog topic created");
+            }
+            Err(e) => {
+                // No CreateTopics (librdkafka's mock cluster): brokers that auto-create
+                // topics create it on a metadata request, with their default partition count.
+                warn!(topic, error = %e, "CreateTopics failed; trying the broker's topic auto-creation");
+                let _ = self
+                    .admin
+                    .inner()
+                    .fetch_metadata(Some(topic), REQUEST_TIMEOUT);
+            }
+        }
+        // Wait until the new topic's metadata is visible.
+        let start = Instant::now();
+        loop {
+            if let Some(n) = self.partitions(topic)? {
+                return Ok(n);
+            }
+            if start.elapsed() > REQUEST_TIMEOUT {
+                return Err(StateError::NoTopic(topic.to_string()));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     /// Read partitions `partitions` of changelog `topic` from their beginning to their end
