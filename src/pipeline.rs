@@ -11,12 +11,14 @@
 //! processes; librdkafka's fetch queue (`queued.max.messages.kbytes`) and producer queue are
 //! bounded, a full producer queue makes the loop wait, and a checkpoint waits for the broker.
 
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaResult;
+use rdkafka::message::BorrowedMessage;
 use tokio_util::sync::CancellationToken;
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 use crate::config::Config;
 use crate::event::DecodeLimits;
@@ -86,13 +88,18 @@ fn run_blocking(
         "pipeline started"
     );
 
-    let lock = || processor.lock().unwrap_or_else(|e| e.into_inner());
-    let result = consume(&cfg, &consumer, &lock, &shutdown);
+    let looper = Consume {
+        cfg: &cfg,
+        consumer: &consumer,
+        processor: &processor,
+        shutdown: &shutdown,
+    };
+    let result = looper.run();
 
     health.set_ready(false);
     metrics.ready.set(0);
     let closed = {
-        let mut p = lock();
+        let mut p = looper.lock();
         if result.is_ok() {
             p.close(&consumer)
         } else {
@@ -102,7 +109,7 @@ fn run_blocking(
         }
     };
     consumer.unsubscribe();
-    let summary = lock().summary;
+    let summary = looper.lock().summary;
     info!(
         messages = summary.messages,
         chunks = summary.chunks,
@@ -119,65 +126,73 @@ fn run_blocking(
     result.and(closed).map(|()| summary)
 }
 
-fn consume<'a>(
-    cfg: &Config,
-    consumer: &BaseConsumer<ConsumerCtx>,
-    lock: &dyn Fn() -> std::sync::MutexGuard<'a, Processor>,
-    shutdown: &CancellationToken,
-) -> Result<(), PipelineError> {
-    loop {
-        match consume_until_error(cfg, consumer, lock, shutdown) {
-            Ok(()) => return Ok(()),
-            // A broker that went away (and a record it did not take): rewind in place.
-            Err(e) if e.is_transient() => lock().recover(consumer, &e)?,
-            Err(e) => return Err(e),
-        }
-    }
+/// The consumer loop's borrowed parts.
+struct Consume<'a> {
+    cfg: &'a Config,
+    consumer: &'a BaseConsumer<ConsumerCtx>,
+    processor: &'a Mutex<Processor>,
+    shutdown: &'a CancellationToken,
 }
 
-fn consume_until_error<'a>(
-    cfg: &Config,
-    consumer: &BaseConsumer<ConsumerCtx>,
-    lock: &dyn Fn() -> std::sync::MutexGuard<'a, Processor>,
-    shutdown: &CancellationToken,
-) -> Result<(), PipelineError> {
-    let mut last_tick = Instant::now();
-    loop {
-        if shutdown.is_cancelled() {
-            return Ok(());
+impl<'a> Consume<'a> {
+    /// The processor; never held across a poll (rebalance callbacks inside it lock it too).
+    fn lock(&self) -> MutexGuard<'a, Processor> {
+        self.processor.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Poll once; an error that a rebalance callback met inside the poll comes first.
+    fn poll(
+        &self,
+        timeout: Duration,
+    ) -> Result<Option<KafkaResult<BorrowedMessage<'a>>>, PipelineError> {
+        let m = self.consumer.poll(timeout);
+        match self.lock().take_fatal() {
+            Some(e) => Err(e),
+            None => Ok(m),
         }
-        if last_tick.elapsed() >= TICK {
-            last_tick = Instant::now();
-            lock().tick(consumer)?;
-        }
-        let Some(first) = consumer.poll(POLL_TIMEOUT) else {
-            if let Some(e) = lock().take_fatal() {
-                return Err(e);
-            }
-            continue;
-        };
-        let limits = DecodeLimits::from_config(&cfg.input, now_ms());
-        let mut next = Some(first);
-        let mut n = 0;
-        while let Some(msg) = next.take() {
-            n += 1;
-            let mut p = lock();
-            if let Some(e) = p.take_fatal() {
-                return Err(e);
-            }
-            match msg {
-                Ok(m) => p.handle(&m, &limits)?,
-                Err(e) => tracing::warn!(error = %e, "error while consuming"),
-            }
-            drop(p);
-            if n < MAX_CHUNK {
-                next = consumer.poll(Duration::ZERO);
+    }
+
+    /// Consume until shutdown; a transient failure rewinds in place (a broker that went
+    /// away, a record it did not take).
+    fn run(&self) -> Result<(), PipelineError> {
+        loop {
+            match self.until_error() {
+                Ok(()) => return Ok(()),
+                Err(e) if e.is_transient() => self.lock().recover(self.consumer, &e)?,
+                Err(e) => return Err(e),
             }
         }
-        let mut p = lock();
-        if let Some(e) = p.take_fatal() {
-            return Err(e);
+    }
+
+    fn until_error(&self) -> Result<(), PipelineError> {
+        let mut last_tick = Instant::now();
+        loop {
+            if self.shutdown.is_cancelled() {
+                return Ok(());
+            }
+            if last_tick.elapsed() >= TICK {
+                last_tick = Instant::now();
+                self.lock().tick(self.consumer)?;
+            }
+            let Some(first) = self.poll(POLL_TIMEOUT)? else {
+                continue;
+            };
+            let limits = DecodeLimits::from_config(&self.cfg.input, now_ms());
+            let mut next = Some(first);
+            let mut n = 0;
+            while let Some(msg) = next {
+                n += 1;
+                match msg {
+                    Ok(m) => self.lock().handle(&m, &limits)?,
+                    Err(e) => warn!(error = %e, "error while consuming"),
+                }
+                next = if n < MAX_CHUNK {
+                    self.poll(Duration::ZERO)?
+                } else {
+                    None
+                };
+            }
+            self.lock().after_chunk(self.consumer)?;
         }
-        p.after_chunk(consumer)?;
     }
 }
