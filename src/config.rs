@@ -833,17 +833,14 @@ impl RawConfig {
                 "must differ from the events topics",
             ));
         }
-        let auto_offset_reset = match k.auto_offset_reset.as_str() {
-            "earliest" => OffsetReset::Earliest,
-            "latest" => OffsetReset::Latest,
-            other => {
-                return Err(ConfigError::invalid(
-                    "kafka.auto_offset_reset",
-                    format!("{other:?}"),
-                    "must be \"earliest\" or \"latest\"",
-                ))
-            }
-        };
+        let auto_offset_reset = one_of(
+            "kafka.auto_offset_reset",
+            &k.auto_offset_reset,
+            &[
+                ("earliest", OffsetReset::Earliest),
+                ("latest", OffsetReset::Latest),
+            ],
+        )?;
         in_range_u64(
             "kafka.commit_interval_ms",
             k.commit_interval_ms,
@@ -894,17 +891,14 @@ impl RawConfig {
             86_400,
         )?;
         let pr = &self.processing;
-        let guarantee = match pr.guarantee.as_str() {
-            "at_least_once" => Guarantee::AtLeastOnce,
-            "exactly_once" => Guarantee::ExactlyOnce,
-            other => {
-                return Err(ConfigError::invalid(
-                    "processing.guarantee",
-                    format!("{other:?}"),
-                    "must be \"at_least_once\" or \"exactly_once\"",
-                ))
-            }
-        };
+        let guarantee = one_of(
+            "processing.guarantee",
+            &pr.guarantee,
+            &[
+                ("at_least_once", Guarantee::AtLeastOnce),
+                ("exactly_once", Guarantee::ExactlyOnce),
+            ],
+        )?;
         if guarantee == Guarantee::ExactlyOnce && !st.changelog {
             return Err(ConfigError::invalid(
                 "state.changelog",
@@ -943,17 +937,11 @@ impl RawConfig {
             )
         })?;
 
-        let format = match self.log.format.as_str() {
-            "text" => LogFormat::Text,
-            "json" => LogFormat::Json,
-            other => {
-                return Err(ConfigError::invalid(
-                    "log.format",
-                    format!("{other:?}"),
-                    "must be \"text\" or \"json\"",
-                ))
-            }
-        };
+        let format = one_of(
+            "log.format",
+            &self.log.format,
+            &[("text", LogFormat::Text), ("json", LogFormat::Json)],
+        )?;
         if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
             return Err(ConfigError::invalid(
                 "log.level",
@@ -1279,6 +1267,22 @@ fn content_hash(raw: &RawConfig, priors: Option<&str>) -> String {
     }
     let id = uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_OID, &canonical);
     format!("cfg-{}", &id.simple().to_string()[..12])
+}
+
+/// The value `v` names among `choices`; the error lists them.
+fn one_of<T: Copy>(key: &str, v: &str, choices: &[(&str, T)]) -> Result<T, ConfigError> {
+    choices
+        .iter()
+        .find(|(name, _)| *name == v)
+        .map(|&(_, t)| t)
+        .ok_or_else(|| {
+            let names: Vec<String> = choices.iter().map(|(n, _)| format!("{n:?}")).collect();
+            ConfigError::invalid(
+                key,
+                format!("{v:?}"),
+                format!("must be {}", names.join(" or ")),
+            )
+        })
 }
 
 fn non_empty(key: &str, v: &str) -> Result<(), ConfigError> {

@@ -49,6 +49,15 @@ fn opts(name: &str, help: &str) -> Opts {
     Opts::new(name, help).namespace("churnwatch")
 }
 
+fn histogram(name: &str, help: &str, buckets: &[f64]) -> Histogram {
+    Histogram::with_opts(
+        HistogramOpts::new(name, help)
+            .namespace("churnwatch")
+            .buckets(buckets.to_vec()),
+    )
+    .unwrap()
+}
+
 impl Metrics {
     pub fn new() -> Metrics {
         let registry = Registry::new();
@@ -113,18 +122,11 @@ impl Metrics {
                 "Sum of value_at_risk (expected revenue over the value horizon times risk) of customers currently at risk, in the configured currency."
             ))
             .unwrap()),
-            decision_latency_seconds: reg!(Histogram::with_opts(
-                HistogramOpts::new(
-                    "decision_latency_seconds",
-                    "Time from an event's Kafka timestamp to the decision on it (scored, alert handed to the producer)."
-                )
-                .namespace("churnwatch")
-                .buckets(vec![
-                    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
-                    5.0, 10.0, 30.0, 60.0
-                ])
-            )
-            .unwrap()),
+            decision_latency_seconds: reg!(histogram(
+                "decision_latency_seconds",
+                "Time from an event's Kafka timestamp to the decision on it (scored, alert handed to the producer).",
+                &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0]
+            )),
             consumer_lag: reg!(IntGaugeVec::new(
                 opts(
                     "consumer_lag",
@@ -171,29 +173,21 @@ impl Metrics {
                 &["result"]
             )
             .unwrap()),
-            checkpoint_duration_seconds: reg!(Histogram::with_opts(
-                HistogramOpts::new(
-                    "checkpoint_duration_seconds",
-                    "Wall-clock time of one checkpoint (processing pauses meanwhile)."
-                )
-                .namespace("churnwatch")
-                .buckets(vec![0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0])
-            )
-            .unwrap()),
+            checkpoint_duration_seconds: reg!(histogram(
+                "checkpoint_duration_seconds",
+                "Wall-clock time of one checkpoint (processing pauses meanwhile).",
+                &[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]
+            )),
             changelog_records_total: reg!(IntCounter::with_opts(opts(
                 "changelog_records_total",
                 "Customer and partition records written to the changelog topics."
             ))
             .unwrap()),
-            restore_duration_seconds: reg!(Histogram::with_opts(
-                HistogramOpts::new(
-                    "restore_duration_seconds",
-                    "Wall-clock time to restore the partitions of one assignment from their changelog."
-                )
-                .namespace("churnwatch")
-                .buckets(vec![0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0])
-            )
-            .unwrap()),
+            restore_duration_seconds: reg!(histogram(
+                "restore_duration_seconds",
+                "Wall-clock time to restore the partitions of one assignment from their changelog.",
+                &[0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0]
+            )),
             restore_records_total: reg!(IntCounter::with_opts(opts(
                 "restore_records_total",
                 "Changelog records read while restoring (progress of a restore)."

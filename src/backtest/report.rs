@@ -32,28 +32,22 @@ impl Display for Report {
             r.positives,
             r.base_rate * 100.0
         )?;
-        writeln!(f, "  {:<34} {:>9} {:>9}", "score", "ROC AUC", "PR AUC")?;
-        writeln!(
-            f,
-            "  {:<34} {:>9} {:>9}",
-            "risk_score",
-            num(r.roc_auc_risk, 4),
-            num(r.pr_auc_risk, 4)
-        )?;
-        writeln!(
-            f,
-            "  {:<34} {:>9} {:>9}",
-            "p_churn",
-            num(r.roc_auc_p_churn, 4),
-            num(r.pr_auc_p_churn, 4)
-        )?;
-        writeln!(
-            f,
-            "  {:<34} {:>9} {:>9}",
-            "days since last activity (baseline)",
-            num(r.roc_auc_recency, 4),
-            "-"
-        )?;
+        for (score, roc, pr) in [
+            ("score", "ROC AUC".to_string(), "PR AUC".to_string()),
+            ("risk_score", num(r.roc_auc_risk, 4), num(r.pr_auc_risk, 4)),
+            (
+                "p_churn",
+                num(r.roc_auc_p_churn, 4),
+                num(r.pr_auc_p_churn, 4),
+            ),
+            (
+                "days since last activity (baseline)",
+                num(r.roc_auc_recency, 4),
+                "-".to_string(),
+            ),
+        ] {
+            writeln!(f, "  {score:<34} {roc:>9} {pr:>9}")?;
+        }
         for t in &r.precision_at_top {
             writeln!(
                 f,
