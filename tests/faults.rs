@@ -13,17 +13,16 @@
 
 mod common;
 
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::DefaultProducerContext;
 use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
 
-use common::process::{http_get, metric_sum, Running};
+use common::process::{http_get, metric_sum};
 use common::stream::{
-    assert_same_outcome, dataset, group, kill_repeatedly, produce_gradually, restart_to_the_end,
-    show_recovery, stop, wait_caught_up, wait_ready, Group, Lcg, EVENTS, HTTP_TIMEOUT, PARTITIONS,
+    assert_same_outcome, dataset, group, kill_repeatedly, restart_to_the_end, show_recovery, stop,
+    wait_caught_up, wait_ready, Group, Lcg, Stream, EVENTS, HTTP_TIMEOUT, PARTITIONS,
 };
 
 type Cluster = MockCluster<'static, DefaultProducerContext>;
@@ -31,17 +30,14 @@ type Cluster = MockCluster<'static, DefaultProducerContext>;
 /// A group on the mock cluster, which has no CreateTopics API: its topics are made here.
 fn mock_group(cluster: &Cluster, dir: &std::path::Path, name: &str) -> Group {
     let create = |t: &str, n: i32| cluster.create_topic(t, n, 1).unwrap();
-    group(&cluster.bootstrap_servers(), &create, true, dir, name, "")
+    group(&cluster.bootstrap_servers(), &create, true, dir, name)
 }
 
-/// A scenario: the cluster, the reference group, and the stream being produced.
+/// The mock cluster with the events topic, and the stream with its reference run.
 struct Scenario {
     cluster: Cluster,
     dir: tempfile::TempDir,
-    total: i64,
-    producer: Option<JoinHandle<()>>,
-    reference: Group,
-    reference_run: Option<Running>,
+    stream: Stream,
 }
 
 fn scenario(seed: u64, slices: usize, pause: Duration) -> Scenario {
@@ -49,52 +45,19 @@ fn scenario(seed: u64, slices: usize, pause: Duration) -> Scenario {
     cluster.create_topic(EVENTS, PARTITIONS, 1).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let reference = mock_group(&cluster, dir.path(), "reference");
-    let msgs = dataset(250, 150.0, seed);
-    let total = msgs.len() as i64;
-    let (mut run, addr) = reference.spawn("a");
-    wait_ready(&mut run, addr, Duration::from_secs(30));
-    let producer = produce_gradually(cluster.bootstrap_servers(), msgs, slices, pause);
+    let stream = Stream::start(reference, dataset(250, 150.0, seed), slices, pause);
     Scenario {
         cluster,
         dir,
-        total,
-        producer: Some(producer),
-        reference,
-        reference_run: Some(run),
-    }
-}
-
-impl Scenario {
-    /// Wait for the producer and the reference run to finish; stop the reference.
-    fn finish_reference(&mut self) {
-        let t = Instant::now();
-        self.producer.take().unwrap().join().unwrap();
-        eprintln!("input produced after {:?} more", t.elapsed());
-        let mut run = self.reference_run.take().unwrap();
-        wait_caught_up(
-            &self.reference,
-            self.total,
-            &mut [&mut run],
-            Duration::from_secs(120),
-        );
-        eprintln!("reference caught up after {:?} more", t.elapsed());
-        show_recovery(&stop(run));
+        stream,
     }
 }
 
 /// Kill -9 at random points, restart each time; the final alerts and state equal the
 /// uninterrupted run's, and a restart restores every customer instead of starting over.
-fn kill_and_restart(kills: usize, seed: u64, extra: &str) {
+fn kill_and_restart(kills: usize, seed: u64) {
     let mut s = scenario(seed, 60, Duration::from_millis(600));
-    let create = |t: &str, n: i32| s.cluster.create_topic(t, n, 1).unwrap();
-    let g = group(
-        &s.cluster.bootstrap_servers(),
-        &create,
-        true,
-        s.dir.path(),
-        "killed",
-        extra,
-    );
+    let g = mock_group(&s.cluster, s.dir.path(), "killed");
     let cluster = &s.cluster;
     // Commits fail for a while before each kill, so the changelog runs ahead of the committed
     // offsets when the kill comes: the restart re-reads events its restored customers hold.
@@ -105,13 +68,13 @@ fn kill_and_restart(kills: usize, seed: u64, extra: &str) {
         )
     };
     let restored_any = kill_repeatedly(&g, kills, &mut Lcg(seed), (200, 1500), &failing_commits);
-    s.finish_reference();
-    restart_to_the_end(&g, s.total);
+    s.stream.finish_reference(Duration::from_secs(120));
+    restart_to_the_end(&g, s.stream.total);
     assert!(
         restored_any,
         "no restart before the last one restored a customer"
     );
-    assert_same_outcome(&s.reference, &g);
+    assert_same_outcome(&s.stream.reference, &g);
 }
 
 #[test]
@@ -126,7 +89,6 @@ fn kill_9_at_random_points_then_restart_loses_and_double_counts_nothing() {
     kill_and_restart(
         env("CHURNWATCH_SOAK_KILLS", 4) as usize,
         env("CHURNWATCH_SOAK_SEED", 17),
-        "",
     );
 }
 
@@ -156,15 +118,15 @@ fn the_survivor_of_two_instances_takes_over_and_completes_the_alerts() {
     std::thread::sleep(Duration::from_secs(3));
     b.signal("KILL");
     b.finish(Duration::from_secs(10));
-    s.finish_reference();
-    wait_caught_up(&g, s.total, &mut [&mut a], Duration::from_secs(120));
+    s.stream.finish_reference(Duration::from_secs(120));
+    wait_caught_up(&g, s.stream.total, &mut [&mut a], Duration::from_secs(120));
     assert_eq!(
         assigned(addr_a),
         PARTITIONS as f64,
         "the survivor holds every partition"
     );
     stop(a);
-    assert_same_outcome(&s.reference, &g);
+    assert_same_outcome(&s.stream.reference, &g);
 }
 
 #[test]
@@ -187,8 +149,13 @@ fn a_broker_outage_and_request_errors_are_survived_without_restart_or_loss() {
     s.cluster.broker_down(1).unwrap();
     std::thread::sleep(Duration::from_secs(5));
     s.cluster.broker_up(1).unwrap();
-    s.finish_reference();
-    wait_caught_up(&g, s.total, &mut [&mut run], Duration::from_secs(120));
+    s.stream.finish_reference(Duration::from_secs(120));
+    wait_caught_up(
+        &g,
+        s.stream.total,
+        &mut [&mut run],
+        Duration::from_secs(120),
+    );
     show_recovery(&stop(run));
-    assert_same_outcome(&s.reference, &g);
+    assert_same_outcome(&s.stream.reference, &g);
 }

@@ -15,7 +15,6 @@ mod common;
 use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::process::Command;
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use futures::executor::block_on;
@@ -25,8 +24,8 @@ use rdkafka::ClientConfig;
 
 use common::process::{free_port, manifest_dir, Running};
 use common::stream::{
-    assert_same_outcome, dataset, group, kill_repeatedly, produce_gradually, restart_to_the_end,
-    stop, wait_caught_up, wait_ready, Group, Lcg, EVENTS, PARTITIONS,
+    assert_same_outcome, dataset, group, kill_repeatedly, restart_to_the_end, Group, Lcg, Stream,
+    EVENTS, PARTITIONS,
 };
 
 /// The tansu binary, installed by the project's script when missing.
@@ -92,74 +91,39 @@ impl Tansu {
     }
 }
 
-/// tansu, the events topic, and a reference group consuming the stream being produced.
+/// tansu with the events topic, and the stream with its reference run.
 struct Scenario {
     tansu: Tansu,
     dir: tempfile::TempDir,
-    total: i64,
-    producer: Option<JoinHandle<()>>,
-    reference: Group,
-    reference_run: Option<Running>,
+    stream: Stream,
 }
 
 fn scenario(seed: u64) -> Scenario {
     let tansu = Tansu::start();
     tansu.create_topic(EVENTS, PARTITIONS);
     let dir = tempfile::tempdir().unwrap();
-    let reference = tansu_group(&tansu, &dir, "reference", "");
-    let msgs = dataset(150, 120.0, seed);
-    let total = msgs.len() as i64;
-    let (mut run, addr) = reference.spawn("a");
-    wait_ready(&mut run, addr, Duration::from_secs(60));
-    let producer = produce_gradually(
-        tansu.bootstrap.clone(),
-        msgs,
+    let reference = tansu_group(&tansu, &dir, "reference");
+    let stream = Stream::start(
+        reference,
+        dataset(150, 120.0, seed),
         40,
         Duration::from_millis(500),
     );
-    Scenario {
-        tansu,
-        dir,
-        total,
-        producer: Some(producer),
-        reference,
-        reference_run: Some(run),
-    }
+    Scenario { tansu, dir, stream }
 }
 
 /// A group whose changelog churnwatch creates itself (tansu has CreateTopics).
-fn tansu_group(tansu: &Tansu, dir: &tempfile::TempDir, name: &str, extra: &str) -> Group {
+fn tansu_group(tansu: &Tansu, dir: &tempfile::TempDir, name: &str) -> Group {
     let create = |t: &str, n: i32| tansu.create_topic(t, n);
-    group(&tansu.bootstrap, &create, false, dir.path(), name, extra)
-}
-
-impl Scenario {
-    fn finish_reference(&mut self) {
-        self.producer.take().unwrap().join().unwrap();
-        let mut run = self.reference_run.take().unwrap();
-        wait_caught_up(
-            &self.reference,
-            self.total,
-            &mut [&mut run],
-            Duration::from_secs(180),
-        );
-        stop(run);
-    }
-
-    /// Run `g` with kill -9 at `kills` random points, then to the end; returns the log of
-    /// the last run.
-    fn killed_run(&mut self, g: &Group, kills: usize, seed: u64) -> String {
-        kill_repeatedly(g, kills, &mut Lcg(seed), (500, 2500), &|| {});
-        self.finish_reference();
-        restart_to_the_end(g, self.total)
-    }
+    group(&tansu.bootstrap, &create, false, dir.path(), name)
 }
 
 #[test]
 fn at_least_once_on_tansu_survives_kill_9_with_the_reference_outcome() {
     let mut s = scenario(31);
-    let g = tansu_group(&s.tansu, &s.dir, "killed", "");
-    let log = s.killed_run(&g, 2, 31);
-    assert!(log.contains("partition state restored"), "{log}");
-    assert_same_outcome(&s.reference, &g);
+    let g = tansu_group(&s.tansu, &s.dir, "killed");
+    kill_repeatedly(&g, 2, &mut Lcg(31), (500, 2500), &|| {});
+    s.stream.finish_reference(Duration::from_secs(180));
+    restart_to_the_end(&g, s.stream.total);
+    assert_same_outcome(&s.stream.reference, &g);
 }

@@ -105,15 +105,13 @@ pub fn alerts_topic(group: &str) -> String {
 pub type CreateTopic<'a> = &'a dyn Fn(&str, i32);
 
 /// Create a group's alerts and dead-letter topics (and its changelog when
-/// `create_changelog`; else churnwatch creates it) and write its config file. `extra` is
-/// appended to the config.
+/// `create_changelog`; else churnwatch creates it) and write its config file.
 pub fn group(
     bootstrap: &str,
     create: CreateTopic<'_>,
     create_changelog: bool,
     dir: &Path,
     name: &str,
-    extra: &str,
 ) -> Group {
     let bootstrap = bootstrap.to_string();
     let alerts = alerts_topic(name);
@@ -134,8 +132,7 @@ pub fn group(
              [kafka.properties]\n\"session.timeout.ms\" = \"6000\"\n\
              \"heartbeat.interval.ms\" = \"500\"\n\n\
              [http]\nenabled = false\n\n\
-             [input]\nmax_future_skew_secs = 0\nidle_partition_timeout_secs = 86400\n\n\
-             {extra}"
+             [input]\nmax_future_skew_secs = 0\nidle_partition_timeout_secs = 86400\n"
         ),
     )
     .unwrap();
@@ -159,10 +156,6 @@ impl Group {
             .env("CHURNWATCH_HTTP__LISTEN", addr.to_string())
             .env(
                 "CHURNWATCH_KAFKA__CLIENT_ID",
-                format!("{}-{instance}", self.name),
-            )
-            .env(
-                "CHURNWATCH_PROCESSING__TRANSACTIONAL_ID",
                 format!("{}-{instance}", self.name),
             );
         (Running::spawn(cmd), addr)
@@ -407,4 +400,46 @@ fn restored_customers(addr: SocketAddr) -> f64 {
         .ok()
         .and_then(|r| super::process::metric_sum(&r.body, "churnwatch_restored_customers_total"))
         .unwrap_or(0.0)
+}
+
+/// A stream being produced gradually, and the uninterrupted reference run consuming it.
+pub struct Stream {
+    /// Messages in the stream.
+    pub total: i64,
+    producer: Option<JoinHandle<()>>,
+    pub reference: Group,
+    reference_run: Option<Running>,
+}
+
+impl Stream {
+    /// Start `reference` and, once it is ready, produce `msgs` in `slices` slices `pause`
+    /// apart.
+    pub fn start(
+        reference: Group,
+        msgs: Vec<(String, Vec<u8>)>,
+        slices: usize,
+        pause: Duration,
+    ) -> Stream {
+        let total = msgs.len() as i64;
+        let (mut run, addr) = reference.spawn("a");
+        wait_ready(&mut run, addr, Duration::from_secs(60));
+        let producer = produce_gradually(reference.bootstrap.clone(), msgs, slices, pause);
+        Stream {
+            total,
+            producer: Some(producer),
+            reference,
+            reference_run: Some(run),
+        }
+    }
+
+    /// Wait for the producer and the reference run to finish; stop the reference.
+    pub fn finish_reference(&mut self, limit: Duration) {
+        let t = Instant::now();
+        self.producer.take().unwrap().join().unwrap();
+        eprintln!("input produced after {:?} more", t.elapsed());
+        let mut run = self.reference_run.take().unwrap();
+        wait_caught_up(&self.reference, self.total, &mut [&mut run], limit);
+        eprintln!("reference caught up after {:?} more", t.elapsed());
+        show_recovery(&stop(run));
+    }
 }
