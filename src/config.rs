@@ -152,6 +152,7 @@ pub struct RawKafka {
     pub commit_interval_ms: u64,
     pub statistics_interval_ms: u64,
     pub delivery_timeout_ms: u64,
+    pub max_pending_records: u64,
     pub properties: BTreeMap<String, String>,
 }
 
@@ -162,6 +163,8 @@ pub struct RawState {
     pub changelog: bool,
     pub changelog_replication_factor: i32,
     pub restore_timeout_secs: u64,
+    pub max_customers: u64,
+    pub evict_lapsed_after_days: f64,
 }
 
 impl Default for RawState {
@@ -170,6 +173,8 @@ impl Default for RawState {
             changelog: true,
             changelog_replication_factor: -1,
             restore_timeout_secs: 600,
+            max_customers: 5_000_000,
+            evict_lapsed_after_days: 365.0,
         }
     }
 }
@@ -321,6 +326,7 @@ impl Default for RawKafka {
             commit_interval_ms: 1000,
             statistics_interval_ms: 5000,
             delivery_timeout_ms: 30_000,
+            max_pending_records: 50_000,
             properties: BTreeMap::new(),
         }
     }
@@ -508,6 +514,11 @@ pub struct StateConfig {
     /// Replication factor of changelog topics churnwatch creates (-1: the broker's default).
     pub changelog_replication_factor: i32,
     pub restore_timeout: std::time::Duration,
+    /// Most customers one instance tracks (0: no cap); beyond it the least recently active
+    /// are evicted.
+    pub max_customers: usize,
+    /// Lapsed customers inactive this long are evicted (0: never).
+    pub evict_lapsed_after_ms: i64,
 }
 
 /// What survives a crash.
@@ -577,6 +588,9 @@ pub struct KafkaConfig {
     pub commit_interval_ms: u64,
     pub statistics_interval_ms: u64,
     pub delivery_timeout_ms: u64,
+    /// Records handed to the producer and not yet acknowledged beyond which the instance
+    /// pauses its partitions (back-pressure); it resumes below half.
+    pub max_pending_records: usize,
     /// librdkafka properties passed through to every client (may hold secrets: never logged).
     pub properties: BTreeMap<String, String>,
 }
@@ -859,6 +873,12 @@ impl RawConfig {
             1_000,
             3_600_000,
         )?;
+        in_range_u64(
+            "kafka.max_pending_records",
+            k.max_pending_records,
+            100,
+            1_000_000,
+        )?;
         for key in k.properties.keys() {
             const OWNED: &[&str] = &[
                 "bootstrap.servers",
@@ -890,6 +910,21 @@ impl RawConfig {
             1,
             86_400,
         )?;
+        if st.max_customers != 0 && st.max_customers < 1000 {
+            return Err(ConfigError::invalid(
+                "state.max_customers",
+                st.max_customers,
+                "must be 0 (no cap) or at least 1000",
+            ));
+        }
+        non_negative("state.evict_lapsed_after_days", st.evict_lapsed_after_days)?;
+        if st.evict_lapsed_after_days > 36_500.0 {
+            return Err(ConfigError::invalid(
+                "state.evict_lapsed_after_days",
+                st.evict_lapsed_after_days,
+                "must be at most 36500 (0: never evict)",
+            ));
+        }
         let pr = &self.processing;
         let guarantee = one_of(
             "processing.guarantee",
@@ -1165,12 +1200,15 @@ impl RawConfig {
                 commit_interval_ms: k.commit_interval_ms,
                 statistics_interval_ms: k.statistics_interval_ms,
                 delivery_timeout_ms: k.delivery_timeout_ms,
+                max_pending_records: k.max_pending_records as usize,
                 properties: k.properties.clone(),
             },
             state: StateConfig {
                 changelog: st.changelog,
                 changelog_replication_factor: st.changelog_replication_factor,
                 restore_timeout: std::time::Duration::from_secs(st.restore_timeout_secs),
+                max_customers: usize::try_from(st.max_customers).unwrap_or(usize::MAX),
+                evict_lapsed_after_ms: (st.evict_lapsed_after_days * day) as i64,
             },
             processing: ProcessingConfig {
                 guarantee,

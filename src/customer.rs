@@ -177,6 +177,34 @@ impl EngagementLevel {
     }
 }
 
+/// Fingerprints of a customer's last few event ids, to drop redeliveries: a producer retry or
+/// a replayed batch repeats an event within moments, among the customer's latest events.
+/// Fixed size; persisted with the state, so a duplicate straddling a crash is still caught.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecentIds([u32; 4]);
+
+impl RecentIds {
+    /// Whether `id` is one of the last ids seen; if not, it becomes the latest.
+    pub fn check_and_insert(&mut self, id: &str) -> bool {
+        let f = fingerprint(id);
+        if self.0.contains(&f) {
+            return true;
+        }
+        self.0.rotate_right(1);
+        self.0[0] = f;
+        false
+    }
+}
+
+/// FNV-1a, 32 bits: stable across builds and platforms (the fingerprints are persisted);
+/// never 0, which marks an empty slot.
+fn fingerprint(id: &str) -> u32 {
+    let h = id.bytes().fold(0x811c_9dc5_u32, |h, b| {
+        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+    });
+    h.max(1)
+}
+
 /// Everything churnwatch keeps about one customer.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CustomerState {
@@ -197,6 +225,7 @@ pub struct CustomerState {
     pub next_check_ms: Option<i64>,
     /// What this customer currently contributes to the gauges.
     pub gauge: GaugeContribution,
+    pub recent_ids: RecentIds,
 }
 
 /// The customer's current contribution to the population gauges, so they can be updated
@@ -214,6 +243,13 @@ impl CustomerState {
         CustomerState {
             // One more than the windows cover: the current, incomplete bucket.
             windows: Windows::new(cfg.windows.total_buckets() as usize + 1),
+            ..CustomerState::without_ring(first_seen_ms)
+        }
+    }
+
+    fn without_ring(first_seen_ms: i64) -> Self {
+        CustomerState {
+            windows: Windows::unallocated(),
             first_seen_ms,
             last_seen_ms: first_seen_ms,
             events: 0,
@@ -228,7 +264,21 @@ impl CustomerState {
                 at_risk_tier: None,
                 value_at_risk: 0.0,
             },
+            recent_ids: RecentIds::default(),
         }
+    }
+
+    /// Whether `ev` repeats one of this customer's latest events (same `event_id`); events
+    /// without an id are never duplicates.
+    pub fn is_duplicate(&mut self, ev: &Event<'_>) -> bool {
+        ev.event_id
+            .as_deref()
+            .is_some_and(|id| self.recent_ids.check_and_insert(id))
+    }
+
+    /// The placeholder of a slot whose customer was evicted: no heap allocation.
+    pub fn vacant() -> Self {
+        CustomerState::without_ring(0)
     }
 
     /// Latest activity, or the first time the customer was seen when they have had none.
@@ -300,6 +350,22 @@ mod tests {
         assert_eq!(r.occasions(), 5);
         assert_eq!(r.gaps, 4);
         assert_eq!(r.last_ms(), Some(40 * DAY_MS + 60_000));
+    }
+
+    #[test]
+    fn recent_ids_catch_a_redelivery_among_the_latest_events() {
+        let mut r = RecentIds::default();
+        assert!(!r.check_and_insert("e1"));
+        assert!(r.check_and_insert("e1"));
+        for id in ["e2", "e3", "e4"] {
+            assert!(!r.check_and_insert(id));
+        }
+        assert!(r.check_and_insert("e1"), "still among the last four");
+        assert!(!r.check_and_insert("e5"));
+        assert!(!r.check_and_insert("e1"), "pushed out by four newer ids");
+        assert_ne!(fingerprint(""), 0);
+        // Stable: persisted in the changelog, so it must not change between builds.
+        assert_eq!(fingerprint("a"), 0xe40c_292c);
     }
 
     #[test]

@@ -40,6 +40,10 @@ pub struct Metrics {
     pub restored_customers_total: IntCounter,
     pub restoring_partitions: IntGauge,
     pub recoveries_total: IntCounter,
+    pub events_duplicate_total: IntCounter,
+    pub customers_evicted_total: IntCounterVec,
+    pub partitions_paused: IntGauge,
+    pub backpressure_pauses_total: IntCounter,
     pub config_info: IntGaugeVec,
     pub build_info: IntGaugeVec,
     pub ready: IntGauge,
@@ -208,6 +212,29 @@ impl Metrics {
                 "Rewinds to the last checkpoint after a transient failure (a record the broker did not take, a failed transaction), without a restart."
             ))
             .unwrap()),
+            events_duplicate_total: reg!(IntCounter::with_opts(opts(
+                "events_duplicate_total",
+                "Events dropped as redeliveries: their event_id equals one of the customer's last four (also counted in events_total)."
+            ))
+            .unwrap()),
+            customers_evicted_total: reg!(IntCounterVec::new(
+                opts(
+                    "customers_evicted_total",
+                    "Customers forgotten, by reason: lapsed (inactive for state.evict_lapsed_after_days) or capacity (state.max_customers reached; the least recently active go first)."
+                ),
+                &["reason"]
+            )
+            .unwrap()),
+            partitions_paused: reg!(IntGauge::with_opts(opts(
+                "partitions_paused",
+                "Assigned partitions paused by back-pressure (the producer has too many records in flight)."
+            ))
+            .unwrap()),
+            backpressure_pauses_total: reg!(IntCounter::with_opts(opts(
+                "backpressure_pauses_total",
+                "Times consumption was paused because the producer had too many records in flight."
+            ))
+            .unwrap()),
             config_info: reg!(IntGaugeVec::new(
                 opts("config_info", "The active config's version (always 1)."),
                 &["version"]
@@ -238,6 +265,9 @@ impl Metrics {
         m.alerts_suppressed_total.with_label_values(&["cooldown"]);
         for r in ["ok", "failed"] {
             m.checkpoints_total.with_label_values(&[r]);
+        }
+        for r in EvictReason::ALL {
+            m.customers_evicted_total.with_label_values(&[r.as_str()]);
         }
         for l in Lifecycle::ALL {
             m.customers.with_label_values(&[l.as_str()]);
@@ -290,6 +320,26 @@ impl Default for Metrics {
     }
 }
 
+/// Why a customer was forgotten (the `reason` of `churnwatch_customers_evicted_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EvictReason {
+    /// Inactive for `state.evict_lapsed_after_days`.
+    Lapsed = 0,
+    /// `state.max_customers` reached: the least recently active went first.
+    Capacity = 1,
+}
+
+impl EvictReason {
+    pub const ALL: [EvictReason; 2] = [EvictReason::Lapsed, EvictReason::Capacity];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EvictReason::Lapsed => "lapsed",
+            EvictReason::Capacity => "capacity",
+        }
+    }
+}
+
 /// Label handles resolved once, for the per-event path.
 #[derive(Clone)]
 pub struct HotMetrics {
@@ -301,6 +351,9 @@ pub struct HotMetrics {
     pub suppressed_cooldown: IntCounter,
     pub late: IntCounter,
     pub outside_window: IntCounter,
+    pub duplicate: IntCounter,
+    /// Indexed by [`EvictReason`].
+    pub evicted: [IntCounter; 2],
     pub timers_fired: IntCounter,
     pub revenue_at_risk: Gauge,
 }
@@ -315,6 +368,9 @@ impl HotMetrics {
             suppressed_cooldown: m.alerts_suppressed_total.with_label_values(&["cooldown"]),
             late: m.events_late_total.clone(),
             outside_window: m.events_outside_window_total.clone(),
+            duplicate: m.events_duplicate_total.clone(),
+            evicted: EvictReason::ALL
+                .map(|r| m.customers_evicted_total.with_label_values(&[r.as_str()])),
             timers_fired: m.timers_fired_total.clone(),
             revenue_at_risk: m.revenue_at_risk.clone(),
         }

@@ -22,7 +22,7 @@ use crate::alerting::{AlertKind, Phase, Suppressed};
 use crate::config::Config;
 use crate::customer::{CustomerState, GaugeContribution};
 use crate::event::Event;
-use crate::metrics::{HotMetrics, Metrics};
+use crate::metrics::{EvictReason, HotMetrics, Metrics};
 use crate::scoring::{inactivity_reason, Lifecycle, Scorer, SignalScorer};
 use crate::state::record::{StoredCustomer, StoredPartition};
 use crate::timers::{next_grid_time, rearmed, Timers};
@@ -33,6 +33,8 @@ use crate::window::Placement;
 pub struct EventOutcome {
     pub late: bool,
     pub outside_window: bool,
+    /// A redelivery of one of the customer's latest events (same `event_id`): dropped.
+    pub duplicate: bool,
 }
 
 /// State of one partition.
@@ -55,8 +57,15 @@ pub struct PartitionState {
     dirty_bits: Vec<u64>,
     /// After a restore: per customer, the input offset its restored state already holds.
     applied: FxHashMap<u32, i64>,
-    /// The largest of `applied` (input beyond it is new to every customer).
+    /// After a restore: the input offset every customer's restored state holds (the
+    /// partition's progress record), evicted customers included.
+    applied_by_all: i64,
+    /// The largest of `applied` and `applied_by_all` (input beyond it is new to everyone).
     applied_until: i64,
+    /// Slots of evicted customers, reused by the next new ones.
+    free: Vec<u32>,
+    /// Customers evicted since the last [`PartitionState::drain_dirty`] (changelog tombstones).
+    evicted: Vec<Box<str>>,
 }
 
 impl PartitionState {
@@ -81,7 +90,10 @@ impl PartitionState {
             dirty: Vec::new(),
             dirty_bits: Vec::new(),
             applied: FxHashMap::default(),
+            applied_by_all: i64::MIN,
             applied_until: i64::MIN,
+            free: Vec::new(),
+            evicted: Vec::new(),
         }
     }
 
@@ -105,47 +117,121 @@ impl PartitionState {
         }
     }
 
-    /// Number of customers changed since the last drain.
+    /// Number of customers changed or evicted since the last drain.
     pub fn dirty_len(&self) -> usize {
-        self.dirty.len()
+        self.dirty.len() + self.evicted.len()
     }
 
-    /// Hand every customer changed since the last call to `f`, with the input offset its
-    /// state holds (`processed`, the partition's last processed offset, or more for a customer
-    /// whose restored state held more than the partition has re-read since), and forget that
-    /// they changed. Stops at the first error.
+    /// Hand every customer evicted since the last call to `f` (with `None`: a tombstone),
+    /// then every customer changed, with the input offset its state holds (`processed`, the
+    /// partition's last processed offset, or more for a customer whose restored state held
+    /// more than the partition has re-read since), and forget them. Stops at the first error.
     pub fn drain_dirty<E>(
         &mut self,
         processed: i64,
-        mut f: impl FnMut(&str, &CustomerState, i64) -> Result<(), E>,
+        mut f: impl FnMut(&str, Option<&CustomerState>, i64) -> Result<(), E>,
     ) -> Result<(), E> {
+        // Tombstones first: an evicted customer who came back is written after them.
+        for id in std::mem::take(&mut self.evicted) {
+            f(&id, None, processed)?;
+        }
         while let Some(slot) = self.dirty.pop() {
             self.dirty_bits[slot as usize / 64] &= !(1 << (slot % 64));
+            if self.is_vacant(slot) {
+                continue; // evicted after it changed: its tombstone went above
+            }
             let applied = self
                 .applied
                 .get(&slot)
                 .map_or(processed, |&a| a.max(processed));
             f(
                 &self.ids[slot as usize],
-                &self.customers[slot as usize],
+                Some(&self.customers[slot as usize]),
                 applied,
             )?;
         }
         Ok(())
     }
 
-    /// Whether the event at input `offset` is already part of restored customer `slot`'s
-    /// state (re-read after a restore); forgets the restored offsets once input passes them.
+    /// Whether the event at input `offset`, for customer `slot` (`None`: not tracked), is
+    /// already part of the restored state (re-read after a restore): input up to the
+    /// partition's progress is held by every customer, evicted ones included; beyond it, by
+    /// the customers whose records were written later. Forgets the restored offsets once input
+    /// passes them.
     fn already_applied(&mut self, slot: Option<u32>, offset: Option<i64>) -> bool {
-        let Some(o) = offset.filter(|_| !self.applied.is_empty()) else {
+        let Some(o) = offset else {
             return false;
         };
         if o > self.applied_until {
-            self.applied = FxHashMap::default();
+            if self.applied_until != i64::MIN {
+                self.applied = FxHashMap::default();
+                self.applied_by_all = i64::MIN;
+                self.applied_until = i64::MIN;
+            }
             return false;
         }
-        slot.and_then(|s| self.applied.get(&s))
-            .is_some_and(|&a| o <= a)
+        o <= self.applied_by_all
+            || slot
+                .and_then(|s| self.applied.get(&s))
+                .is_some_and(|&a| o <= a)
+    }
+
+    fn is_vacant(&self, slot: u32) -> bool {
+        self.ids[slot as usize].is_empty()
+    }
+
+    /// Track a new customer, in a vacant slot if there is one.
+    fn insert(&mut self, id: &str, c: CustomerState) -> u32 {
+        let id: Box<str> = id.into();
+        let slot = match self.free.pop() {
+            Some(s) => {
+                self.ids[s as usize] = id.clone();
+                self.customers[s as usize] = c;
+                s
+            }
+            None => {
+                self.ids.push(id.clone());
+                self.customers.push(c);
+                (self.customers.len() - 1) as u32
+            }
+        };
+        self.index.insert(id, slot);
+        slot
+    }
+
+    /// Forget a customer: out of the gauges, the index and (with a changelog) the durable
+    /// state. Its slot's timer entries go stale; the slot is reused.
+    fn evict(&mut self, slot: u32, reason: EvictReason) {
+        let c = std::mem::replace(&mut self.customers[slot as usize], CustomerState::vacant());
+        apply_gauge_delta(&self.hot, Some(&c.gauge), None);
+        self.hot.evicted[reason as usize].inc();
+        let id = std::mem::take(&mut self.ids[slot as usize]);
+        self.index.remove(&id);
+        self.applied.remove(&slot);
+        if self.tracking {
+            self.evicted.push(id);
+        }
+        self.free.push(slot);
+    }
+
+    /// Evict the `n` least recently active customers (the instance is over
+    /// `state.max_customers`). Returns how many were evicted.
+    pub fn evict_least_active(&mut self, n: usize) -> usize {
+        let mut by_activity: Vec<(i64, u32)> = (0..self.customers.len() as u32)
+            .filter(|&s| !self.is_vacant(s))
+            .map(|s| (self.customers[s as usize].last_active_ms(), s))
+            .collect();
+        let n = n.min(by_activity.len());
+        if n == 0 {
+            return 0;
+        }
+        if n < by_activity.len() {
+            by_activity.select_nth_unstable(n - 1);
+        }
+        for &(_, slot) in &by_activity[..n] {
+            self.evict(slot, EvictReason::Capacity);
+        }
+        n
     }
 
     /// Install restored state: the customers (in any order, each once) and the partition's
@@ -163,27 +249,33 @@ impl PartitionState {
         let wm = self.watermark_ms();
         let interval = self.cfg.windows.check_interval_ms;
         let ring = self.cfg.windows.total_buckets() as usize + 1;
+        if let Some(p) = progress {
+            self.applied_by_all = p.applied_offset;
+            self.applied_until = p.applied_offset;
+        }
         for (id, stored) in customers {
+            if id.is_empty() {
+                continue; // not a customer id (the decoder rejects empty ones)
+            }
             let mut c = stored.state;
             if c.windows.len() != ring {
                 c.windows = c.windows.resized(ring);
             }
-            let slot = self.customers.len() as u32;
             // Timers that fired since this state was written without changing it: move the
             // due time past the watermark on the shared grid, as the firing would have.
             if let (Some(due), Some(wm)) = (c.next_check_ms, wm) {
                 c.next_check_ms = Some(rearmed(due, wm, interval));
             }
-            if let Some(due) = c.next_check_ms {
+            apply_gauge_delta(&self.hot, None, Some(&c.gauge));
+            let due = c.next_check_ms;
+            let slot = self.insert(&id, c);
+            if let Some(due) = due {
                 self.timers.schedule(due, slot);
             }
-            apply_gauge_delta(&self.hot, None, Some(&c.gauge));
-            self.applied.insert(slot, stored.applied_offset);
-            self.applied_until = self.applied_until.max(stored.applied_offset);
-            let id: Box<str> = id.into();
-            self.index.insert(id.clone(), slot);
-            self.ids.push(id);
-            self.customers.push(c);
+            if stored.applied_offset > self.applied_by_all {
+                self.applied.insert(slot, stored.applied_offset);
+                self.applied_until = self.applied_until.max(stored.applied_offset);
+            }
         }
     }
 
@@ -237,22 +329,26 @@ impl PartitionState {
             return EventOutcome {
                 late,
                 outside_window: false,
+                duplicate: false,
             };
         }
         let slot = match known {
             Some(s) => s,
             None => {
-                let s = self.customers.len() as u32;
-                let id: Box<str> = ev.customer_id.as_ref().into();
-                self.index.insert(id.clone(), s);
-                self.ids.push(id);
                 let c = CustomerState::new(&self.cfg, ev.ts_ms);
                 self.hot.customers[c.gauge.lifecycle as usize].inc();
-                self.customers.push(c);
-                s
+                self.insert(&ev.customer_id, c)
             }
         };
         let c = &mut self.customers[slot as usize];
+        if c.is_duplicate(ev) {
+            self.hot.duplicate.inc();
+            return EventOutcome {
+                late,
+                outside_window: false,
+                duplicate: true,
+            };
+        }
         let placement = c.apply(ev, &self.cfg);
         let outside_window = placement == Placement::TooOld;
         if late {
@@ -268,12 +364,21 @@ impl PartitionState {
         }
         if !late {
             let as_of = c.last_seen_ms;
+            let was_lapsed = c.alert.phase == Phase::Lapsed;
             self.evaluate(slot, as_of, Trigger::Event, source, out);
+            let c = &mut self.customers[slot as usize];
+            if was_lapsed && c.alert.phase != Phase::Lapsed && c.next_check_ms.is_some() {
+                // Back from lapsed: re-scored on the grid again instead of awaiting eviction.
+                let due = next_grid_time(c.last_seen_ms, self.cfg.windows.check_interval_ms);
+                c.next_check_ms = Some(due);
+                self.timers.schedule(due, slot);
+            }
         }
         self.mark_dirty(slot);
         EventOutcome {
             late,
             outside_window,
+            duplicate: false,
         }
     }
 
@@ -316,14 +421,32 @@ impl PartitionState {
             }
             c.next_check_ms = None;
             self.hot.timers_fired.inc();
+            if let Some(evict_at) = eviction_due(&self.cfg, c) {
+                // A lapsed customer's only timer: forget them, or wait longer if a late
+                // event moved their last activity.
+                if due >= evict_at {
+                    self.evict(slot, EvictReason::Lapsed);
+                } else {
+                    c.next_check_ms = Some(evict_at);
+                    self.timers.schedule(evict_at, slot);
+                    self.mark_dirty(slot);
+                }
+                continue;
+            }
             let as_of = due.max(c.last_seen_ms);
             let before = (c.alert, c.gauge);
             self.evaluate(slot, as_of, Trigger::Timer, None, out);
+            let c = &self.customers[slot as usize];
+            // Lapsed customers need no re-score until they are seen again; only, with
+            // eviction on, the timer that forgets them.
+            let next = if c.alert.phase != Phase::Lapsed {
+                Some(due + interval)
+            } else {
+                eviction_due(&self.cfg, c)
+            };
             let c = &mut self.customers[slot as usize];
-            // Lapsed customers need no timer until they are seen again.
-            if c.alert.phase != Phase::Lapsed {
-                let next = due + interval;
-                c.next_check_ms = Some(next);
+            c.next_check_ms = next;
+            if let Some(next) = next {
                 self.timers.schedule(next, slot);
             }
             // A timer that changed nothing but its own due time is not worth a changelog
@@ -386,16 +509,20 @@ impl PartitionState {
 
     /// Number of customers tracked.
     pub fn len(&self) -> usize {
-        self.customers.len()
+        self.customers.len() - self.free.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.customers.is_empty()
+        self.len() == 0
     }
 
     /// Every customer's state, with its id.
     pub fn customers(&self) -> impl Iterator<Item = (&str, &CustomerState)> {
-        self.ids.iter().map(|id| &**id).zip(&self.customers)
+        self.ids
+            .iter()
+            .map(|id| &**id)
+            .zip(&self.customers)
+            .filter(|(id, _)| !id.is_empty())
     }
 
     /// Assess every customer at `as_of_ms` with the partition's scorer, without changing any
@@ -406,7 +533,7 @@ impl PartitionState {
         mut f: impl FnMut(&str, &CustomerState, &crate::scoring::Assessment, Lifecycle),
     ) {
         let cfg = &*self.cfg;
-        for (id, c) in self.ids.iter().zip(&self.customers) {
+        for (id, c) in self.customers() {
             let a = self.scorer.assess(c, as_of_ms, cfg);
             f(id, c, &a, lifecycle_of(c, as_of_ms, cfg));
         }
@@ -414,7 +541,7 @@ impl PartitionState {
 
     /// Withdraw this partition's customers from the population gauges (on revoke or shutdown).
     pub fn release(&mut self) {
-        for c in &self.customers {
+        for (_, c) in self.customers() {
             apply_gauge_delta(&self.hot, Some(&c.gauge), None);
         }
         self.customers.clear();
@@ -424,7 +551,10 @@ impl PartitionState {
         self.dirty.clear();
         self.dirty_bits.clear();
         self.applied = FxHashMap::default();
+        self.applied_by_all = i64::MIN;
         self.applied_until = i64::MIN;
+        self.free.clear();
+        self.evicted.clear();
     }
 }
 
@@ -432,6 +562,18 @@ impl Drop for PartitionState {
     fn drop(&mut self) {
         self.release();
     }
+}
+
+/// When a lapsed customer is forgotten (`None`: not lapsed, or eviction is off): on the timer
+/// grid, once inactive for `state.evict_lapsed_after_days`.
+fn eviction_due(cfg: &Config, c: &CustomerState) -> Option<i64> {
+    let after = cfg.state.evict_lapsed_after_ms;
+    (after > 0 && c.alert.phase == Phase::Lapsed).then(|| {
+        next_grid_time(
+            c.last_active_ms().saturating_add(after - 1),
+            cfg.windows.check_interval_ms,
+        )
+    })
 }
 
 /// Lifecycle stage at `as_of_ms`.
@@ -717,7 +859,7 @@ mod tests {
                     id.to_string(),
                     StoredCustomer {
                         applied_offset: applied,
-                        state: c.clone(),
+                        state: c.expect("nobody evicted").clone(),
                     },
                 ));
                 Ok::<(), ()>(())
@@ -773,5 +915,182 @@ mod tests {
             &mut Vec::new(),
         );
         assert_eq!(p.dirty_len(), 2);
+    }
+
+    fn evicting_after(days: f64) -> Arc<Config> {
+        let mut raw = crate::config::RawConfig::default();
+        raw.state.evict_lapsed_after_days = days;
+        Arc::new(raw.validate().unwrap())
+    }
+
+    /// Drain what a checkpoint would write: `(id, Some(applied offset))`, or `(id, None)` for
+    /// a tombstone, with the states.
+    fn checkpoint(p: &mut PartitionState, at: i64) -> Vec<(String, Option<StoredCustomer>)> {
+        let mut out = Vec::new();
+        p.drain_dirty(at, |id, c, applied| {
+            out.push((
+                id.to_string(),
+                c.map(|c| StoredCustomer {
+                    applied_offset: applied,
+                    state: c.clone(),
+                }),
+            ));
+            Ok::<(), ()>(())
+        })
+        .unwrap();
+        out
+    }
+
+    #[test]
+    fn a_redelivered_event_is_dropped() {
+        let m = Metrics::new();
+        let mut p = PartitionState::new(Arc::new(Config::default()), &m);
+        let mut out = Vec::new();
+        let with_id = |id: &'static str, ts| Event {
+            event_id: Some(Cow::Borrowed(id)),
+            ..ev("a", ts, Activity::Visit)
+        };
+        assert!(!p.on_event(&with_id("e1", T0), None, &mut out).duplicate);
+        assert!(!p.on_event(&with_id("e2", T0 + 1), None, &mut out).duplicate);
+        assert!(p.on_event(&with_id("e1", T0), None, &mut out).duplicate);
+        // Events without an id are never taken for duplicates.
+        assert!(
+            !p.on_event(&ev("a", T0 + 2, Activity::Visit), None, &mut out)
+                .duplicate
+        );
+        assert!(
+            !p.on_event(&ev("a", T0 + 2, Activity::Visit), None, &mut out)
+                .duplicate
+        );
+        assert_eq!(p.customer("a").unwrap().events, 4);
+        assert_eq!(m.events_duplicate_total.get(), 1);
+    }
+
+    #[test]
+    fn long_lapsed_customers_are_evicted_with_a_tombstone_and_come_back_as_new() {
+        let m = Metrics::new();
+        let mut p = PartitionState::new(evicting_after(60.0), &m);
+        p.track_changes();
+        let stays = |d: i64, id: &str| id == "a" || d < 40;
+        run(&mut p, 95, stays, &["a", "b"]);
+        checkpoint(&mut p, 0);
+        // "b" lapsed (30 days) and is kept until 60 days without activity.
+        assert_eq!(p.customer("b").unwrap().alert.phase, Phase::Lapsed);
+        assert_eq!(p.len(), 2);
+        let out = run(&mut p, 105, stays, &["a"]);
+        assert!(out.iter().all(|a| a.customer_id != "b"), "{out:?}");
+        assert!(p.customer("b").is_none());
+        assert_eq!(p.len(), 1);
+        assert_eq!(
+            m.customers_evicted_total
+                .with_label_values(&["lapsed"])
+                .get(),
+            1
+        );
+        let gauge: i64 = Lifecycle::ALL
+            .iter()
+            .map(|l| m.customers.with_label_values(&[l.as_str()]).get())
+            .sum();
+        assert_eq!(gauge, 1, "the gauges no longer count b");
+        let written = checkpoint(&mut p, 0);
+        assert!(
+            written.iter().any(|(id, s)| id == "b" && s.is_none()),
+            "tombstone"
+        );
+        // Back after eviction: a new customer, in the vacant slot.
+        p.on_event(
+            &ev("b", T0 + 106 * DAY_MS, Activity::Visit),
+            None,
+            &mut Vec::new(),
+        );
+        assert_eq!(p.customer("b").unwrap().events, 1);
+        assert_eq!(p.customers.len(), 2, "slot reused");
+        assert_eq!(p.customers().count(), 2);
+    }
+
+    #[test]
+    fn a_lapsed_customer_who_returns_is_re_scored_on_the_grid_again() {
+        let m = Metrics::new();
+        let mut p = PartitionState::new(evicting_after(200.0), &m);
+        run(
+            &mut p,
+            120,
+            |d, id| id == "a" || !(40..100).contains(&d),
+            &["a", "b"],
+        );
+        let b = p.customer("b").unwrap();
+        assert_ne!(b.alert.phase, Phase::Lapsed);
+        let due = b.next_check_ms.unwrap();
+        assert!(due <= T0 + 121 * DAY_MS, "not the eviction timer: {due}");
+    }
+
+    #[test]
+    fn a_restore_does_not_bring_back_an_evicted_customer_from_re_read_events() {
+        let cfg = evicting_after(35.0);
+        let m = Metrics::new();
+        let mut evs = Vec::new();
+        for d in 0..120 {
+            for h in [9, 13, 18] {
+                let t = T0 + d * DAY_MS + h * HOUR_MS;
+                evs.push(("a", t));
+                if d < 40 {
+                    evs.push(("b", t));
+                }
+            }
+        }
+        let mut full = PartitionState::new(cfg.clone(), &m);
+        let full_alerts = feed(&mut full, &evs, 0);
+        assert!(
+            full.customer("b").is_none(),
+            "evicted in the uninterrupted run"
+        );
+
+        // Committed at `j`, before b's last events; checkpoint at `k`, after the eviction.
+        let (j, k) = (200, 420);
+        let mut first = PartitionState::new(cfg.clone(), &m);
+        first.track_changes();
+        feed(&mut first, &evs[..=k], 0);
+        assert!(first.customer("b").is_none());
+        let written = checkpoint(&mut first, k as i64);
+        let stored = written
+            .into_iter()
+            .filter_map(|(id, s)| s.map(|s| (id, s)))
+            .collect::<Vec<_>>();
+        let mut second = PartitionState::new(cfg, &m);
+        second.track_changes();
+        second.restore(stored, Some(first.progress(k as i64)));
+        let again = feed(&mut second, &evs, j);
+        assert!(second.customer("b").is_none());
+        assert_eq!(second.customer("a"), full.customer("a"));
+        let after_k: Vec<_> = full_alerts
+            .into_iter()
+            .filter(|(o, _)| *o > k as i64)
+            .collect();
+        assert_eq!(again, after_k);
+    }
+
+    #[test]
+    fn over_capacity_the_least_recently_active_go_first() {
+        let m = Metrics::new();
+        let mut p = PartitionState::new(Arc::new(Config::default()), &m);
+        let mut out = Vec::new();
+        for (i, id) in ["c0", "c1", "c2", "c3", "c4", "c5"].iter().enumerate() {
+            p.on_event(
+                &ev(id, T0 + i as i64 * HOUR_MS, Activity::Visit),
+                None,
+                &mut out,
+            );
+        }
+        assert_eq!(p.evict_least_active(2), 2);
+        let left: Vec<&str> = p.customers().map(|(id, _)| id).collect();
+        assert_eq!(left, ["c2", "c3", "c4", "c5"]);
+        assert_eq!(
+            m.customers_evicted_total
+                .with_label_values(&["capacity"])
+                .get(),
+            2
+        );
+        assert_eq!(p.evict_least_active(10), 4);
+        assert!(p.is_empty());
     }
 }

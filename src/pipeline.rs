@@ -8,8 +8,10 @@
 //! through the consumer's context.
 //!
 //! Back-pressure: the loop does all the work itself, so it fetches no faster than it
-//! processes; librdkafka's fetch queue (`queued.max.messages.kbytes`) and producer queue are
-//! bounded, a full producer queue makes the loop wait, and a checkpoint waits for the broker.
+//! processes, and librdkafka's fetch queue (`queued.max.messages.kbytes`) is bounded. When the
+//! broker acknowledges the records produced more slowly than they are made, the partitions
+//! are paused ([`Processor::throttle`]) while the loop keeps polling; a checkpoint waits for
+//! the broker.
 
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -174,6 +176,7 @@ impl<'a> Consume<'a> {
                 last_tick = Instant::now();
                 self.lock().tick(self.consumer)?;
             }
+            self.lock().throttle(self.consumer);
             let Some(first) = self.poll(POLL_TIMEOUT)? else {
                 continue;
             };

@@ -131,6 +131,8 @@ pub struct Processor {
     alerts: Vec<Alert>,
     pending: Vec<PendingAck>,
     in_txn: bool,
+    /// Whether consumption is paused by back-pressure ([`Processor::throttle`]).
+    paused: bool,
     last_checkpoint: Instant,
     max_event_ms: Option<i64>,
     buf: Vec<u8>,
@@ -187,6 +189,7 @@ impl Processor {
             alerts: Vec::new(),
             pending: Vec::new(),
             in_txn: false,
+            paused: false,
             last_checkpoint: Instant::now(),
             max_event_ms: None,
             buf: Vec::new(),
@@ -338,8 +341,32 @@ impl Processor {
                 .last_event_timestamp_seconds
                 .set(t as f64 / 1000.0);
         }
+        self.enforce_capacity();
         self.emit()?;
         self.checkpoint_if_due(consumer)
+    }
+
+    /// Keep the customers tracked within `state.max_customers`: beyond it, evict the least
+    /// recently active down to 95% of the cap (so the scan this takes happens once per 5% of
+    /// the cap of new customers), from each partition in proportion to its size.
+    fn enforce_capacity(&mut self) {
+        let cap = self.cfg.state.max_customers;
+        let total: usize = self.parts.iter().map(|p| p.state.len()).sum();
+        if cap == 0 || total <= cap {
+            return;
+        }
+        let excess = total - (cap - cap / 20);
+        let mut evicted = 0;
+        for p in &mut self.parts {
+            let share = (excess * p.state.len()).div_ceil(total);
+            evicted += p.state.evict_least_active(share.min(excess - evicted));
+        }
+        warn!(
+            tracked = total,
+            max_customers = cap,
+            evicted,
+            "state.max_customers reached: evicted the least recently active customers"
+        );
     }
 
     fn checkpoint_if_due<C: ConsumerContext>(
@@ -351,6 +378,49 @@ impl Processor {
             self.checkpoint(consumer)?;
         }
         Ok(())
+    }
+
+    /// Back-pressure: pause every assigned partition while the producer holds more than
+    /// `kafka.max_pending_records` unacknowledged records, resume once half are acknowledged.
+    /// The loop keeps polling meanwhile (rebalances, group membership); librdkafka re-fetches
+    /// from the position of the last message handled, so nothing is skipped.
+    pub fn throttle<C: ConsumerContext>(&mut self, consumer: &BaseConsumer<C>) {
+        let in_flight = usize::try_from(self.producer().in_flight_count()).unwrap_or(0);
+        let limit = self.cfg.kafka.max_pending_records;
+        let pause = if !self.paused && in_flight > limit {
+            true
+        } else if self.paused && in_flight <= limit / 2 {
+            false
+        } else {
+            return;
+        };
+        let result = consumer.assignment().and_then(|tpl| {
+            if pause {
+                consumer.pause(&tpl)?;
+            } else {
+                consumer.resume(&tpl)?;
+            }
+            Ok(tpl.count())
+        });
+        match result {
+            Ok(n) => {
+                self.paused = pause;
+                self.metrics
+                    .partitions_paused
+                    .set(if pause { n as i64 } else { 0 });
+                if pause {
+                    self.metrics.backpressure_pauses_total.inc();
+                }
+                debug!(
+                    paused = pause,
+                    partitions = n,
+                    in_flight,
+                    limit,
+                    "back-pressure"
+                );
+            }
+            Err(e) => warn!(error = %e, paused = pause, "could not pause or resume the partitions"),
+        }
     }
 
     /// Periodic work without messages: idle partitions advance with the wall clock, gauges.
@@ -511,12 +581,15 @@ impl Processor {
             let at = part.processed.unwrap_or(part.restored_at);
             let (sink, buf) = (&self.sink, &mut self.buf);
             part.state.drain_dirty(at, |id, c, applied| {
-                encode_customer(buf, applied, c);
+                let value = c.map(|c| {
+                    encode_customer(buf, applied, c);
+                    &buf[..]
+                });
                 let ack = sink.send_changelog(
                     &part.changelog_topic,
                     part.partition,
                     id.as_bytes(),
-                    Some(buf),
+                    value,
                 )?;
                 acks.push(ack);
                 Ok::<(), SinkError>(())
@@ -585,6 +658,9 @@ impl Processor {
     /// Partitions were assigned: restore each from its changelog before it is processed.
     pub fn assign(&mut self, assigned: &[(String, i32)]) -> Result<(), PipelineError> {
         let start = Instant::now();
+        // New partitions arrive unpaused: the next throttle check pauses them all again if
+        // the producer is still behind.
+        self.paused = false;
         for a in assigned {
             if !self.assigned.contains(a) {
                 self.assigned.push(a.clone());
@@ -781,6 +857,8 @@ impl Processor {
         self.pending.clear();
         self.parts.clear();
         self.metrics.partitions_assigned.set(0);
+        self.metrics.partitions_paused.set(0);
+        self.paused = false;
     }
 
     /// Final checkpoint at shutdown; the partitions' customers leave the gauges.
@@ -794,6 +872,8 @@ impl Processor {
         }
         self.parts.clear();
         self.metrics.partitions_assigned.set(0);
+        self.metrics.partitions_paused.set(0);
+        self.paused = false;
         if let Err(e) = self.sink.flush(self.timeout()) {
             warn!(error = %e, "producer flush incomplete");
         }

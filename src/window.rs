@@ -65,6 +65,14 @@ impl Windows {
         }
     }
 
+    /// A ring without buckets (no allocation): the placeholder of a vacant customer slot.
+    pub fn unallocated() -> Self {
+        Windows {
+            head: i64::MIN,
+            buckets: Box::default(),
+        }
+    }
+
     pub fn is_empty(&self) -> bool {
         self.head == i64::MIN || self.buckets.is_empty()
     }

@@ -34,7 +34,14 @@ fn broker() -> MockCluster<'static, DefaultProducerContext> {
     cluster.create_topic(ALERTS, 2, 1).unwrap();
     cluster.create_topic(DLQ, 1, 1).unwrap();
     // The mock cluster has no CreateTopics API: the changelogs of the groups used below.
-    for group in ["stories", "dlq", "restart", "resume", "idle"] {
+    for group in [
+        "stories",
+        "dlq",
+        "restart",
+        "resume",
+        "idle",
+        "backpressure",
+    ] {
         cluster
             .create_topic(&changelog_topic(group, EVENTS), 1, 1)
             .unwrap();
@@ -403,6 +410,40 @@ async fn a_failed_delivery_is_recovered_in_place_and_loses_no_alert() {
     );
     let (result, _) = p.stop().await;
     result.expect("the pipeline runs on after recovering");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_broker_pauses_consumption_instead_of_queueing_without_bound() {
+    let cluster = broker();
+    let bs = cluster.bootstrap_servers();
+    // Every message is invalid, so each one becomes a dead-letter record to produce.
+    let msgs: Vec<Msg> = (0..3000)
+        .map(|i| (format!("k{i}"), format!("not json {i}").into_bytes()))
+        .collect();
+    produce(&bs, &msgs);
+    // Acknowledgements now take 300 ms; rare checkpoints, so that records pile up between them.
+    cluster
+        .broker_round_trip_time(1, Duration::from_millis(300))
+        .unwrap();
+    let mut cfg = config(&bs, "backpressure");
+    cfg.kafka.max_pending_records = 100;
+    cfg.kafka.commit_interval_ms = 10_000;
+    let (result, metrics) = run_until(cfg, msgs.len() as u64, Duration::from_secs(120)).await;
+    let summary = result.expect("pipeline ran cleanly");
+    assert_eq!(summary.invalid, msgs.len() as u64);
+    assert!(
+        metrics.backpressure_pauses_total.get() >= 1,
+        "the partitions were never paused"
+    );
+    assert_eq!(metrics.partitions_paused.get(), 0, "resumed");
+    cluster.broker_round_trip_time(1, Duration::ZERO).unwrap();
+    let dead = read_topic(&bs, DLQ, 0);
+    let keys: BTreeSet<&str> = dead.iter().filter_map(|r| r.key.as_deref()).collect();
+    assert_eq!(
+        keys.len(),
+        msgs.len(),
+        "every message, none skipped by the pauses"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

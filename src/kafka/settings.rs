@@ -49,7 +49,12 @@ pub fn producer_config(full: &Config) -> ClientConfig {
     c.set("enable.idempotence", "true")
         .set("acks", "all")
         .set("linger.ms", "5")
-        .set("message.timeout.ms", cfg.delivery_timeout_ms.to_string());
+        .set("message.timeout.ms", cfg.delivery_timeout_ms.to_string())
+        // Room above the back-pressure limit, for the changelog records of a checkpoint.
+        .set(
+            "queue.buffering.max.messages",
+            (2 * cfg.max_pending_records).max(100_000).to_string(),
+        );
     if full.processing.guarantee == Guarantee::ExactlyOnce {
         c.set("transactional.id", &full.processing.transactional_id)
             .set(

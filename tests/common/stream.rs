@@ -132,7 +132,8 @@ pub fn group(
              [kafka.properties]\n\"session.timeout.ms\" = \"6000\"\n\
              \"heartbeat.interval.ms\" = \"500\"\n\n\
              [http]\nenabled = false\n\n\
-             [input]\nmax_future_skew_secs = 0\nidle_partition_timeout_secs = 86400\n"
+             [input]\nmax_future_skew_secs = 0\nidle_partition_timeout_secs = 86400\n\n\
+             [state]\nevict_lapsed_after_days = 20\n"
         ),
     )
     .unwrap();
@@ -213,19 +214,23 @@ impl Group {
 
     /// The final state of every customer, from the changelog, with each re-score timer moved
     /// past its partition's final watermark (what a restore does), so that states written at
-    /// different checkpoints compare equal when they describe the same customer.
-    pub fn final_state(&self) -> BTreeMap<String, CustomerState> {
+    /// different checkpoints compare equal when they describe the same customer. Also: how
+    /// many customers the state no longer holds (evicted: their last record is a tombstone).
+    pub fn final_state(&self) -> (BTreeMap<String, CustomerState>, usize) {
         let cfg = Config::default();
         let mut customers: BTreeMap<String, (i32, CustomerState)> = BTreeMap::new();
+        let mut evicted = BTreeSet::new();
         let mut stream_time: BTreeMap<i32, i64> = BTreeMap::new();
         for r in read_topic(&self.bootstrap, &self.changelog, 0) {
             let value = (!r.tombstone).then_some(r.payload.as_slice());
             match decode(r.raw_key.as_deref(), value).expect("changelog records decode") {
                 StateRecord::Customer(id, c) => {
+                    evicted.remove(&id);
                     customers.insert(id, (r.partition, c.state));
                 }
                 StateRecord::Removed(id) => {
                     customers.remove(&id);
+                    evicted.insert(id);
                 }
                 StateRecord::Partition(p) => {
                     if let Some(t) = p.stream_time_ms {
@@ -234,7 +239,7 @@ impl Group {
                 }
             }
         }
-        customers
+        let state = customers
             .into_iter()
             .map(|(id, (partition, mut c))| {
                 let wm = stream_time[&partition] - cfg.input.allowed_lateness_ms;
@@ -243,7 +248,8 @@ impl Group {
                     .map(|due| rearmed(due, wm, cfg.windows.check_interval_ms));
                 (id, c)
             })
-            .collect()
+            .collect();
+        (state, evicted.len())
     }
 }
 
@@ -335,8 +341,14 @@ pub fn assert_same_outcome(reference: &Group, g: &Group) {
         g.name,
         got.len()
     );
-    let want = reference.final_state();
-    let got = g.final_state();
+    let (want, want_evicted) = reference.final_state();
+    let (got, got_evicted) = g.final_state();
+    assert!(want_evicted > 0, "the reference evicted no lapsed customer");
+    assert_eq!(
+        want_evicted, got_evicted,
+        "group {}: evicted customers",
+        g.name
+    );
     assert_eq!(want.len(), got.len(), "group {}: customers", g.name);
     for (id, w) in &want {
         assert_eq!(Some(w), got.get(id), "group {}: customer {id}", g.name);
