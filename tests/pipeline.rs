@@ -41,6 +41,7 @@ fn broker() -> MockCluster<'static, DefaultProducerContext> {
         "resume",
         "idle",
         "backpressure",
+        "capped",
     ] {
         cluster
             .create_topic(&changelog_topic(group, EVENTS), 1, 1)
@@ -444,6 +445,38 @@ async fn a_slow_broker_pauses_consumption_instead_of_queueing_without_bound() {
         msgs.len(),
         "every message, none skipped by the pauses"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unbounded_stream_of_new_customers_stays_within_the_cap() {
+    let cluster = broker();
+    let bs = cluster.bootstrap_servers();
+    let t = now_ms() - DAY_MS;
+    let msgs: Vec<Msg> = (0..2500)
+        .map(|i| visit(&format!("new-{i}"), t + i))
+        .collect();
+    produce(&bs, &msgs);
+    let mut cfg = config(&bs, "capped");
+    cfg.state.max_customers = 1000;
+    let p = start(cfg);
+    p.wait_for(Duration::from_secs(60), "consuming", |m| {
+        m.messages_processed() >= msgs.len() as u64
+    })
+    .await;
+    assert!(!p.handle.is_finished(), "{:?}", p.stop().await.0);
+    let m = &p.metrics;
+    let tracked: i64 = ["new", "active", "declining", "lapsed"]
+        .iter()
+        .map(|l| m.customers.with_label_values(&[l]).get())
+        .sum();
+    let evicted = m
+        .customers_evicted_total
+        .with_label_values(&["capacity"])
+        .get();
+    assert!(tracked <= 1000, "{tracked} customers tracked");
+    assert_eq!(tracked as u64 + evicted, msgs.len() as u64);
+    let (result, _) = p.stop().await;
+    result.expect("pipeline ran cleanly");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -179,8 +179,13 @@ mod tests {
             Err(RecordError::Format(9))
         ));
         assert!(matches!(
-            decode(Some(b"c"), Some(b"\x01\xff")),
+            decode(Some(b"c"), Some(&[FORMAT, 0xff])),
             Err(RecordError::Decode(_))
+        ));
+        // A record of the previous layout is refused, not misread.
+        assert!(matches!(
+            decode(Some(b"c"), Some(b"\x01\x00")),
+            Err(RecordError::Format(1))
         ));
         assert!(matches!(
             decode(Some(b"c"), Some(b"")),
