@@ -46,6 +46,9 @@ enum Command {
     Score(ScoreArgs),
     /// Replay events as production would and measure the alerts and scores against labels.
     Backtest(BacktestArgs),
+    /// Measure the per-event path in process (decode, state, timers, scoring, alerts) on a
+    /// simulated stream: events/s on one core and on all, state bytes per customer, peak RSS.
+    Bench(BenchArgs),
     /// Validate a config file and print the effective settings' version.
     CheckConfig {
         /// Config file (default: config/churnwatch.toml).
@@ -107,6 +110,33 @@ struct SimulateArgs {
     /// With --brokers: also write the labels to this file.
     #[arg(long, requires = "brokers")]
     labels: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct BenchArgs {
+    /// Distinct customers in the simulated stream.
+    #[arg(long, default_value_t = 1_000_000)]
+    customers: usize,
+    /// Days of stream processed before timing starts (customers build up their history).
+    #[arg(long, default_value_t = 14.0)]
+    warmup_days: f64,
+    /// Timed slices; the figures are their medians.
+    #[arg(long, default_value_t = 5)]
+    slices: usize,
+    /// Days of stream per timed slice.
+    #[arg(long, default_value_t = 1.0)]
+    slice_days: f64,
+    /// Threads of the all-cores run (default: the cores available).
+    #[arg(long)]
+    threads: Option<usize>,
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Config file (default: the embedded default config).
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    /// Print one JSON object instead of the table.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args)]
@@ -193,6 +223,7 @@ fn main() -> ExitCode {
         Command::Fit(args) => fit(args),
         Command::Score(args) => score(args),
         Command::Backtest(args) => backtest(args),
+        Command::Bench(args) => bench(args),
         Command::Run { config } => runtime().and_then(|rt| rt.block_on(run(config))),
         Command::Demo(args) => runtime().and_then(|rt| rt.block_on(run_demo(args))),
     };
@@ -253,6 +284,32 @@ fn load_config(path: Option<&std::path::Path>) -> anyhow::Result<(RawConfig, Con
         None => "the embedded default config is not valid".to_string(),
     })?;
     Ok((raw, cfg))
+}
+
+fn bench(args: BenchArgs) -> anyhow::Result<()> {
+    use churnwatch::bench::{self, BenchOptions};
+    let (_, cfg) = load_config(args.config.as_deref())?;
+    anyhow::ensure!(args.customers > 0, "--customers must be at least 1");
+    anyhow::ensure!(
+        args.warmup_days >= 0.0 && args.slice_days > 0.0,
+        "--warmup-days must be 0 or more and --slice-days more than 0"
+    );
+    let defaults = BenchOptions::default();
+    let opts = BenchOptions {
+        customers: args.customers,
+        warmup_days: args.warmup_days,
+        slices: args.slices.max(1),
+        slice_days: args.slice_days,
+        threads: args.threads.unwrap_or(defaults.threads).max(1),
+        seed: args.seed,
+    };
+    let report = bench::run(Arc::new(cfg), &opts);
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        print!("{}", report.to_text());
+    }
+    Ok(())
 }
 
 fn simulate(args: SimulateArgs) -> anyhow::Result<()> {

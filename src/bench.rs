@@ -1,0 +1,411 @@
+//! `churnwatch bench`: the whole per-event path, in process, on a simulated stream.
+//!
+//! What is timed is what a partition does with a message once Kafka has handed it over:
+//! decode the JSON, validate, look up or create the customer, update their windows, advance
+//! stream time and fire due timers, score, decide alerts, update the gauges
+//! ([`PartitionState::on_event`]). Kafka and the producer are not in it (see
+//! `scripts/bench-e2e.sh` for the end-to-end figures).
+//!
+//! The stream is the simulator's mix ([`crate::sim`]) with every customer present from the
+//! start. It runs in three phases, generated day by day (generation is never timed):
+//! 1. warm-up (`--warmup-days`, default 14: every customer has the baseline history a rate
+//!    test needs, so the scoring takes its full path), fed to a single-thread partition and to
+//!    one partition per thread;
+//! 2. timed slices (`--slices` of `--slice-days`): each slice is processed by the
+//!    single-thread partition, then by the per-thread partitions in parallel (events split by
+//!    customer, as Kafka's partitioner would); the figures are the medians over the slices;
+//! 3. memory: the growth of the resident set while the single-thread partition processed
+//!    events, divided by the customers it tracks, and the process's peak resident set.
+
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+use std::time::Instant;
+
+use rustc_hash::FxHasher;
+use serde::Serialize;
+
+use crate::alert::Alert;
+use crate::config::Config;
+use crate::event::{decode, DecodeLimits};
+use crate::metrics::Metrics;
+use crate::partition::PartitionState;
+use crate::sim::{SimConfig, SimEvent, Simulator};
+use crate::time::DAY_MS;
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct BenchOptions {
+    /// Distinct customers in the stream.
+    pub customers: usize,
+    pub warmup_days: f64,
+    /// Timed slices (the reported figures are their medians).
+    pub slices: usize,
+    pub slice_days: f64,
+    /// Threads of the all-cores run (one partition each).
+    pub threads: usize,
+    pub seed: u64,
+}
+
+impl Default for BenchOptions {
+    fn default() -> Self {
+        BenchOptions {
+            customers: 1_000_000,
+            warmup_days: 14.0,
+            slices: 5,
+            slice_days: 1.0,
+            threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            seed: 1,
+        }
+    }
+}
+
+/// Throughput of one way of running, over the timed slices.
+#[derive(Debug, Clone, Serialize)]
+pub struct Throughput {
+    pub threads: usize,
+    /// Median over the slices.
+    pub events_per_sec: f64,
+    /// Wall-clock nanoseconds per event (median slice); per event per thread for several
+    /// threads.
+    pub ns_per_event: f64,
+    /// Every slice's events per second, in order.
+    pub slices: Vec<f64>,
+}
+
+/// Everything `churnwatch bench` measures.
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchReport {
+    pub customers_simulated: usize,
+    /// Customers the single-thread partition tracks at the end.
+    pub customers_tracked: usize,
+    pub warmup_events: u64,
+    pub timed_events: u64,
+    pub mean_event_bytes: f64,
+    pub single_thread: Throughput,
+    pub all_cores: Throughput,
+    /// `all_cores.events_per_sec / single_thread.events_per_sec`.
+    pub speedup: f64,
+    /// `speedup / threads` (1.0: linear scaling).
+    pub scaling_efficiency: f64,
+    /// Resident-set growth while the single-thread partition processed events, over the
+    /// customers it tracks.
+    pub state_bytes_per_customer: f64,
+    pub state_rss_growth_bytes: u64,
+    pub peak_rss_bytes: u64,
+    /// Alerts decided by the single-thread partition over the whole stream.
+    pub alerts: u64,
+    pub generate_secs: f64,
+    pub total_secs: f64,
+}
+
+/// One day's (or slice's) messages, packed: payload bytes back to back.
+#[derive(Default)]
+struct Batch {
+    bytes: Vec<u8>,
+    ends: Vec<usize>,
+    /// Per thread of the all-cores run: indexes of its events.
+    by_thread: Vec<Vec<u32>>,
+}
+
+impl Batch {
+    fn fill(&mut self, events: &[SimEvent], threads: usize) {
+        self.bytes.clear();
+        self.ends.clear();
+        self.by_thread.resize_with(threads, Vec::new);
+        for t in &mut self.by_thread {
+            t.clear();
+        }
+        for (i, e) in events.iter().enumerate() {
+            self.bytes.extend_from_slice(&e.payload);
+            self.ends.push(self.bytes.len());
+            let mut h = FxHasher::default();
+            e.customer_id.hash(&mut h);
+            self.by_thread[(h.finish() % threads as u64) as usize].push(i as u32);
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    fn payload(&self, i: usize) -> &[u8] {
+        let start = if i == 0 { 0 } else { self.ends[i - 1] };
+        &self.bytes[start..self.ends[i]]
+    }
+}
+
+/// Feed events `which` (all when `None`) of `batch` to `p`; returns the alerts decided.
+fn feed(
+    p: &mut PartitionState,
+    batch: &Batch,
+    which: Option<&[u32]>,
+    limits: &DecodeLimits,
+    alerts: &mut Vec<Alert>,
+) -> u64 {
+    let mut n = 0;
+    let mut one = |i: usize, alerts: &mut Vec<Alert>| {
+        if let Ok(ev) = decode(batch.payload(i), limits) {
+            p.on_event(&ev, None, alerts);
+        }
+        n += alerts.len() as u64;
+        alerts.clear();
+    };
+    match which {
+        Some(idx) => idx.iter().for_each(|&i| one(i as usize, alerts)),
+        None => (0..batch.len()).for_each(|i| one(i, alerts)),
+    }
+    n
+}
+
+/// Feed each thread's share of `batch` to its partition, in parallel.
+fn feed_parallel(parts: &mut [PartitionState], batch: &Batch, limits: &DecodeLimits) {
+    std::thread::scope(|s| {
+        for (t, p) in parts.iter_mut().enumerate() {
+            let idx = &batch.by_thread[t];
+            s.spawn(move || feed(p, batch, Some(idx), limits, &mut Vec::new()));
+        }
+    });
+}
+
+/// Run the benchmark.
+pub fn run(cfg: Arc<Config>, opts: &BenchOptions) -> BenchReport {
+    let total_start = Instant::now();
+    let threads = opts.threads.max(1);
+    let slices = opts.slices.max(1);
+    let start_ms = 1_700_000_000_000 / DAY_MS * DAY_MS;
+    let days = opts.warmup_days + slices as f64 * opts.slice_days;
+    let mut sim = Simulator::new(SimConfig {
+        customers: opts.customers,
+        seed: opts.seed,
+        start_ms,
+        days,
+        existing_share: 1.0,
+        ..SimConfig::default()
+    });
+    let limits = DecodeLimits {
+        max_event_bytes: cfg.input.max_event_bytes,
+        max_ts_ms: None,
+    };
+    // Separate registries: the two runs do not share gauge cache lines.
+    let (m1, mn) = (Metrics::new(), Metrics::new());
+    let mut single = PartitionState::new(cfg.clone(), &m1);
+    let mut parts: Vec<PartitionState> = (0..threads)
+        .map(|_| PartitionState::new(cfg.clone(), &mn))
+        .collect();
+
+    let mut events = Vec::new();
+    let mut batch = Batch::default();
+    let mut generate_secs = 0.0;
+    let mut next = |until_ms: i64, batch: &mut Batch| {
+        let t = Instant::now();
+        events.clear();
+        sim.advance(until_ms, &mut events);
+        batch.fill(&events, threads);
+        generate_secs += t.elapsed().as_secs_f64();
+    };
+    let mut alerts = Vec::new();
+    let (mut alert_count, mut warmup_events, mut bytes_total, mut messages) = (0, 0u64, 0u64, 0u64);
+    let mut rss_growth: i64 = 0;
+    let mut measured = |p: &mut PartitionState, batch: &Batch, alerts: &mut Vec<Alert>| {
+        let before = rss_bytes();
+        let n = feed(p, batch, None, &limits, alerts);
+        rss_growth += rss_bytes() as i64 - before as i64;
+        n
+    };
+
+    // 1. Warm-up, a day at a time.
+    let warmup_end = start_ms + (opts.warmup_days * DAY_MS as f64) as i64;
+    let mut t = start_ms;
+    while t < warmup_end {
+        t = (t + DAY_MS).min(warmup_end);
+        next(t, &mut batch);
+        alert_count += measured(&mut single, &batch, &mut alerts);
+        feed_parallel(&mut parts, &batch, &limits);
+        warmup_events += batch.len() as u64;
+        bytes_total += batch.bytes.len() as u64;
+        messages += batch.len() as u64;
+    }
+
+    // 2. Timed slices.
+    let (mut one, mut all) = (Vec::new(), Vec::new());
+    let mut timed_events = 0;
+    for _ in 0..slices {
+        t += (opts.slice_days * DAY_MS as f64) as i64;
+        next(t, &mut batch);
+        let n = batch.len() as f64;
+        let clock = Instant::now();
+        alert_count += measured(&mut single, &batch, &mut alerts);
+        one.push(n / clock.elapsed().as_secs_f64());
+        let clock = Instant::now();
+        feed_parallel(&mut parts, &batch, &limits);
+        all.push(n / clock.elapsed().as_secs_f64());
+        timed_events += batch.len() as u64;
+        bytes_total += batch.bytes.len() as u64;
+        messages += batch.len() as u64;
+    }
+
+    let single_thread = throughput(1, one);
+    let all_cores = throughput(threads, all);
+    let speedup = all_cores.events_per_sec / single_thread.events_per_sec;
+    let tracked = single.len();
+    let growth = rss_growth.max(0) as u64;
+    BenchReport {
+        customers_simulated: opts.customers,
+        customers_tracked: tracked,
+        warmup_events,
+        timed_events,
+        mean_event_bytes: bytes_total as f64 / messages.max(1) as f64,
+        single_thread,
+        all_cores,
+        speedup,
+        scaling_efficiency: speedup / threads as f64,
+        state_bytes_per_customer: growth as f64 / tracked.max(1) as f64,
+        state_rss_growth_bytes: growth,
+        peak_rss_bytes: peak_rss_bytes(),
+        alerts: alert_count,
+        generate_secs,
+        total_secs: total_start.elapsed().as_secs_f64(),
+    }
+}
+
+fn throughput(threads: usize, slices: Vec<f64>) -> Throughput {
+    let eps = median(&slices);
+    Throughput {
+        threads,
+        events_per_sec: eps,
+        ns_per_event: 1e9 * threads as f64 / eps,
+        slices,
+    }
+}
+
+fn median(v: &[f64]) -> f64 {
+    let mut s = v.to_vec();
+    s.sort_by(f64::total_cmp);
+    let n = s.len();
+    if n % 2 == 1 {
+        s[n / 2]
+    } else {
+        (s[n / 2 - 1] + s[n / 2]) / 2.0
+    }
+}
+
+/// A field of `/proc/self/status` in bytes (Linux; 0 elsewhere).
+fn proc_status_bytes(field: &str) -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix(field))
+                .and_then(|rest| {
+                    rest.trim()
+                        .trim_end_matches("kB")
+                        .trim()
+                        .parse::<u64>()
+                        .ok()
+                })
+        })
+        .map_or(0, |kb| kb * 1024)
+}
+
+/// Current resident set.
+pub fn rss_bytes() -> u64 {
+    proc_status_bytes("VmRSS:")
+}
+
+/// Peak resident set of the process.
+pub fn peak_rss_bytes() -> u64 {
+    proc_status_bytes("VmHWM:")
+}
+
+impl BenchReport {
+    /// The human-readable report.
+    pub fn to_text(&self) -> String {
+        let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
+        let row = |name: &str, t: &Throughput| {
+            format!(
+                "{name:<22} {:>12.0} events/s  {:>8.1} ns/event{}  slices: {}\n",
+                t.events_per_sec,
+                t.ns_per_event,
+                if t.threads > 1 { " per thread" } else { "" },
+                t.slices
+                    .iter()
+                    .map(|s| format!("{s:.0}"))
+                    .collect::<Vec<_>>()
+                    .join(" · ")
+            )
+        };
+        let mut out = String::new();
+        out += &format!(
+            "churnwatch bench: {} customers simulated, {} tracked; {} warm-up + {} timed events of {:.0} bytes on average\n\n",
+            self.customers_simulated,
+            self.customers_tracked,
+            self.warmup_events,
+            self.timed_events,
+            self.mean_event_bytes
+        );
+        out += &row("single thread", &self.single_thread);
+        out += &row(
+            &format!("all cores ({} threads)", self.all_cores.threads),
+            &self.all_cores,
+        );
+        out += &format!(
+            "{:<22} {:>12.2}x  (efficiency {:.0} %)\n\n",
+            "speed-up",
+            self.speedup,
+            100.0 * self.scaling_efficiency
+        );
+        out += &format!(
+            "state: {:.0} bytes per customer ({:.1} MiB resident growth over {} customers)\n",
+            self.state_bytes_per_customer,
+            mib(self.state_rss_growth_bytes),
+            self.customers_tracked
+        );
+        out += &format!("peak resident set: {:.1} MiB\n", mib(self.peak_rss_bytes));
+        out += &format!(
+            "alerts decided: {}; generating the stream took {:.1} s of {:.1} s\n",
+            self.alerts, self.generate_secs, self.total_secs
+        );
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_small_bench_measures_every_figure() {
+        let opts = BenchOptions {
+            customers: 300,
+            warmup_days: 3.0,
+            slices: 3,
+            slice_days: 0.5,
+            threads: 2,
+            seed: 3,
+        };
+        let r = run(Arc::new(Config::default()), &opts);
+        assert!(r.warmup_events > 0 && r.timed_events > 0, "{r:?}");
+        assert!(
+            r.customers_tracked > 100 && r.customers_tracked <= 300,
+            "{r:?}"
+        );
+        assert_eq!(r.single_thread.slices.len(), 3);
+        assert!(r.single_thread.events_per_sec > 0.0);
+        assert!(r.all_cores.events_per_sec > 0.0);
+        assert!((100.0..400.0).contains(&r.mean_event_bytes), "{r:?}");
+        assert!(r.peak_rss_bytes > 0);
+        let text = r.to_text();
+        assert!(
+            text.contains("events/s") && text.contains("bytes per customer"),
+            "{text}"
+        );
+        let json = serde_json::to_value(&r).unwrap();
+        assert!(json["single_thread"]["ns_per_event"].as_f64().unwrap() > 0.0);
+    }
+
+    #[test]
+    fn medians() {
+        assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(&[4.0, 1.0, 2.0, 3.0]), 2.5);
+    }
+}
