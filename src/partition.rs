@@ -15,7 +15,11 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use rustc_hash::FxHashMap;
+use std::hash::Hasher;
+
+use compact_str::CompactString;
+use hashbrown::HashTable;
+use rustc_hash::{FxHashMap, FxHasher};
 
 use crate::alert::{Alert, SourceRef, Trigger};
 use crate::alerting::{AlertKind, Phase, Suppressed};
@@ -42,8 +46,11 @@ pub struct PartitionState {
     cfg: Arc<Config>,
     scorer: Arc<dyn Scorer>,
     hot: HotMetrics,
-    index: FxHashMap<Box<str>, u32>,
-    ids: Vec<Box<str>>,
+    /// Customer id -> slot: the table holds only slots (4 bytes each); the ids live in
+    /// `ids`, inline up to 24 bytes, so a lookup touches no other allocation.
+    index: HashTable<u32>,
+    /// Per slot: the customer id (empty: a vacant slot).
+    ids: Vec<CompactString>,
     customers: Vec<CustomerState>,
     timers: Timers,
     stream_time_ms: Option<i64>,
@@ -65,7 +72,7 @@ pub struct PartitionState {
     /// Slots of evicted customers, reused by the next new ones.
     free: Vec<u32>,
     /// Customers evicted since the last [`PartitionState::drain_dirty`] (changelog tombstones).
-    evicted: Vec<Box<str>>,
+    evicted: Vec<CompactString>,
 }
 
 impl PartitionState {
@@ -79,7 +86,7 @@ impl PartitionState {
             cfg,
             scorer,
             hot: HotMetrics::new(metrics),
-            index: FxHashMap::default(),
+            index: HashTable::new(),
             ids: Vec::new(),
             customers: Vec::new(),
             timers: Timers::new(),
@@ -180,22 +187,33 @@ impl PartitionState {
         self.ids[slot as usize].is_empty()
     }
 
+    /// The slot of customer `id`, if tracked.
+    fn slot_of(&self, id: &str) -> Option<u32> {
+        let ids = &self.ids;
+        self.index
+            .find(id_hash(id), |&s| ids[s as usize] == id)
+            .copied()
+    }
+
     /// Track a new customer, in a vacant slot if there is one.
     fn insert(&mut self, id: &str, c: CustomerState) -> u32 {
-        let id: Box<str> = id.into();
+        let id = CompactString::from(id);
+        let h = id_hash(&id);
         let slot = match self.free.pop() {
             Some(s) => {
-                self.ids[s as usize] = id.clone();
+                self.ids[s as usize] = id;
                 self.customers[s as usize] = c;
                 s
             }
             None => {
-                self.ids.push(id.clone());
+                self.ids.push(id);
                 self.customers.push(c);
                 (self.customers.len() - 1) as u32
             }
         };
-        self.index.insert(id, slot);
+        let ids = &self.ids;
+        self.index
+            .insert_unique(h, slot, |&s| id_hash(&ids[s as usize]));
         slot
     }
 
@@ -206,7 +224,9 @@ impl PartitionState {
         apply_gauge_delta(&self.hot, Some(&c.gauge), None);
         self.hot.evicted[reason as usize].inc();
         let id = std::mem::take(&mut self.ids[slot as usize]);
-        self.index.remove(&id);
+        if let Ok(entry) = self.index.find_entry(id_hash(&id), |&s| s == slot) {
+            entry.remove();
+        }
         self.applied.remove(&slot);
         if self.tracking {
             self.evicted.push(id);
@@ -299,7 +319,7 @@ impl PartitionState {
     }
 
     pub fn customer(&self, id: &str) -> Option<&CustomerState> {
-        self.index.get(id).map(|&s| &self.customers[s as usize])
+        self.slot_of(id).map(|s| &self.customers[s as usize])
     }
 
     /// Process one valid event; alerts it causes (its own, and those of timers it lets fire)
@@ -323,7 +343,7 @@ impl PartitionState {
             }
         }
 
-        let known = self.index.get(ev.customer_id.as_ref()).copied();
+        let known = self.slot_of(&ev.customer_id);
         if self.already_applied(known, source.as_ref().map(|s| s.offset)) {
             // Time has moved; the customer's restored state holds the rest.
             return EventOutcome {
@@ -562,6 +582,14 @@ impl Drop for PartitionState {
     fn drop(&mut self) {
         self.release();
     }
+}
+
+/// Hash of a customer id for the index (FxHash: fast on short keys; the table compares the
+/// ids themselves on a match).
+fn id_hash(id: &str) -> u64 {
+    let mut h = FxHasher::default();
+    h.write(id.as_bytes());
+    h.finish()
 }
 
 /// When a lapsed customer is forgotten (`None`: not lapsed, or eviction is off): on the timer
