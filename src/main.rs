@@ -107,6 +107,10 @@ struct SimulateArgs {
     /// Topic to produce to.
     #[arg(long, requires = "brokers")]
     topic: Option<String>,
+    /// With --brokers: produce at most this many messages per second (default: as fast as
+    /// the broker takes them).
+    #[arg(long, requires = "brokers")]
+    rate: Option<f64>,
     /// With --brokers: also write the labels to this file.
     #[arg(long, requires = "brokers")]
     labels: Option<PathBuf>,
@@ -326,7 +330,14 @@ fn simulate(args: SimulateArgs) -> anyhow::Result<()> {
         (Some(dir), _, _) => write_dataset(&opts, dir)
             .with_context(|| format!("writing the dataset to {}", dir.display()))?,
         (None, Some(brokers), Some(topic)) => {
-            produce(&opts, brokers, topic, &[], args.labels.as_deref())
+            // At a set rate the messages' timestamps feed latency figures downstream: no
+            // batching delay of the producer's own in them.
+            let props: &[(String, String)] = if args.rate.is_some() {
+                &[("linger.ms".to_string(), "1".to_string())]
+            } else {
+                &[]
+            };
+            produce(&opts, brokers, topic, props, args.labels.as_deref(), args.rate)
                 .with_context(|| format!("producing to {topic} on {brokers}"))?
         }
         _ => anyhow::bail!("give --out DIR, or --brokers and --topic"),

@@ -334,15 +334,17 @@ pub fn producer_config(brokers: &str) -> ClientConfig {
 }
 
 /// Produce every event to `topic` on `brokers` (key = customer id), in arrival order, with
-/// `properties` passed to librdkafka last (security settings, compression, ...); wait until
-/// the broker has acknowledged every message, then write the labels to `labels_path` if
-/// given. Blocks the calling thread.
+/// `properties` passed to librdkafka last (security settings, compression, ...); at most
+/// `rate` messages per second of wall-clock time when given (a load test at a steady rate),
+/// else as fast as the broker takes them. Wait until the broker has acknowledged every
+/// message, then write the labels to `labels_path` if given. Blocks the calling thread.
 pub fn produce(
     opts: &SimulateOptions,
     brokers: &str,
     topic: &str,
     properties: &[(String, String)],
     labels_path: Option<&Path>,
+    rate: Option<f64>,
 ) -> Result<DatasetSummary, SimulateError> {
     opts.validate()?;
     let mut config = producer_config(brokers);
@@ -355,7 +357,19 @@ pub fn produce(
     let producer: ThreadedProducer<DeliveryCounter> = config
         .create_with_context(DeliveryCounter::default())
         .map_err(SimulateError::Producer)?;
+    let started = std::time::Instant::now();
+    let mut sent = 0u64;
     let (sim, summary) = generate(opts, |e| {
+        if let Some(rate) = rate.filter(|r| *r > 0.0) {
+            // Checked every 64 messages: a sleep per message would cap the rate by itself.
+            if sent % 64 == 0 {
+                let due = Duration::from_secs_f64(sent as f64 / rate);
+                if let Some(wait) = due.checked_sub(started.elapsed()) {
+                    std::thread::sleep(wait);
+                }
+            }
+            sent += 1;
+        }
         let mut record = BaseRecord::to(topic)
             .key(e.customer_id.as_bytes())
             .payload(&e.payload);

@@ -27,7 +27,12 @@ pub fn consumer_config(full: &Config) -> ClientConfig {
         .set("enable.auto.offset.store", "false")
         .set("isolation.level", "read_committed")
         .set("auto.offset.reset", cfg.auto_offset_reset.as_str())
-        .set("enable.partition.eof", "false");
+        .set("enable.partition.eof", "false")
+        // librdkafka's default (100,000) held end-to-end throughput at ~120k events/s against
+        // both local brokers with churnwatch 60 % idle; 1,000,000 gave ~400k
+        // (scripts/bench-e2e.sh, BENCHMARKS.md). Memory stays bounded by
+        // queued.max.messages.kbytes.
+        .set("queued.min.messages", "1000000");
     if cfg.statistics_interval_ms > 0 {
         // The source of the consumer-lag gauge.
         c.set(
