@@ -4,9 +4,12 @@
 //!
 //! A **checkpoint** makes the work since the previous one durable, in this order (see
 //! [`crate::state`] for the recovery model):
-//! - at-least-once: wait for the broker's acknowledgement of every alert and dead-letter record
-//!   produced, then write the changed customers and each partition's progress to the
-//!   changelog and wait for those acknowledgements, then commit the input offsets;
+//! - at-least-once: write the changed customers and each partition's progress to the
+//!   changelog; once the broker has acknowledged every record of the checkpoint (those and
+//!   every alert and dead-letter record produced before it), commit the input offsets as of
+//!   the checkpoint. Processing goes on meanwhile: the acknowledgements are checked after each
+//!   chunk ([`Processor::settle`]), and a checkpoint waits only for the previous one. Revoking
+//!   partitions and shutting down wait for theirs;
 //! - exactly-once: write the changelog records into the open transaction, add the input
 //!   offsets to it (`send_offsets_to_transaction`) and commit it.
 //!
@@ -17,6 +20,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::executor::block_on;
+use futures::FutureExt;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedMessage, Message};
@@ -104,6 +108,14 @@ const RECOVERY_PAUSE: Duration = Duration::from_secs(2);
 /// the work a crash can make the pipeline redo).
 const MAX_PENDING: usize = 200_000;
 
+/// An at-least-once checkpoint whose records are written but not all acknowledged: its
+/// offsets are committed once they are.
+struct InFlight {
+    acks: Vec<PendingAck>,
+    /// Per partition: the last offset processed when the checkpoint was taken.
+    offsets: Vec<(String, i32, i64)>,
+}
+
 /// One assigned events-topic partition.
 struct Part {
     topic: String,
@@ -130,6 +142,7 @@ pub struct Processor {
     assigned: Vec<(String, i32)>,
     alerts: Vec<Alert>,
     pending: Vec<PendingAck>,
+    in_flight: Option<InFlight>,
     in_txn: bool,
     /// Whether consumption is paused by back-pressure ([`Processor::throttle`]).
     paused: bool,
@@ -188,6 +201,7 @@ impl Processor {
             assigned: Vec::new(),
             alerts: Vec::new(),
             pending: Vec::new(),
+            in_flight: None,
             in_txn: false,
             paused: false,
             last_checkpoint: Instant::now(),
@@ -373,9 +387,10 @@ impl Processor {
         &mut self,
         consumer: &BaseConsumer<C>,
     ) -> Result<(), PipelineError> {
+        self.settle(consumer, false)?;
         let interval = Duration::from_millis(self.cfg.kafka.commit_interval_ms);
         if self.last_checkpoint.elapsed() >= interval || self.pending.len() >= MAX_PENDING {
-            self.checkpoint(consumer)?;
+            self.checkpoint_with(consumer, false)?;
         }
         Ok(())
     }
@@ -446,16 +461,26 @@ impl Processor {
         self.checkpoint_if_due(consumer)
     }
 
-    /// Make everything processed so far durable (see the module doc).
+    /// Make everything processed so far durable (see the module doc), and wait until it is.
     pub fn checkpoint<C: ConsumerContext>(
         &mut self,
         consumer: &BaseConsumer<C>,
+    ) -> Result<(), PipelineError> {
+        self.checkpoint_with(consumer, true)
+    }
+
+    /// Take a checkpoint; `wait`: until its offsets are committed (at-least-once; a
+    /// transaction always commits before this returns).
+    fn checkpoint_with<C: ConsumerContext>(
+        &mut self,
+        consumer: &BaseConsumer<C>,
+        wait: bool,
     ) -> Result<(), PipelineError> {
         let start = Instant::now();
         let result = if self.eos() {
             self.checkpoint_transaction(consumer)
         } else {
-            self.checkpoint_acknowledged(consumer)
+            self.checkpoint_acknowledged(consumer, wait)
         };
         self.last_checkpoint = Instant::now();
         self.metrics
@@ -475,27 +500,101 @@ impl Processor {
     fn checkpoint_acknowledged<C: ConsumerContext>(
         &mut self,
         consumer: &BaseConsumer<C>,
+        wait: bool,
     ) -> Result<(), PipelineError> {
-        let acks = std::mem::take(&mut self.pending);
-        self.wait(acks)?;
-        let acks = self.write_changelog()?;
-        self.wait(acks)?;
-        let Some(tpl) = self.offsets_to_commit() else {
+        // One checkpoint in flight at a time.
+        self.settle(consumer, true)?;
+        let mut acks = std::mem::take(&mut self.pending);
+        acks.extend(self.write_changelog()?);
+        let offsets = self
+            .parts
+            .iter()
+            .filter_map(|p| {
+                p.processed
+                    .filter(|&at| Some(at) != p.committed)
+                    .map(|at| (p.topic.clone(), p.partition, at))
+            })
+            .collect();
+        self.in_flight = Some(InFlight { acks, offsets });
+        if wait {
+            self.settle(consumer, true)?;
+        }
+        Ok(())
+    }
+
+    /// Commit the offsets of the checkpoint in flight once the broker has acknowledged every
+    /// record it covers; `block`: wait for that. A record the broker did not take is an error
+    /// (the offsets stay where they were).
+    pub fn settle<C: ConsumerContext>(
+        &mut self,
+        consumer: &BaseConsumer<C>,
+        block: bool,
+    ) -> Result<(), PipelineError> {
+        let Some(cp) = self.in_flight.as_mut() else {
             return Ok(());
         };
-        // Synchronous, so that a failed commit is retried at the next checkpoint.
+        let settled = if block {
+            let acks = std::mem::take(&mut cp.acks);
+            self.wait(acks)
+        } else {
+            // Newest first: once it is acknowledged, nearly all the others are too.
+            let mut outcome = Ok(());
+            while let Some(last) = cp.acks.last_mut() {
+                let err = match (&mut last.future).now_or_never() {
+                    None => return Ok(()),
+                    Some(Ok(Ok(_))) => {
+                        cp.acks.pop();
+                        continue;
+                    }
+                    Some(Ok(Err((e, _)))) => e,
+                    Some(Err(_)) => KafkaError::Canceled,
+                };
+                self.metrics.delivery_errors_total.inc();
+                outcome = Err(KafkaPipelineError::Delivery {
+                    topic: last.topic.to_string(),
+                    source: err,
+                });
+                break;
+            }
+            outcome
+        };
+        let cp = self.in_flight.take().expect("checked above");
+        settled?;
+        self.commit_offsets(consumer, &cp.offsets);
+        Ok(())
+    }
+
+    /// Commit `offsets` (the last processed per partition), synchronously, so that a failed
+    /// commit is retried at the next checkpoint.
+    fn commit_offsets<C: ConsumerContext>(
+        &mut self,
+        consumer: &BaseConsumer<C>,
+        offsets: &[(String, i32, i64)],
+    ) {
+        let mut tpl = TopicPartitionList::new();
+        for (topic, partition, at) in offsets {
+            tpl.add_partition_offset(topic, *partition, Offset::Offset(at + 1))
+                .expect("a fresh list takes any partition");
+        }
+        if tpl.count() == 0 {
+            return;
+        }
         match consumer.commit(&tpl, CommitMode::Sync) {
             Ok(()) => {
                 self.metrics.offsets_committed_total.inc();
-                self.mark_committed();
-                Ok(())
+                for (topic, partition, at) in offsets {
+                    if let Some(p) = self
+                        .parts
+                        .iter_mut()
+                        .find(|p| p.partition == *partition && p.topic == *topic)
+                    {
+                        p.committed = Some(*at);
+                    }
+                }
             }
             // Nothing new, or the partitions moved on meanwhile: their new owner re-reads.
-            Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => Ok(()),
-            Err(e) => {
-                warn!(error = %e, "offset commit failed; retried at the next checkpoint");
-                Ok(())
-            }
+            Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
+            Err(e) => warn!(error = %e, "offset commit failed; retried at the next checkpoint"),
         }
     }
 
@@ -637,6 +736,7 @@ impl Processor {
             warn!(partitions = ?revoked, "assignment lost: dropping the partitions' uncommitted work");
             self.abort();
             self.pending.clear();
+            self.in_flight = None;
         } else if let Err(e) = self.emit().and_then(|()| self.checkpoint(consumer)) {
             self.fatal.get_or_insert(e);
         }
@@ -795,6 +895,7 @@ impl Processor {
         self.metrics.recoveries_total.inc();
         self.abort();
         self.pending.clear();
+        self.in_flight = None;
         self.alerts.clear();
         let assigned = self.assigned.clone();
         self.parts.clear();
@@ -855,6 +956,7 @@ impl Processor {
     pub fn abandon(&mut self) {
         self.abort();
         self.pending.clear();
+        self.in_flight = None;
         self.parts.clear();
         self.metrics.partitions_assigned.set(0);
         self.metrics.partitions_paused.set(0);

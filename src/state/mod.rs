@@ -8,10 +8,10 @@
 //!   and hold that customer's whole state ([`record`]); one more record per partition holds
 //!   its stream time and the last input offset applied.
 //! - At each **checkpoint** (every `kafka.commit_interval_ms`, before a partition is
-//!   released, and at shutdown) the pipeline waits until the broker has acknowledged every
-//!   alert and dead-letter record produced so far, then writes the changed customers and the
-//!   partition record, waits for those acknowledgements, and only then commits the input
-//!   offsets. Under `processing.guarantee = "exactly_once"` the same records and the offsets
+//!   released, and at shutdown) the pipeline writes the changed customers and the partition
+//!   record, and commits the input offsets as of the checkpoint only once the broker has
+//!   acknowledged those records and every alert and dead-letter record produced before them
+//!   (processing goes on meanwhile; see [`crate::processor`]). Under `processing.guarantee = "exactly_once"` the same records and the offsets
 //!   commit atomically in one Kafka transaction instead.
 //! - When a partition is **assigned**, its changelog partition is read from the beginning to
 //!   the end (committed records only) before any of its events is processed, with the restore
