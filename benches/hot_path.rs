@@ -41,7 +41,11 @@ fn limits() -> DecodeLimits {
 
 fn bench_decode(c: &mut Criterion) {
     let events = stream(200, 3);
-    let payloads: Vec<&[u8]> = events.iter().map(|e| e.payload.as_slice()).take(1000).collect();
+    let payloads: Vec<&[u8]> = events
+        .iter()
+        .map(|e| e.payload.as_slice())
+        .take(1000)
+        .collect();
     let bytes: usize = payloads.iter().map(|p| p.len()).sum();
     let limits = limits();
     let mut g = c.benchmark_group("decode");
@@ -82,7 +86,10 @@ fn warmed(customers: usize, days: i64) -> (PartitionState, Vec<Vec<u8>>, Metrics
 fn bench_on_event(c: &mut Criterion) {
     let (state, next, _m) = warmed(2000, 21);
     let limits = limits();
-    let decoded: Vec<_> = next.iter().filter_map(|p| decode(p, &limits).ok()).collect();
+    let decoded: Vec<_> = next
+        .iter()
+        .filter_map(|p| decode(p, &limits).ok())
+        .collect();
     let mut g = c.benchmark_group("partition");
     g.throughput(Throughput::Elements(decoded.len() as u64));
     g.sample_size(20);
@@ -158,5 +165,11 @@ fn bench_timers(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench_decode, bench_on_event, bench_assess, bench_timers);
+criterion_group!(
+    benches,
+    bench_decode,
+    bench_on_event,
+    bench_assess,
+    bench_timers
+);
 criterion_main!(benches);

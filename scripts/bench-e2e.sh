@@ -181,7 +181,10 @@ if (( latency_secs > 0 )); then
   "$cw" simulate --customers "$customers" --days "$lat_days" --seed 2 --start "$lat_start" \
     --brokers "$bootstrap" --topic "$events" --rate "$half" >"$work/latency.txt"
   sleep 2
-  after="$(metrics | grep '^churnwatch_decision_latency_seconds_bucket')"
+  all="$(metrics)"
+  after="$(grep '^churnwatch_decision_latency_seconds_bucket' <<<"$all")"
+  awk '$1=="churnwatch_checkpoint_duration_seconds_sum" {s=$2} $1=="churnwatch_checkpoint_duration_seconds_count" {c=$2}
+       END {printf "checkpoints so far: %d, processing paused %.1f ms each on average\n", c, 1000*s/c}' <<<"$all"
   paste <(echo "$before") <(echo "$after") | awk '
     {
       match($1, /le="[^"]*"/); le = substr($1, RSTART + 4, RLENGTH - 5)

@@ -15,7 +15,10 @@
 //!    single-thread partition, then by the per-thread partitions in parallel (events split by
 //!    customer, as Kafka's partitioner would); the figures are the medians over the slices;
 //! 3. memory: the growth of the resident set while the single-thread partition processed
-//!    events, divided by the customers it tracks, and the process's peak resident set.
+//!    events, divided by the customers it tracks, and the process's peak resident set;
+//! 4. restore: the single-thread partition's customers encoded as their changelog records,
+//!    then decoded and installed into a fresh partition, timed (the broker's part of a real
+//!    restore, fetching the records, is in `scripts/bench-e2e.sh`).
 
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
@@ -30,6 +33,7 @@ use crate::event::{decode, DecodeLimits};
 use crate::metrics::Metrics;
 use crate::partition::PartitionState;
 use crate::sim::{SimConfig, SimEvent, Simulator};
+use crate::state::record::{self, encode_customer, Record};
 use crate::time::DAY_MS;
 
 /// What to run.
@@ -92,6 +96,12 @@ pub struct BenchReport {
     pub state_bytes_per_customer: f64,
     pub state_rss_growth_bytes: u64,
     pub peak_rss_bytes: u64,
+    /// Mean size of a customer's changelog record (its value).
+    pub changelog_record_bytes: f64,
+    /// Decoding every tracked customer's changelog record and installing it in a fresh
+    /// partition.
+    pub restore_secs: f64,
+    pub restore_customers_per_sec: f64,
     /// Alerts decided by the single-thread partition over the whole stream.
     pub alerts: u64,
     pub generate_secs: f64,
@@ -244,6 +254,9 @@ pub fn run(cfg: Arc<Config>, opts: &BenchOptions) -> BenchReport {
         messages += batch.len() as u64;
     }
 
+    let peak_rss = peak_rss_bytes();
+    let (changelog_record_bytes, restore_secs) = restore(&cfg, &single);
+
     let single_thread = throughput(1, one);
     let all_cores = throughput(threads, all);
     let speedup = all_cores.events_per_sec / single_thread.events_per_sec;
@@ -261,11 +274,43 @@ pub fn run(cfg: Arc<Config>, opts: &BenchOptions) -> BenchReport {
         scaling_efficiency: speedup / threads as f64,
         state_bytes_per_customer: growth as f64 / tracked.max(1) as f64,
         state_rss_growth_bytes: growth,
-        peak_rss_bytes: peak_rss_bytes(),
+        peak_rss_bytes: peak_rss,
+        changelog_record_bytes,
+        restore_secs,
+        restore_customers_per_sec: tracked as f64 / restore_secs.max(1e-9),
         alerts: alert_count,
         generate_secs,
         total_secs: total_start.elapsed().as_secs_f64(),
     }
+}
+
+/// Encode `p`'s customers as changelog records, then time decoding them into a fresh
+/// partition. Returns the mean record size and the seconds taken.
+fn restore(cfg: &Arc<Config>, p: &PartitionState) -> (f64, f64) {
+    let mut buf = Vec::new();
+    let records: Vec<(Vec<u8>, Vec<u8>)> = p
+        .customers()
+        .map(|(id, c)| {
+            encode_customer(&mut buf, 0, c);
+            (id.as_bytes().to_vec(), buf.clone())
+        })
+        .collect();
+    let bytes: usize = records.iter().map(|(_, v)| v.len()).sum();
+    let m = Metrics::new();
+    let clock = Instant::now();
+    let mut fresh = PartitionState::new(cfg.clone(), &m);
+    fresh.restore(
+        records
+            .iter()
+            .filter_map(|(k, v)| match record::decode(Some(k), Some(v)) {
+                Ok(Record::Customer(id, c)) => Some((id, *c)),
+                _ => None,
+            }),
+        None,
+    );
+    let secs = clock.elapsed().as_secs_f64();
+    assert_eq!(fresh.len(), records.len(), "every record restores");
+    (bytes as f64 / records.len().max(1) as f64, secs)
 }
 
 fn throughput(threads: usize, slices: Vec<f64>) -> Throughput {
@@ -362,6 +407,13 @@ impl BenchReport {
         );
         out += &format!("peak resident set: {:.1} MiB\n", mib(self.peak_rss_bytes));
         out += &format!(
+            "restore: {} customers' changelog records ({:.0} bytes each) decoded and installed in {:.2} s ({:.0} customers/s)\n",
+            self.customers_tracked,
+            self.changelog_record_bytes,
+            self.restore_secs,
+            self.restore_customers_per_sec
+        );
+        out += &format!(
             "alerts decided: {}; generating the stream took {:.1} s of {:.1} s\n",
             self.alerts, self.generate_secs, self.total_secs
         );
@@ -394,6 +446,10 @@ mod tests {
         assert!(r.all_cores.events_per_sec > 0.0);
         assert!((100.0..400.0).contains(&r.mean_event_bytes), "{r:?}");
         assert!(r.peak_rss_bytes > 0);
+        assert!(
+            r.restore_secs > 0.0 && r.changelog_record_bytes > 50.0,
+            "{r:?}"
+        );
         let text = r.to_text();
         assert!(
             text.contains("events/s") && text.contains("bytes per customer"),

@@ -337,8 +337,15 @@ fn simulate(args: SimulateArgs) -> anyhow::Result<()> {
             } else {
                 &[]
             };
-            produce(&opts, brokers, topic, props, args.labels.as_deref(), args.rate)
-                .with_context(|| format!("producing to {topic} on {brokers}"))?
+            produce(
+                &opts,
+                brokers,
+                topic,
+                props,
+                args.labels.as_deref(),
+                args.rate,
+            )
+            .with_context(|| format!("producing to {topic} on {brokers}"))?
         }
         _ => anyhow::bail!("give --out DIR, or --brokers and --topic"),
     };

@@ -226,7 +226,8 @@ fn generate(
     let mut bytes = 0u64;
     let mut t = sim.start_ms();
     loop {
-        t = (t + DAY_MS).min(end);
+        // An hour at a time: a paced producer then sends evenly, not a day's burst at once.
+        t = (t + DAY_MS / 24).min(end);
         sim.advance(t, &mut buf);
         if t >= end {
             sim.flush(&mut buf);

@@ -215,15 +215,26 @@ fn produces_the_dataset_to_kafka_keyed_by_customer() {
         seed: 11,
         ..SimulateOptions::default()
     };
+    // Paced: --rate is a floor on the time it takes.
+    let rate = 20_000.0;
+    let started = std::time::Instant::now();
     let summary = produce(
         &opts,
         &bootstrap,
         "sim-events",
         &[("compression.type".to_string(), "lz4".to_string())],
         Some(&labels_path),
+        Some(rate),
     )
     .unwrap();
     assert!(summary.events > 1000, "{summary:?}");
+    let floor = (summary.events - 64) as f64 / rate;
+    assert!(
+        started.elapsed().as_secs_f64() >= floor,
+        "{} messages in {:?} at most {rate}/s",
+        summary.events,
+        started.elapsed()
+    );
 
     // The same traffic as the file.
     write_dataset(&opts, &dir.path().join("file")).unwrap();
@@ -274,6 +285,7 @@ fn an_unreachable_broker_fails_cleanly() {
         "127.0.0.1:1",
         "nowhere",
         &[("message.timeout.ms".to_string(), "1500".to_string())],
+        None,
         None,
     )
     .unwrap_err();
