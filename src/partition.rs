@@ -187,15 +187,6 @@ impl PartitionState {
         self.ids[slot as usize].is_empty()
     }
 
-    /// The first re-score time of customer `slot` after their latest event.
-    fn next_check(&self, slot: u32) -> i64 {
-        first_check_after(
-            &self.ids[slot as usize],
-            self.customers[slot as usize].last_seen_ms,
-            self.cfg.windows.check_interval_ms,
-        )
-    }
-
     /// The slot of customer `id`, if tracked.
     fn slot_of(&self, id: &str) -> Option<u32> {
         let ids = &self.ids;
@@ -387,11 +378,10 @@ impl PartitionState {
             }
         }
         if c.next_check_ms.is_none() {
-            let due = self.next_check(slot);
-            self.customers[slot as usize].next_check_ms = Some(due);
+            let due = next_grid_time(c.last_seen_ms, self.cfg.windows.check_interval_ms);
+            c.next_check_ms = Some(due);
             self.timers.schedule(due, slot);
         }
-        let c = &self.customers[slot as usize];
         if !late {
             let as_of = c.last_seen_ms;
             let was_lapsed = c.alert.phase == Phase::Lapsed;
@@ -399,8 +389,8 @@ impl PartitionState {
             let c = &mut self.customers[slot as usize];
             if was_lapsed && c.alert.phase != Phase::Lapsed && c.next_check_ms.is_some() {
                 // Back from lapsed: re-scored on the grid again instead of awaiting eviction.
-                let due = self.next_check(slot);
-                self.customers[slot as usize].next_check_ms = Some(due);
+                let due = next_grid_time(c.last_seen_ms, self.cfg.windows.check_interval_ms);
+                c.next_check_ms = Some(due);
                 self.timers.schedule(due, slot);
             }
         }
@@ -600,16 +590,6 @@ fn id_hash(id: &str) -> u64 {
     let mut h = FxHasher::default();
     h.write(id.as_bytes());
     h.finish()
-}
-
-/// The first re-score time of customer `id` strictly after `ts_ms`: on the timer grid of
-/// `interval_ms` shifted by a phase of the customer's own (from their id), so that the
-/// customers' daily re-scores spread over the day instead of all falling due at midnight,
-/// stalling the partition (a million customers take seconds to re-score). The phase is
-/// stable: replays and restores keep the same times.
-pub fn first_check_after(id: &str, ts_ms: i64, interval_ms: i64) -> i64 {
-    let phase = (id_hash(id) % interval_ms as u64) as i64;
-    next_grid_time(ts_ms - phase, interval_ms) + phase
 }
 
 /// When a lapsed customer is forgotten (`None`: not lapsed, or eviction is off): on the timer

@@ -18,7 +18,7 @@ use churnwatch::config::{Config, RawConfig};
 use churnwatch::event::{decode, DecodeLimits};
 use churnwatch::http::Health;
 use churnwatch::metrics::Metrics;
-use churnwatch::partition::{first_check_after, PartitionState};
+use churnwatch::partition::PartitionState;
 use churnwatch::pipeline::{self, PipelineError, RunSummary};
 use churnwatch::state::changelog_topic;
 use churnwatch::time::{format_rfc3339_ms, now_ms, DAY_MS, HOUR_MS};
@@ -504,16 +504,15 @@ async fn a_graceful_restart_resumes_from_the_committed_offsets() {
 async fn an_idle_partition_advances_with_the_wall_clock_and_fires_timers() {
     let cluster = broker();
     let bs = cluster.bootstrap_servers();
-    // The last event is two seconds before customer a's daily re-score time (the grid shifted
-    // by a's own phase); nothing comes after it.
-    let now = now_ms();
-    let mut due = first_check_after("a", now - DAY_MS, DAY_MS);
-    while due - 2_000 <= now - DAY_MS / 2 {
-        due += DAY_MS;
-    }
-    let msgs: Vec<Msg> = (1..4)
-        .map(|d| visit("a", due - (4 - d) * DAY_MS + HOUR_MS))
-        .chain([visit("a", due - 2_000)])
+    // The last events are two seconds before a midnight, where every customer's daily
+    // re-score timer is due; nothing comes after them.
+    let midnight = now_ms().div_euclid(DAY_MS) * DAY_MS;
+    let msgs: Vec<Msg> = (0..3)
+        .flat_map(|d| {
+            let t = midnight - (3 - d) * DAY_MS + 12 * HOUR_MS;
+            [visit("a", t), visit("b", t)]
+        })
+        .chain([visit("a", midnight - 2_000), visit("b", midnight - 2_000)])
         .collect();
     produce(&bs, &msgs);
     let mut raw = RawConfig::default();
@@ -531,14 +530,14 @@ async fn an_idle_partition_advances_with_the_wall_clock_and_fires_timers() {
     })
     .await;
     let fired_with_events = p.metrics.timers_fired_total.get();
-    // No more events: within a few seconds of wall-clock idleness, stream time passes a's
-    // re-score time and the timer fires.
+    // No more events: within a few seconds of wall-clock idleness, stream time passes midnight
+    // and both customers' timers fire.
     p.wait_for(Duration::from_secs(30), "idle timers", |m| {
-        m.timers_fired_total.get() > fired_with_events
+        m.timers_fired_total.get() >= fired_with_events + 2
     })
     .await;
-    assert!(p.metrics.timers_fired_total.get() > fired_with_events);
-    assert!(p.metrics.watermark_timestamp_seconds.get() * 1000.0 >= due as f64);
+    assert!(p.metrics.timers_fired_total.get() >= fired_with_events + 2);
+    assert!(p.metrics.watermark_timestamp_seconds.get() * 1000.0 >= midnight as f64);
     let (result, _) = p.stop().await;
     result.unwrap();
 }
