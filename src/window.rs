@@ -172,7 +172,33 @@ impl Windows {
     /// first; buckets not held are empty.
     pub fn copy_range(&self, from: i64, to: i64, out: &mut Vec<Bucket>) {
         out.clear();
-        out.extend((from..=to).map(|i| self.get(i)));
+        if to < from {
+            return;
+        }
+        out.reserve((to - from + 1) as usize);
+        if self.is_empty() {
+            out.resize((to - from + 1) as usize, Bucket::default());
+            return;
+        }
+        // Indices before the ring, the ring walked slot by slot (one modulo, not one per
+        // bucket: this runs on every assessment), indices after the head.
+        let len = self.buckets.len();
+        let oldest = self.head - len as i64 + 1;
+        let mut i = from;
+        while i <= to && i < oldest {
+            out.push(Bucket::default());
+            i += 1;
+        }
+        let mut s = self.slot(i);
+        while i <= to.min(self.head) {
+            out.push(self.buckets[s]);
+            s = if s + 1 == len { 0 } else { s + 1 };
+            i += 1;
+        }
+        while i <= to {
+            out.push(Bucket::default());
+            i += 1;
+        }
     }
 }
 
@@ -220,6 +246,24 @@ impl Bucket {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn copy_range_equals_bucket_by_bucket_reads() {
+        let mut w = Windows::new(5);
+        let mut out = Vec::new();
+        w.copy_range(-3, 3, &mut out);
+        assert_eq!(out, vec![Bucket::default(); 7]);
+        for (t, n) in [(3, 1u16), (4, 2), (6, 3), (7, 4), (9, 5), (10, 6)] {
+            w.add(t, 1, |b| b.visits = n);
+        }
+        for from in -2..14 {
+            for to in from - 1..16 {
+                w.copy_range(from, to, &mut out);
+                let want: Vec<Bucket> = (from..=to).map(|i| w.get(i)).collect();
+                assert_eq!(out, want, "{from}..={to}");
+            }
+        }
+    }
     const B: i64 = 1000;
 
     #[test]
