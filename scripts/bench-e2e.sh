@@ -174,6 +174,8 @@ echo "throughput: $((total - n0)) messages in $wall s = $rate events/s end to en
 echo "cpu over those $wall s: churnwatch $cw_cpu s ($(awk -v c="$cw_cpu" -v w="$wall" 'BEGIN {printf "%.0f", 100*c/w}') % of one core)," \
      "broker $broker_cpu s ($(awk -v c="$broker_cpu" -v w="$wall" 'BEGIN {printf "%.0f", 100*c/w}') % of one core)," \
      "on $(nproc) cores"
+echo "back-pressure pauses: $(metrics | msum churnwatch_backpressure_pauses_total)," \
+     "checkpoints: $(metrics | msum churnwatch_checkpoints_total)"
 
 # 2. Latency at half the throughput.
 if (( latency_secs > 0 )); then
