@@ -24,7 +24,7 @@ use futures::FutureExt;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedMessage, Message};
-use rdkafka::producer::{FutureProducer, Producer};
+use rdkafka::producer::{DeliveryFuture, FutureProducer, Producer};
 use rdkafka::{Offset, TopicPartitionList};
 use rustc_hash::FxHashMap;
 use tracing::{debug, error, info, warn};
@@ -108,12 +108,15 @@ const RECOVERY_PAUSE: Duration = Duration::from_secs(2);
 /// the work a crash can make the pipeline redo).
 const MAX_PENDING: usize = 200_000;
 
+/// Per partition with work not committed yet: topic, partition, last offset processed.
+type Offsets = Vec<(String, i32, i64)>;
+
 /// An at-least-once checkpoint whose records are written but not all acknowledged: its
 /// offsets are committed once they are.
 struct InFlight {
     acks: Vec<PendingAck>,
-    /// Per partition: the last offset processed when the checkpoint was taken.
-    offsets: Vec<(String, i32, i64)>,
+    /// As of the checkpoint.
+    offsets: Offsets,
 }
 
 /// One assigned events-topic partition.
@@ -506,15 +509,7 @@ impl Processor {
         self.settle(consumer, true)?;
         let mut acks = std::mem::take(&mut self.pending);
         acks.extend(self.write_changelog()?);
-        let offsets = self
-            .parts
-            .iter()
-            .filter_map(|p| {
-                p.processed
-                    .filter(|&at| Some(at) != p.committed)
-                    .map(|at| (p.topic.clone(), p.partition, at))
-            })
-            .collect();
+        let offsets = self.uncommitted();
         self.in_flight = Some(InFlight { acks, offsets });
         if wait {
             self.settle(consumer, true)?;
@@ -533,65 +528,42 @@ impl Processor {
         let Some(cp) = self.in_flight.as_mut() else {
             return Ok(());
         };
-        let settled = if block {
-            let acks = std::mem::take(&mut cp.acks);
-            self.wait(acks)
-        } else {
-            // Newest first: once it is acknowledged, nearly all the others are too.
-            let mut outcome = Ok(());
-            while let Some(last) = cp.acks.last_mut() {
-                let err = match (&mut last.future).now_or_never() {
+        // Newest first: once it is acknowledged, nearly all the others are too.
+        let mut settled = Ok(());
+        while let Some(last) = cp.acks.last_mut() {
+            let outcome = if block {
+                block_on(&mut last.future)
+            } else {
+                match (&mut last.future).now_or_never() {
+                    Some(outcome) => outcome,
                     None => return Ok(()),
-                    Some(Ok(Ok(_))) => {
-                        cp.acks.pop();
-                        continue;
-                    }
-                    Some(Ok(Err((e, _)))) => e,
-                    Some(Err(_)) => KafkaError::Canceled,
-                };
-                self.metrics.delivery_errors_total.inc();
-                outcome = Err(KafkaPipelineError::Delivery {
-                    topic: last.topic.to_string(),
-                    source: err,
-                });
+                }
+            };
+            let topic = last.topic;
+            cp.acks.pop();
+            settled = delivered(&self.metrics, topic, outcome);
+            if settled.is_err() {
                 break;
             }
-            outcome
-        };
+        }
         let cp = self.in_flight.take().expect("checked above");
         settled?;
         self.commit_offsets(consumer, &cp.offsets);
         Ok(())
     }
 
-    /// Commit `offsets` (the last processed per partition), synchronously, so that a failed
-    /// commit is retried at the next checkpoint.
+    /// Commit `offsets`, synchronously, so that a failed commit is retried at the next
+    /// checkpoint.
     fn commit_offsets<C: ConsumerContext>(
         &mut self,
         consumer: &BaseConsumer<C>,
-        offsets: &[(String, i32, i64)],
+        offsets: &Offsets,
     ) {
-        let mut tpl = TopicPartitionList::new();
-        for (topic, partition, at) in offsets {
-            tpl.add_partition_offset(topic, *partition, Offset::Offset(at + 1))
-                .expect("a fresh list takes any partition");
-        }
-        if tpl.count() == 0 {
+        if offsets.is_empty() {
             return;
         }
-        match consumer.commit(&tpl, CommitMode::Sync) {
-            Ok(()) => {
-                self.metrics.offsets_committed_total.inc();
-                for (topic, partition, at) in offsets {
-                    if let Some(p) = self
-                        .parts
-                        .iter_mut()
-                        .find(|p| p.partition == *partition && p.topic == *topic)
-                    {
-                        p.committed = Some(*at);
-                    }
-                }
-            }
+        match consumer.commit(&offset_list(offsets), CommitMode::Sync) {
+            Ok(()) => self.mark_committed(offsets),
             // Nothing new, or the partitions moved on meanwhile: their new owner re-reads.
             Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
             Err(e) => warn!(error = %e, "offset commit failed; retried at the next checkpoint"),
@@ -603,8 +575,8 @@ impl Processor {
         consumer: &BaseConsumer<C>,
     ) -> Result<(), PipelineError> {
         let dirty = self.parts.iter().any(|p| p.state.dirty_len() > 0);
-        let offsets = self.offsets_to_commit();
-        if !self.in_txn && !dirty && offsets.is_none() {
+        let offsets = self.uncommitted();
+        if !self.in_txn && !dirty && offsets.is_empty() {
             return Ok(());
         }
         self.begin()?;
@@ -619,14 +591,14 @@ impl Processor {
     fn commit_transaction<C: ConsumerContext>(
         &mut self,
         consumer: &BaseConsumer<C>,
-        offsets: Option<TopicPartitionList>,
+        offsets: Offsets,
     ) -> Result<(), PipelineError> {
         // Delivery is settled by the commit; the individual acknowledgements are not needed.
         let _ = self.write_changelog()?;
         self.pending.clear();
         let step =
             |step: &'static str| move |source| KafkaPipelineError::Transaction { step, source };
-        if let Some(tpl) = &offsets {
+        if !offsets.is_empty() {
             let group = consumer
                 .group_metadata()
                 .ok_or(KafkaPipelineError::Transaction {
@@ -634,33 +606,15 @@ impl Processor {
                     source: KafkaError::ConsumerCommit(RDKafkaErrorCode::UnknownMemberId),
                 })?;
             self.producer()
-                .send_offsets_to_transaction(tpl, &group, self.timeout())
+                .send_offsets_to_transaction(&offset_list(&offsets), &group, self.timeout())
                 .map_err(step("send offsets"))?;
         }
         self.producer()
             .commit_transaction(self.timeout())
             .map_err(step("commit"))?;
         self.in_txn = false;
-        if offsets.is_some() {
-            self.metrics.offsets_committed_total.inc();
-            self.mark_committed();
-        }
-        Ok(())
-    }
-
-    /// Wait for acknowledgements; the first failure is an error.
-    fn wait(&self, acks: Vec<PendingAck>) -> Result<(), KafkaPipelineError> {
-        for ack in acks {
-            let err = match block_on(ack.future) {
-                Ok(Ok(_)) => continue,
-                Ok(Err((e, _))) => e,
-                Err(_) => KafkaError::Canceled,
-            };
-            self.metrics.delivery_errors_total.inc();
-            return Err(KafkaPipelineError::Delivery {
-                topic: ack.topic.to_string(),
-                source: err,
-            });
+        if !offsets.is_empty() {
+            self.mark_committed(&offsets);
         }
         Ok(())
     }
@@ -708,20 +662,28 @@ impl Processor {
         Ok(acks)
     }
 
-    fn offsets_to_commit(&self) -> Option<TopicPartitionList> {
-        let mut tpl = TopicPartitionList::new();
-        for p in &self.parts {
-            if let Some(at) = p.processed.filter(|&at| Some(at) != p.committed) {
-                tpl.add_partition_offset(&p.topic, p.partition, Offset::Offset(at + 1))
-                    .expect("a fresh list takes any partition");
-            }
-        }
-        (tpl.count() > 0).then_some(tpl)
+    /// The partitions processed beyond their last commit, and how far.
+    fn uncommitted(&self) -> Offsets {
+        self.parts
+            .iter()
+            .filter_map(|p| {
+                p.processed
+                    .filter(|&at| Some(at) != p.committed)
+                    .map(|at| (p.topic.clone(), p.partition, at))
+            })
+            .collect()
     }
 
-    fn mark_committed(&mut self) {
-        for p in &mut self.parts {
-            p.committed = p.processed;
+    fn mark_committed(&mut self, offsets: &Offsets) {
+        self.metrics.offsets_committed_total.inc();
+        for (topic, partition, at) in offsets {
+            if let Some(p) = self
+                .parts
+                .iter_mut()
+                .find(|p| p.partition == *partition && p.topic == *topic)
+            {
+                p.committed = Some(*at);
+            }
         }
     }
 
@@ -734,9 +696,7 @@ impl Processor {
     ) {
         if consumer.assignment_lost() {
             warn!(partitions = ?revoked, "assignment lost: dropping the partitions' uncommitted work");
-            self.abort();
-            self.pending.clear();
-            self.in_flight = None;
+            self.drop_uncommitted();
         } else if let Err(e) = self.emit().and_then(|()| self.checkpoint(consumer)) {
             self.fatal.get_or_insert(e);
         }
@@ -893,9 +853,7 @@ impl Processor {
         warn!(error = %cause, "rewinding to the last checkpoint");
         self.summary.recoveries += 1;
         self.metrics.recoveries_total.inc();
-        self.abort();
-        self.pending.clear();
-        self.in_flight = None;
+        self.drop_uncommitted();
         self.alerts.clear();
         let assigned = self.assigned.clone();
         self.parts.clear();
@@ -954,9 +912,18 @@ impl Processor {
 
     /// Stop after a failure: abort the open transaction, make nothing more durable.
     pub fn abandon(&mut self) {
+        self.drop_uncommitted();
+        self.drop_partitions();
+    }
+
+    /// Forget what is not committed: the open transaction, the acknowledgements awaited.
+    fn drop_uncommitted(&mut self) {
         self.abort();
         self.pending.clear();
         self.in_flight = None;
+    }
+
+    fn drop_partitions(&mut self) {
         self.parts.clear();
         self.metrics.partitions_assigned.set(0);
         self.metrics.partitions_paused.set(0);
@@ -972,13 +939,38 @@ impl Processor {
         if r.is_err() {
             self.abort();
         }
-        self.parts.clear();
-        self.metrics.partitions_assigned.set(0);
-        self.metrics.partitions_paused.set(0);
-        self.paused = false;
+        self.drop_partitions();
         if let Err(e) = self.sink.flush(self.timeout()) {
             warn!(error = %e, "producer flush incomplete");
         }
         r
     }
+}
+
+/// `offsets` as the list Kafka commits: the next offset to read, per partition.
+fn offset_list(offsets: &Offsets) -> TopicPartitionList {
+    let mut tpl = TopicPartitionList::new();
+    for (topic, partition, at) in offsets {
+        tpl.add_partition_offset(topic, *partition, Offset::Offset(at + 1))
+            .expect("a fresh list takes any partition");
+    }
+    tpl
+}
+
+/// The broker's answer for one record: a record it did not take is an error.
+fn delivered(
+    metrics: &Metrics,
+    topic: &str,
+    outcome: <DeliveryFuture as std::future::Future>::Output,
+) -> Result<(), KafkaPipelineError> {
+    let source = match outcome {
+        Ok(Ok(_)) => return Ok(()),
+        Ok(Err((e, _))) => e,
+        Err(_) => KafkaError::Canceled,
+    };
+    metrics.delivery_errors_total.inc();
+    Err(KafkaPipelineError::Delivery {
+        topic: topic.to_string(),
+        source,
+    })
 }
