@@ -265,14 +265,12 @@ impl PartitionState {
         self.release();
         if let Some(p) = progress {
             self.stream_time_ms = p.stream_time_ms;
+            self.applied_by_all = p.applied_offset;
+            self.applied_until = p.applied_offset;
         }
         let wm = self.watermark_ms();
         let interval = self.cfg.windows.check_interval_ms;
         let ring = self.cfg.windows.total_buckets() as usize + 1;
-        if let Some(p) = progress {
-            self.applied_by_all = p.applied_offset;
-            self.applied_until = p.applied_offset;
-        }
         for (id, stored) in customers {
             if id.is_empty() {
                 continue; // not a customer id (the decoder rejects empty ones)
@@ -377,22 +375,23 @@ impl PartitionState {
                 self.hot.outside_window.inc();
             }
         }
-        if c.next_check_ms.is_none() {
-            let due = next_grid_time(c.last_seen_ms, self.cfg.windows.check_interval_ms);
+        // A customer's re-score is due no later than the first grid time after their latest
+        // on-time event. Due times are on the grid, so `due - interval > last_seen` says it is
+        // later; only the eviction timer of a lapsed customer can be, and one who shows up
+        // again is re-scored daily again.
+        let interval = self.cfg.windows.check_interval_ms;
+        let rearm = match c.next_check_ms {
+            None => true,
+            Some(due) => !late && due - interval > c.last_seen_ms,
+        };
+        if rearm {
+            let due = next_grid_time(c.last_seen_ms, interval);
             c.next_check_ms = Some(due);
             self.timers.schedule(due, slot);
         }
         if !late {
             let as_of = c.last_seen_ms;
-            let was_lapsed = c.alert.phase == Phase::Lapsed;
             self.evaluate(slot, as_of, Trigger::Event, source, out);
-            let c = &mut self.customers[slot as usize];
-            if was_lapsed && c.alert.phase != Phase::Lapsed && c.next_check_ms.is_some() {
-                // Back from lapsed: re-scored on the grid again instead of awaiting eviction.
-                let due = next_grid_time(c.last_seen_ms, self.cfg.windows.check_interval_ms);
-                c.next_check_ms = Some(due);
-                self.timers.schedule(due, slot);
-            }
         }
         self.mark_dirty(slot);
         EventOutcome {
@@ -880,19 +879,10 @@ mod tests {
         let mut first = PartitionState::new(cfg.clone(), &m);
         first.track_changes();
         feed(&mut first, &evs[..=k], 0);
-        let mut stored = Vec::new();
-        first
-            .drain_dirty(k as i64, |id, c, applied| {
-                stored.push((
-                    id.to_string(),
-                    StoredCustomer {
-                        applied_offset: applied,
-                        state: c.expect("nobody evicted").clone(),
-                    },
-                ));
-                Ok::<(), ()>(())
-            })
-            .unwrap();
+        let stored: Vec<(String, StoredCustomer)> = checkpoint(&mut first, k as i64)
+            .into_iter()
+            .map(|(id, s)| (id, s.expect("nobody evicted")))
+            .collect();
         assert_eq!(first.dirty_len(), 0);
         assert!(stored.iter().all(|(_, s)| s.applied_offset == k as i64));
 
@@ -1079,11 +1069,10 @@ mod tests {
         first.track_changes();
         feed(&mut first, &evs[..=k], 0);
         assert!(first.customer("b").is_none());
-        let written = checkpoint(&mut first, k as i64);
-        let stored = written
+        let stored: Vec<(String, StoredCustomer)> = checkpoint(&mut first, k as i64)
             .into_iter()
-            .filter_map(|(id, s)| s.map(|s| (id, s)))
-            .collect::<Vec<_>>();
+            .filter_map(|(id, s)| Some((id, s?)))
+            .collect();
         let mut second = PartitionState::new(cfg, &m);
         second.track_changes();
         second.restore(stored, Some(first.progress(k as i64)));
