@@ -214,7 +214,7 @@ pub fn run(cfg: Arc<Config>, opts: &BenchOptions) -> BenchReport {
         generate_secs += t.elapsed().as_secs_f64();
     };
     let mut alerts = Vec::new();
-    let (mut alert_count, mut warmup_events, mut bytes_total, mut messages) = (0, 0u64, 0u64, 0u64);
+    let (mut alert_count, mut warmup_events, mut bytes_total) = (0, 0u64, 0u64);
     let mut rss_growth: i64 = 0;
     let mut measured = |p: &mut PartitionState, batch: &Batch, alerts: &mut Vec<Alert>| {
         let before = rss_bytes();
@@ -233,7 +233,6 @@ pub fn run(cfg: Arc<Config>, opts: &BenchOptions) -> BenchReport {
         feed_parallel(&mut parts, &batch, &limits);
         warmup_events += batch.len() as u64;
         bytes_total += batch.bytes.len() as u64;
-        messages += batch.len() as u64;
     }
 
     // 2. Timed slices.
@@ -251,7 +250,6 @@ pub fn run(cfg: Arc<Config>, opts: &BenchOptions) -> BenchReport {
         all.push(n / clock.elapsed().as_secs_f64());
         timed_events += batch.len() as u64;
         bytes_total += batch.bytes.len() as u64;
-        messages += batch.len() as u64;
     }
 
     let peak_rss = peak_rss_bytes();
@@ -267,7 +265,7 @@ pub fn run(cfg: Arc<Config>, opts: &BenchOptions) -> BenchReport {
         customers_tracked: tracked,
         warmup_events,
         timed_events,
-        mean_event_bytes: bytes_total as f64 / messages.max(1) as f64,
+        mean_event_bytes: bytes_total as f64 / (warmup_events + timed_events).max(1) as f64,
         single_thread,
         all_cores,
         speedup,

@@ -175,30 +175,23 @@ impl Windows {
         if to < from {
             return;
         }
-        out.reserve((to - from + 1) as usize);
-        if self.is_empty() {
-            out.resize((to - from + 1) as usize, Bucket::default());
+        let n = (to - from + 1) as usize;
+        let len = self.buckets.len();
+        // The part of `from..=to` the ring holds, walked slot by slot (one modulo per copy,
+        // not one per bucket: this runs on every assessment); empty buckets around it.
+        let held_from = from.max(self.head.saturating_sub(len as i64 - 1));
+        let held_to = to.min(self.head);
+        if self.is_empty() || held_from > held_to {
+            out.resize(n, Bucket::default());
             return;
         }
-        // Indices before the ring, the ring walked slot by slot (one modulo, not one per
-        // bucket: this runs on every assessment), indices after the head.
-        let len = self.buckets.len();
-        let oldest = self.head - len as i64 + 1;
-        let mut i = from;
-        while i <= to && i < oldest {
-            out.push(Bucket::default());
-            i += 1;
-        }
-        let mut s = self.slot(i);
-        while i <= to.min(self.head) {
+        out.resize((held_from - from) as usize, Bucket::default());
+        let mut s = self.slot(held_from);
+        for _ in held_from..=held_to {
             out.push(self.buckets[s]);
             s = if s + 1 == len { 0 } else { s + 1 };
-            i += 1;
         }
-        while i <= to {
-            out.push(Bucket::default());
-            i += 1;
-        }
+        out.resize(n, Bucket::default());
     }
 }
 

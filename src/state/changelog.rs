@@ -103,7 +103,6 @@ pub struct Changelog {
 impl Changelog {
     pub fn new(cfg: &Config) -> Result<Self, StateError> {
         let k = &cfg.kafka;
-        let created = |what| move |source| StateError::Create { what, source };
         let admin = base_config(k)
             .set("allow.auto.create.topics", "true")
             .create()
@@ -222,13 +221,10 @@ impl Changelog {
         partitions: &[i32],
         mut apply: impl FnMut(i32, Record),
     ) -> Result<Vec<RestoreCount>, StateError> {
-        let reader: BaseConsumer<DefaultConsumerContext> =
-            self.reader_config
-                .create()
-                .map_err(|source| StateError::Create {
-                    what: "restore consumer",
-                    source,
-                })?;
+        let reader: BaseConsumer<DefaultConsumerContext> = self
+            .reader_config
+            .create()
+            .map_err(created("restore consumer"))?;
         let read_err = |partition: i32| {
             move |source| StateError::Read {
                 topic: topic.to_string(),
@@ -304,4 +300,9 @@ impl Changelog {
         };
         result.map(|()| counts)
     }
+}
+
+/// The error of a Kafka client that could not be created.
+fn created(what: &'static str) -> impl Fn(rdkafka::error::KafkaError) -> StateError {
+    move |source| StateError::Create { what, source }
 }
