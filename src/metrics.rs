@@ -53,6 +53,18 @@ fn opts(name: &str, help: &str) -> Opts {
     Opts::new(name, help).namespace("churnwatch")
 }
 
+fn counter(name: &str, help: &str) -> IntCounter {
+    IntCounter::with_opts(opts(name, help)).unwrap()
+}
+
+fn int_gauge(name: &str, help: &str) -> IntGauge {
+    IntGauge::with_opts(opts(name, help)).unwrap()
+}
+
+fn gauge(name: &str, help: &str) -> Gauge {
+    Gauge::with_opts(opts(name, help)).unwrap()
+}
+
 fn histogram(name: &str, help: &str, buckets: &[f64]) -> Histogram {
     Histogram::with_opts(
         HistogramOpts::new(name, help)
@@ -88,16 +100,8 @@ impl Metrics {
                 &["reason"]
             )
             .unwrap()),
-            events_late_total: reg!(IntCounter::with_opts(opts(
-                "events_late_total",
-                "Valid events older than their partition's watermark (newest event time minus the allowed lateness)."
-            ))
-            .unwrap()),
-            events_outside_window_total: reg!(IntCounter::with_opts(opts(
-                "events_outside_window_total",
-                "Late events so old that their bucket had left the customer's windows (not counted in the windows)."
-            ))
-            .unwrap()),
+            events_late_total: reg!(counter("events_late_total", "Valid events older than their partition's watermark (newest event time minus the allowed lateness).")),
+            events_outside_window_total: reg!(counter("events_outside_window_total", "Late events so old that their bucket had left the customer's windows (not counted in the windows).")),
             alerts_total: reg!(IntCounterVec::new(
                 opts("alerts_total", "Alerts emitted, by kind."),
                 &["kind"]
@@ -121,11 +125,7 @@ impl Metrics {
                 &["tier"]
             )
             .unwrap()),
-            revenue_at_risk: reg!(Gauge::with_opts(opts(
-                "revenue_at_risk",
-                "Sum of value_at_risk (expected revenue over the value horizon times risk) of customers currently at risk, in the configured currency."
-            ))
-            .unwrap()),
+            revenue_at_risk: reg!(gauge("revenue_at_risk", "Sum of value_at_risk (expected revenue over the value horizon times risk) of customers currently at risk, in the configured currency.")),
             decision_latency_seconds: reg!(histogram(
                 "decision_latency_seconds",
                 "Time from an event's Kafka timestamp to the decision on it (scored, alert handed to the producer).",
@@ -139,36 +139,12 @@ impl Metrics {
                 &["topic", "partition"]
             )
             .unwrap()),
-            last_event_timestamp_seconds: reg!(Gauge::with_opts(opts(
-                "last_event_timestamp_seconds",
-                "Event time of the newest event processed, as a Unix timestamp."
-            ))
-            .unwrap()),
-            watermark_timestamp_seconds: reg!(Gauge::with_opts(opts(
-                "watermark_timestamp_seconds",
-                "Lowest watermark (event time up to which timers have fired) over the assigned partitions."
-            ))
-            .unwrap()),
-            timers_fired_total: reg!(IntCounter::with_opts(opts(
-                "timers_fired_total",
-                "Event-time timers fired (customers re-scored without an event of their own)."
-            ))
-            .unwrap()),
-            partitions_assigned: reg!(IntGauge::with_opts(opts(
-                "partitions_assigned",
-                "Events-topic partitions currently assigned to this instance."
-            ))
-            .unwrap()),
-            offsets_committed_total: reg!(IntCounter::with_opts(opts(
-                "offsets_committed_total",
-                "Offset commits that succeeded."
-            ))
-            .unwrap()),
-            delivery_errors_total: reg!(IntCounter::with_opts(opts(
-                "delivery_errors_total",
-                "Alert or dead-letter records the broker did not acknowledge."
-            ))
-            .unwrap()),
+            last_event_timestamp_seconds: reg!(gauge("last_event_timestamp_seconds", "Event time of the newest event processed, as a Unix timestamp.")),
+            watermark_timestamp_seconds: reg!(gauge("watermark_timestamp_seconds", "Lowest watermark (event time up to which timers have fired) over the assigned partitions.")),
+            timers_fired_total: reg!(counter("timers_fired_total", "Event-time timers fired (customers re-scored without an event of their own).")),
+            partitions_assigned: reg!(int_gauge("partitions_assigned", "Events-topic partitions currently assigned to this instance.")),
+            offsets_committed_total: reg!(counter("offsets_committed_total", "Offset commits that succeeded.")),
+            delivery_errors_total: reg!(counter("delivery_errors_total", "Alert or dead-letter records the broker did not acknowledge.")),
             checkpoints_total: reg!(IntCounterVec::new(
                 opts(
                     "checkpoints_total",
@@ -182,41 +158,17 @@ impl Metrics {
                 "Wall-clock time of one checkpoint (processing pauses meanwhile).",
                 &[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]
             )),
-            changelog_records_total: reg!(IntCounter::with_opts(opts(
-                "changelog_records_total",
-                "Customer and partition records written to the changelog topics."
-            ))
-            .unwrap()),
+            changelog_records_total: reg!(counter("changelog_records_total", "Customer and partition records written to the changelog topics.")),
             restore_duration_seconds: reg!(histogram(
                 "restore_duration_seconds",
                 "Wall-clock time to restore the partitions of one assignment from their changelog.",
                 &[0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0]
             )),
-            restore_records_total: reg!(IntCounter::with_opts(opts(
-                "restore_records_total",
-                "Changelog records read while restoring (progress of a restore)."
-            ))
-            .unwrap()),
-            restored_customers_total: reg!(IntCounter::with_opts(opts(
-                "restored_customers_total",
-                "Customers whose state was restored from a changelog."
-            ))
-            .unwrap()),
-            restoring_partitions: reg!(IntGauge::with_opts(opts(
-                "restoring_partitions",
-                "Partitions being restored from their changelog right now (not yet processing)."
-            ))
-            .unwrap()),
-            recoveries_total: reg!(IntCounter::with_opts(opts(
-                "recoveries_total",
-                "Rewinds to the last checkpoint after a transient failure (a record the broker did not take, a failed transaction), without a restart."
-            ))
-            .unwrap()),
-            events_duplicate_total: reg!(IntCounter::with_opts(opts(
-                "events_duplicate_total",
-                "Events dropped as redeliveries: their event_id equals one of the customer's last four (also counted in events_total)."
-            ))
-            .unwrap()),
+            restore_records_total: reg!(counter("restore_records_total", "Changelog records read while restoring (progress of a restore).")),
+            restored_customers_total: reg!(counter("restored_customers_total", "Customers whose state was restored from a changelog.")),
+            restoring_partitions: reg!(int_gauge("restoring_partitions", "Partitions being restored from their changelog right now (not yet processing).")),
+            recoveries_total: reg!(counter("recoveries_total", "Rewinds to the last checkpoint after a transient failure (a record the broker did not take, a failed transaction), without a restart.")),
+            events_duplicate_total: reg!(counter("events_duplicate_total", "Events dropped as redeliveries: their event_id equals one of the customer's last four (also counted in events_total).")),
             customers_evicted_total: reg!(IntCounterVec::new(
                 opts(
                     "customers_evicted_total",
@@ -225,16 +177,8 @@ impl Metrics {
                 &["reason"]
             )
             .unwrap()),
-            partitions_paused: reg!(IntGauge::with_opts(opts(
-                "partitions_paused",
-                "Assigned partitions paused by back-pressure (the producer has too many records in flight)."
-            ))
-            .unwrap()),
-            backpressure_pauses_total: reg!(IntCounter::with_opts(opts(
-                "backpressure_pauses_total",
-                "Times consumption was paused because the producer had too many records in flight."
-            ))
-            .unwrap()),
+            partitions_paused: reg!(int_gauge("partitions_paused", "Assigned partitions paused by back-pressure (the producer has too many records in flight).")),
+            backpressure_pauses_total: reg!(counter("backpressure_pauses_total", "Times consumption was paused because the producer had too many records in flight.")),
             config_info: reg!(IntGaugeVec::new(
                 opts("config_info", "The active config's version (always 1)."),
                 &["version"]
@@ -245,11 +189,7 @@ impl Metrics {
                 &["version"]
             )
             .unwrap()),
-            ready: reg!(IntGauge::with_opts(opts(
-                "ready",
-                "1 when the pipeline is consuming, 0 while starting or stopping."
-            ))
-            .unwrap()),
+            ready: reg!(int_gauge("ready", "1 when the pipeline is consuming, 0 while starting or stopping.")),
             registry,
         };
         // Every labelled series exists from the start, so dashboards show zeros, not gaps.

@@ -4,29 +4,36 @@
 use churnwatch::config::RawConfig;
 use churnwatch::metrics::Metrics;
 
-fn readme() -> String {
-    std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
-        .expect("README.md exists")
+/// Fail, listing them, if some of `names` open no row of the README's tables (a row opens
+/// with `| `name``).
+fn assert_documented(names: &[String], table: &str) {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
+        .expect("README.md exists");
+    let missing: Vec<&String> = names
+        .iter()
+        .filter(|n| !readme.contains(&format!("| `{n}`")))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "not in the README's {table} table: {missing:?}"
+    );
 }
 
 #[test]
 fn every_metric_is_in_the_readme_metrics_table() {
-    let readme = readme();
     let text = Metrics::new().render();
-    let names: Vec<&str> = text
+    // A histogram's row names its series, the first being `<name>_bucket`.
+    let names: Vec<String> = text
         .lines()
-        .filter_map(|l| l.strip_prefix("# HELP "))
-        .filter_map(|l| l.split_whitespace().next())
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| match l.split_whitespace().collect::<Vec<_>>()[..] {
+            [name, "histogram"] => Some(format!("{name}_bucket")),
+            [name, _] => Some(name.to_string()),
+            _ => None,
+        })
         .collect();
     assert!(names.len() > 20, "{names:?}");
-    let missing: Vec<&&str> = names
-        .iter()
-        .filter(|n| !readme.contains(&format!("| `{n}")))
-        .collect();
-    assert!(
-        missing.is_empty(),
-        "not in the README's metrics table: {missing:?}"
-    );
+    assert_documented(&names, "metrics");
 }
 
 /// Dotted paths of every leaf of `v` (`section.key`, `section.sub.key`).
@@ -48,17 +55,9 @@ fn leaves(prefix: &str, v: &toml::Value, out: &mut Vec<String>) {
 
 #[test]
 fn every_config_key_is_in_the_readme_configuration_table() {
-    let readme = readme();
     let defaults = toml::Value::try_from(RawConfig::default()).expect("defaults serialize");
     let mut keys = Vec::new();
     leaves("", &defaults, &mut keys);
     assert!(keys.len() > 40, "{keys:?}");
-    let missing: Vec<&String> = keys
-        .iter()
-        .filter(|k| !readme.contains(&format!("| `{k}`")))
-        .collect();
-    assert!(
-        missing.is_empty(),
-        "not in the README's configuration table: {missing:?}"
-    );
+    assert_documented(&keys, "configuration");
 }

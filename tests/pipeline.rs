@@ -20,6 +20,7 @@ use churnwatch::http::Health;
 use churnwatch::metrics::Metrics;
 use churnwatch::partition::PartitionState;
 use churnwatch::pipeline::{self, PipelineError, RunSummary};
+use churnwatch::scoring::Lifecycle;
 use churnwatch::state::changelog_topic;
 use churnwatch::time::{format_rfc3339_ms, now_ms, DAY_MS, HOUR_MS};
 use common::topic::read_topic;
@@ -465,9 +466,9 @@ async fn an_unbounded_stream_of_new_customers_stays_within_the_cap() {
     .await;
     assert!(!p.handle.is_finished(), "{:?}", p.stop().await.0);
     let m = &p.metrics;
-    let tracked: i64 = ["new", "active", "declining", "lapsed"]
+    let tracked: i64 = Lifecycle::ALL
         .iter()
-        .map(|l| m.customers.with_label_values(&[l]).get())
+        .map(|l| m.customers.with_label_values(&[l.as_str()]).get())
         .sum();
     let evicted = m
         .customers_evicted_total
