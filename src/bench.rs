@@ -223,32 +223,36 @@ pub fn run(cfg: Arc<Config>, opts: &BenchOptions) -> BenchReport {
         n
     };
 
-    // 1. Warm-up, a day at a time.
+    // 1. Warm-up, a day at a time, then 2. the timed slices: the same work, timed or not.
     let warmup_end = start_ms + (opts.warmup_days * DAY_MS as f64) as i64;
+    let mut steps = Vec::new();
     let mut t = start_ms;
     while t < warmup_end {
         t = (t + DAY_MS).min(warmup_end);
-        next(t, &mut batch);
-        alert_count += measured(&mut single, &batch, &mut alerts);
-        feed_parallel(&mut parts, &batch, &limits);
-        warmup_events += batch.len() as u64;
-        bytes_total += batch.bytes.len() as u64;
+        steps.push((t, false));
     }
-
-    // 2. Timed slices.
-    let (mut one, mut all) = (Vec::new(), Vec::new());
-    let mut timed_events = 0;
     for _ in 0..slices {
         t += (opts.slice_days * DAY_MS as f64) as i64;
-        next(t, &mut batch);
-        let n = batch.len() as f64;
+        steps.push((t, true));
+    }
+    let (mut one, mut all) = (Vec::new(), Vec::new());
+    let mut timed_events = 0;
+    for (until, timed) in steps {
+        next(until, &mut batch);
+        let n = batch.len() as u64;
         let clock = Instant::now();
         alert_count += measured(&mut single, &batch, &mut alerts);
-        one.push(n / clock.elapsed().as_secs_f64());
+        let single_secs = clock.elapsed().as_secs_f64();
         let clock = Instant::now();
         feed_parallel(&mut parts, &batch, &limits);
-        all.push(n / clock.elapsed().as_secs_f64());
-        timed_events += batch.len() as u64;
+        let all_secs = clock.elapsed().as_secs_f64();
+        if timed {
+            one.push(n as f64 / single_secs);
+            all.push(n as f64 / all_secs);
+            timed_events += n;
+        } else {
+            warmup_events += n;
+        }
         bytes_total += batch.bytes.len() as u64;
     }
 

@@ -298,13 +298,13 @@ fn bench(args: BenchArgs) -> anyhow::Result<()> {
         args.warmup_days >= 0.0 && args.slice_days > 0.0,
         "--warmup-days must be 0 or more and --slice-days more than 0"
     );
-    let defaults = BenchOptions::default();
+    // bench::run takes at least one slice and one thread.
     let opts = BenchOptions {
         customers: args.customers,
         warmup_days: args.warmup_days,
-        slices: args.slices.max(1),
+        slices: args.slices,
         slice_days: args.slice_days,
-        threads: args.threads.unwrap_or(defaults.threads).max(1),
+        threads: args.threads.unwrap_or(BenchOptions::default().threads),
         seed: args.seed,
     };
     let report = bench::run(Arc::new(cfg), &opts);
