@@ -62,6 +62,7 @@ pub mod demo;
 pub mod event;
 pub mod http;
 pub mod kafka;
+pub mod kpi;
 pub mod labels;
 pub mod logging;
 pub mod metrics;
