@@ -70,6 +70,7 @@ pub mod model;
 pub mod partition;
 pub mod pipeline;
 pub mod processor;
+pub mod reload;
 pub mod scoring;
 pub mod shutdown;
 pub mod sim;

@@ -109,6 +109,12 @@ impl PartitionState {
         }
     }
 
+    /// Put a reloaded config in force (its restart-only settings equal the old ones: see
+    /// [`crate::reload`]); the next event or timer is scored with it.
+    pub fn set_config(&mut self, cfg: Arc<Config>) {
+        self.cfg = cfg;
+    }
+
     /// Track which customers change, for [`PartitionState::drain_dirty`] (the live pipeline
     /// with a changelog; replays and the offline tools do without).
     pub fn track_changes(&mut self) {
