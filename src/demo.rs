@@ -24,10 +24,10 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::config::{Config, ConfigError, RawConfig};
-use crate::reload::{Loader, Reloader};
 use crate::http::{Health, Server};
 use crate::metrics::Metrics;
 use crate::pipeline::{self, PipelineError, RunSummary};
+use crate::reload::{Loader, Reloader};
 use crate::sim::{SimConfig, SimEvent, Simulator};
 use crate::time::DAY_MS;
 

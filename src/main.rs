@@ -11,10 +11,10 @@ use clap::{Args, Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
 use churnwatch::config::{Config, RawConfig};
-use churnwatch::reload::Reloader;
 use churnwatch::demo::{self, DemoOptions};
 use churnwatch::http::{Health, Server};
 use churnwatch::metrics::Metrics;
+use churnwatch::reload::Reloader;
 use churnwatch::{logging, pipeline, shutdown};
 
 #[derive(Parser)]
@@ -514,11 +514,8 @@ async fn run(config: PathBuf) -> anyhow::Result<()> {
         .await
         .context("starting the HTTP server")?;
     let path = config.clone();
-    let (reloader, updates) = Reloader::new(
-        cfg,
-        Box::new(move || Config::load(&path)),
-        metrics.clone(),
-    );
+    let (reloader, updates) =
+        Reloader::new(cfg, Box::new(move || Config::load(&path)), metrics.clone());
     reloader.spawn(Some(config), token.clone());
     let result = pipeline::run_reloadable(updates, metrics, health, token).await;
     if let Some(server) = http {

@@ -769,7 +769,14 @@ mod tests {
     fn period_gauges(m: &Metrics, period: &str) -> (i64, i64, i64, i64, f64, f64) {
         let c = |count| m.period_customers.with_label_values(&[period, count]).get();
         let r = |count| m.period_revenue.with_label_values(&[period, count]).get();
-        (c("start"), c("new"), c("lost"), c("end"), r("start"), r("lost"))
+        (
+            c("start"),
+            c("new"),
+            c("lost"),
+            c("end"),
+            r("start"),
+            r("lost"),
+        )
     }
 
     #[test]
@@ -811,8 +818,14 @@ mod tests {
                 // 300 over the tenure at the period's start (65 days less an hour), per 30
                 // days; lost at a longer tenure.
                 let tenure = 65.0 - 1.0 / 24.0;
-                assert!((start_rev - 300.0 / tenure * 30.0).abs() < 1e-6, "{start_rev}");
-                assert!(lost_rev > 300.0 / 75.0 * 30.0 && lost_rev < start_rev, "{lost_rev}");
+                assert!(
+                    (start_rev - 300.0 / tenure * 30.0).abs() < 1e-6,
+                    "{start_rev}"
+                );
+                assert!(
+                    lost_rev > 300.0 / 75.0 * 30.0 && lost_rev < start_rev,
+                    "{lost_rev}"
+                );
                 assert_eq!(period_gauges(&m, "current").0, 2);
             }
         }
@@ -836,7 +849,11 @@ mod tests {
         assert_eq!(of("returning").first(), Some(&"at_risk"), "{alerts:?}");
         assert_eq!(of("returning").last(), Some(&"recovered"));
         assert_eq!(of("silent").last(), Some(&"lapsed"));
-        let winback = |o: Winback| m.winback_outcomes_total.with_label_values(&[o.as_str()]).get();
+        let winback = |o: Winback| {
+            m.winback_outcomes_total
+                .with_label_values(&[o.as_str()])
+                .get()
+        };
         assert_eq!(winback(Winback::Returned), 1);
         assert_eq!(winback(Winback::NotReturned), 1);
         // Every at_risk and escalated alert counts its first reason.
@@ -846,7 +863,11 @@ mod tests {
             .count() as u64;
         let by_reason: u64 = Signal::ALL
             .iter()
-            .map(|s| m.alert_top_reasons_total.with_label_values(&[s.as_str()]).get())
+            .map(|s| {
+                m.alert_top_reasons_total
+                    .with_label_values(&[s.as_str()])
+                    .get()
+            })
             .sum();
         assert_eq!(by_reason, raised);
 

@@ -178,8 +178,7 @@ impl Reloader {
         let (file_tx, mut file_rx) = mpsc::unbounded_channel::<()>();
         let watcher = path.as_deref().and_then(|p| watch_file(p, file_tx));
         #[cfg(unix)]
-        let mut hup =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+        let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
         tokio::spawn(async move {
             let _watcher = watcher; // dropped (unwatched) when the task ends
             loop {
@@ -202,7 +201,10 @@ impl Reloader {
                     }
                 };
                 if path.is_none() {
-                    warn!(cause, "no config file to reload (running on the embedded default)");
+                    warn!(
+                        cause,
+                        "no config file to reload (running on the embedded default)"
+                    );
                     continue;
                 }
                 // Reading and validating (and the priors file) is blocking I/O.
@@ -269,7 +271,10 @@ mod tests {
              [windows]\ncheck_interval_secs = 7200\n",
         )
         .unwrap();
-        assert_eq!(restart_only_changes(&active, &new), vec!["kafka", "windows"]);
+        assert_eq!(
+            restart_only_changes(&active, &new),
+            vec!["kafka", "windows"]
+        );
         let merged = merge(&active, new.clone());
         assert_eq!(merged.alerting.enter_threshold, 0.7);
         assert_eq!(merged.kafka, active.kafka);
@@ -301,16 +306,20 @@ mod tests {
         assert!(!rx.has_changed().unwrap());
         // A threshold: in force, with a new version.
         *text.lock().unwrap() = "[alerting]\nhigh_threshold = 0.9\n".into();
-        let Outcome::Applied { version, restart_required } = r.reload("test") else {
+        let Outcome::Applied {
+            version,
+            restart_required,
+        } = r.reload("test")
+        else {
             panic!("rejected")
         };
         assert!(restart_required.is_empty());
         assert!(rx.has_changed().unwrap());
         assert_eq!(rx.borrow().alerting.high_threshold, 0.9);
         assert_eq!(rx.borrow().version, version);
-        assert!(metrics
-            .render()
-            .contains(&format!("churnwatch_config_info{{version=\"{version}\"}} 1")));
+        assert!(metrics.render().contains(&format!(
+            "churnwatch_config_info{{version=\"{version}\"}} 1"
+        )));
         // Broken: rejected with the key named; the config in force stays.
         *text.lock().unwrap() = "[alerting]\nhigh_threshold = 1.5\n".into();
         match r.reload("test") {
@@ -319,8 +328,12 @@ mod tests {
         }
         assert_eq!(rx.borrow().version, version);
         // A restart-only change is reported, not applied.
-        *text.lock().unwrap() = "[alerting]\nhigh_threshold = 0.9\n[kafka]\ngroup_id = \"x\"\n".into();
-        let Outcome::Applied { restart_required, .. } = r.reload("test") else {
+        *text.lock().unwrap() =
+            "[alerting]\nhigh_threshold = 0.9\n[kafka]\ngroup_id = \"x\"\n".into();
+        let Outcome::Applied {
+            restart_required, ..
+        } = r.reload("test")
+        else {
             panic!("rejected")
         };
         assert_eq!(restart_required, vec!["kafka"]);

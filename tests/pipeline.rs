@@ -23,6 +23,7 @@ use churnwatch::pipeline::{self, PipelineError, RunSummary};
 use churnwatch::scoring::Lifecycle;
 use churnwatch::state::changelog_topic;
 use churnwatch::time::{format_rfc3339_ms, now_ms, DAY_MS, HOUR_MS};
+use common::schema::parse_valid_alert;
 use common::topic::read_topic;
 
 const EVENTS: &str = "customer-events";
@@ -184,7 +185,7 @@ fn alerts(bootstrap: &str) -> Vec<Value> {
     read_topic(bootstrap, ALERTS, 0)
         .into_iter()
         .map(|r| {
-            let v: Value = serde_json::from_slice(&r.payload).expect("alerts are JSON");
+            let v: Value = parse_valid_alert(std::str::from_utf8(&r.payload).expect("UTF-8"));
             assert_eq!(
                 r.key.as_deref(),
                 v["customer_id"].as_str(),

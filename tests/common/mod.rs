@@ -4,5 +4,6 @@
 #![allow(dead_code)]
 
 pub mod process;
+pub mod schema;
 pub mod stream;
 pub mod topic;

@@ -205,7 +205,8 @@ impl Group {
         let ids = recs
             .iter()
             .map(|r| {
-                let v: serde_json::Value = serde_json::from_slice(&r.payload).unwrap();
+                let text = std::str::from_utf8(&r.payload).expect("alerts are UTF-8");
+                let v = super::schema::parse_valid_alert(text);
                 v["alert_id"].as_str().unwrap().to_string()
             })
             .collect();
