@@ -1,27 +1,46 @@
-//! The HTTP server: `/metrics` (Prometheus text format), `/healthz` (the process is alive) and
-//! `/readyz` (the pipeline is consuming).
+//! The HTTP server: `/metrics` (Prometheus text format), `/healthz` (the process is alive),
+//! `/readyz` (the pipeline is consuming), and the status page (`/`, `/customers/{id}`,
+//! `/status.json`; see [`crate::status`]).
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
-use axum::extract::State;
-use axum::http::{header, StatusCode};
-use axum::response::IntoResponse;
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{Html, IntoResponse, Json, Redirect, Response};
 use axum::routing::get;
 use axum::Router;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::Metrics;
+use crate::status::{
+    render_customer, render_not_found, render_status, urlencode, AtRisk, CustomerSource,
+    CustomerView, PipelineHealth, StatusPage, AT_RISK_LIMIT,
+};
 
-/// Readiness shared between the pipeline and the HTTP server.
-#[derive(Debug, Default)]
+/// What the pipeline shares with the HTTP server: its readiness, and a view of its customers
+/// while it runs.
+#[derive(Default)]
 pub struct Health {
     ready: AtomicBool,
+    customers: RwLock<Option<Arc<dyn CustomerSource>>>,
 }
 
 impl Health {
+    /// Let the status page see the pipeline's customers (`None`: no longer).
+    pub fn set_customers(&self, source: Option<Arc<dyn CustomerSource>>) {
+        *self.customers.write().unwrap_or_else(|e| e.into_inner()) = source;
+    }
+
+    fn customers(&self) -> Option<Arc<dyn CustomerSource>> {
+        self.customers
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
     pub fn set_ready(&self, ready: bool) {
         self.ready.store(ready, Ordering::SeqCst);
     }
@@ -50,6 +69,10 @@ pub fn router(metrics: Arc<Metrics>, health: Arc<Health>) -> Router {
         .route("/metrics", get(metrics_handler))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(ready_handler))
+        .route("/", get(status_handler))
+        .route("/status.json", get(status_json_handler))
+        .route("/customers", get(lookup_handler))
+        .route("/customers/{id}", get(customer_handler))
         .with_state(AppState { metrics, health })
 }
 
@@ -68,6 +91,74 @@ async fn ready_handler(State(s): State<AppState>) -> impl IntoResponse {
         (StatusCode::OK, "ready\n")
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
+    }
+}
+
+/// The status page's data. The pipeline's state is read on a blocking thread (it locks the
+/// processor between two chunks).
+async fn status_page(s: &AppState) -> StatusPage {
+    let health = PipelineHealth::read(&s.metrics, s.health.is_ready());
+    let at_risk = match s.health.customers() {
+        Some(src) => tokio::task::spawn_blocking(move || src.at_risk(AT_RISK_LIMIT))
+            .await
+            .unwrap_or_default(),
+        None => AtRisk::default(),
+    };
+    StatusPage { health, at_risk }
+}
+
+async fn status_handler(State(s): State<AppState>) -> Html<String> {
+    Html(render_status(&status_page(&s).await))
+}
+
+async fn status_json_handler(State(s): State<AppState>) -> Json<StatusPage> {
+    Json(status_page(&s).await)
+}
+
+#[derive(serde::Deserialize)]
+struct LookupQuery {
+    id: Option<String>,
+    format: Option<String>,
+}
+
+/// The lookup form's target: on to `/customers/{id}`.
+async fn lookup_handler(Query(q): Query<LookupQuery>) -> Response {
+    match q.id.as_deref().map(str::trim).filter(|id| !id.is_empty()) {
+        Some(id) => Redirect::to(&format!("/customers/{}", urlencode(id))).into_response(),
+        None => Redirect::to("/").into_response(),
+    }
+}
+
+async fn customer_handler(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+    Query(q): Query<LookupQuery>,
+    headers: HeaderMap,
+) -> Response {
+    let json = q.format.as_deref() == Some("json")
+        || headers
+            .get(header::ACCEPT)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|a| a.contains("application/json") && !a.contains("text/html"));
+    let view: Option<CustomerView> = match s.health.customers() {
+        Some(src) => {
+            let id = id.clone();
+            tokio::task::spawn_blocking(move || src.customer(&id))
+                .await
+                .ok()
+                .flatten()
+        }
+        None => None,
+    };
+    match (view, json) {
+        (Some(v), true) => Json(v).into_response(),
+        (Some(v), false) => Html(render_customer(&v)).into_response(),
+        (None, true) => (
+            StatusCode::NOT_FOUND,
+            Json(serde_json::json!({ "error": "customer not held by this instance", "customer_id": id })),
+        )
+            .into_response(),
+        (None, false) => (StatusCode::NOT_FOUND, Html(render_not_found(&id))).into_response(),
     }
 }
 
@@ -100,7 +191,7 @@ impl Server {
                 .with_graceful_shutdown(async move { cancelled.cancelled().await })
                 .await;
         });
-        tracing::info!(listen = %local, "serving /metrics, /healthz, /readyz");
+        tracing::info!(listen = %local, "serving the status page /, /metrics, /healthz, /readyz");
         Ok(Server {
             addr: local,
             stop,

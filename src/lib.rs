@@ -77,6 +77,7 @@ pub mod sim;
 pub mod simulate;
 pub mod state;
 pub mod stats;
+pub mod status;
 pub mod time;
 pub mod timers;
 pub mod window;

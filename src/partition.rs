@@ -42,6 +42,15 @@ pub struct EventOutcome {
     pub duplicate: bool,
 }
 
+/// One customer looked at by [`PartitionState::inspect`].
+pub struct Inspection<'a> {
+    pub customer: &'a CustomerState,
+    pub assessment: crate::scoring::Assessment,
+    pub lifecycle: Lifecycle,
+    /// The config in force.
+    pub cfg: &'a Config,
+}
+
 /// State of one partition.
 pub struct PartitionState {
     cfg: Arc<Config>,
@@ -588,6 +597,31 @@ impl PartitionState {
         if old.lifecycle != lifecycle {
             self.kpi.publish();
         }
+    }
+
+    /// The customers currently at risk, with their value at risk (as of their latest
+    /// assessment), for the status page.
+    pub fn at_risk(&self) -> impl Iterator<Item = (&str, f64)> {
+        self.customers()
+            .filter(|(_, c)| c.gauge.at_risk_tier.is_some())
+            .map(|(id, c)| (id, c.gauge.value_at_risk))
+    }
+
+    /// A fresh look at one customer, at the partition's stream time (or their latest event,
+    /// if later), without changing any state.
+    pub fn inspect(&self, id: &str) -> Option<Inspection<'_>> {
+        let c = self.customer(id)?;
+        let as_of_ms = self
+            .stream_time_ms
+            .unwrap_or(c.last_seen_ms)
+            .max(c.last_seen_ms);
+        let cfg = &*self.cfg;
+        Some(Inspection {
+            customer: c,
+            assessment: self.scorer.assess(c, as_of_ms, cfg),
+            lifecycle: lifecycle_of(c, as_of_ms, cfg),
+            cfg,
+        })
     }
 
     /// Number of customers tracked.

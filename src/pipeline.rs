@@ -78,6 +78,7 @@ fn run_blocking(
         metrics.clone(),
         health.clone(),
     )?));
+    health.set_customers(Some(processor.clone()));
     let ctx = ConsumerCtx::new(metrics.clone(), k.events_topics.clone(), processor.clone());
     let consumer: BaseConsumer<ConsumerCtx> = consumer_config(&cfg)
         .create_with_context(ctx)
@@ -115,6 +116,7 @@ fn run_blocking(
     let result = looper.run();
 
     health.set_ready(false);
+    health.set_customers(None);
     metrics.ready.set(0);
     let closed = {
         let mut p = looper.lock();

@@ -16,7 +16,7 @@
 //! A record the broker does not take, or a transaction that fails, stops the pipeline before
 //! the offsets move: a restart re-reads those events and restores the last checkpoint.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::executor::block_on;
@@ -39,6 +39,7 @@ use crate::metrics::Metrics;
 use crate::partition::PartitionState;
 use crate::state::record::{encode_customer, encode_partition, StoredPartition, META_KEY};
 use crate::state::{changelog_topic, Changelog, Record, StateError, StoredCustomer};
+use crate::status::{AtRisk, CustomerSource, CustomerView};
 use crate::time::now_ms;
 
 /// Errors that stop the pipeline.
@@ -160,6 +161,39 @@ pub struct Processor {
 }
 
 impl Processor {
+    /// This instance's at-risk customers, most value at risk first (the status page).
+    pub fn at_risk(&self, limit: usize) -> AtRisk {
+        let mut all: Vec<(f64, usize, &str)> = self
+            .parts
+            .iter()
+            .enumerate()
+            .flat_map(|(i, p)| p.state.at_risk().map(move |(id, v)| (v, i, id)))
+            .collect();
+        let total = all.len();
+        if limit < total {
+            all.select_nth_unstable_by(limit, |a, b| b.0.total_cmp(&a.0));
+            all.truncate(limit);
+        }
+        all.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.2.cmp(b.2)));
+        let customers = all
+            .into_iter()
+            .filter_map(|(_, i, id)| {
+                let p = &self.parts[i];
+                let seen = p.state.inspect(id)?;
+                Some(CustomerView::new(id, &p.topic, p.partition, &seen))
+            })
+            .collect();
+        AtRisk { total, customers }
+    }
+
+    /// One customer, if one of this instance's partitions holds them.
+    pub fn customer(&self, id: &str) -> Option<CustomerView> {
+        self.parts.iter().find_map(|p| {
+            let seen = p.state.inspect(id)?;
+            Some(CustomerView::new(id, &p.topic, p.partition, &seen))
+        })
+    }
+
     /// Put a reloaded config in force in every partition (and in those assigned later).
     pub fn reconfigure(&mut self, cfg: Arc<Config>) {
         for p in &mut self.parts {
@@ -981,4 +1015,18 @@ fn delivered(
         topic: topic.to_string(),
         source,
     })
+}
+
+/// The status page's view of the pipeline (the HTTP server locks the processor briefly, between
+/// two chunks of messages).
+impl CustomerSource for Mutex<Processor> {
+    fn at_risk(&self, limit: usize) -> AtRisk {
+        self.lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .at_risk(limit)
+    }
+
+    fn customer(&self, id: &str) -> Option<CustomerView> {
+        self.lock().unwrap_or_else(|e| e.into_inner()).customer(id)
+    }
 }
