@@ -30,8 +30,11 @@
 //! - [`timers`]: event-time timers that re-score silent customers.
 //! - [`partition`]: everything one Kafka partition owns: customers, stream time, watermark,
 //!   timers, and the per-event entry point used by the live stream and tests alike.
+//! - [`kpi`]: business KPIs per event-time period (churn, retention, revenue churn counts).
 //! - [`metrics`]: the Prometheus registry and every `churnwatch_` metric.
-//! - [`http`]: `/metrics`, `/healthz`, `/readyz`.
+//! - [`http`]: `/metrics`, `/healthz`, `/readyz` and the status page's routes.
+//! - [`status`]: the status page and customer lookup (views of the pipeline, HTML, JSON).
+//! - [`reload`]: live config reloads (SIGHUP, file changes): live and restart-only settings.
 //! - [`kafka`]: rdkafka client settings, the consumer's context (rebalances handed to the
 //!   processor, lag from statistics, commits) and the sink (alerts, dead letters, changelog).
 //! - [`state`]: durable per-customer state: changelog topics (naming, creation, restore) and
