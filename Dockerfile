@@ -16,14 +16,14 @@ FROM rust:1-bookworm AS builder
 
 # librdkafka is compiled from source by rdkafka-sys (its ./configure + make build, because
 # Cargo.toml enables neither `cmake-build` nor `dynamic-linking`) and linked statically. With the
-# rdkafka features this crate uses (default `libz` + `tokio`) it needs a C toolchain, make,
-# pkg-config and zlib's headers; the binary then links libz.so.1 dynamically.
+# rdkafka features this crate uses (default `libz`, `tokio`, `ssl` for TLS and SASL SCRAM) it
+# needs a C toolchain, make, pkg-config, zlib's and OpenSSL's headers; the binary then links
+# libz.so.1 and libssl.so.3 dynamically.
 # Enabling more rdkafka features needs more here and in the runtime stage:
-#   ssl (SASL_SSL, SCRAM): libssl-dev here, libssl3 below
 #   gssapi (Kerberos):     libsasl2-dev here, libsasl2-2 below
 #   cmake-build:           cmake here
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends build-essential pkg-config zlib1g-dev \
+    && apt-get install -y --no-install-recommends build-essential pkg-config zlib1g-dev libssl-dev \
     && rm -rf /var/lib/apt/lists/*
 
 WORKDIR /src
@@ -57,10 +57,10 @@ RUN cargo build --release --locked \
 ############################################################################ runtime
 FROM debian:bookworm-slim
 
-# Shared libraries the binary needs (ldd): libz.so.1, libgcc_s.so.1, libm, libc; all are part of
-# debian:bookworm-slim. ca-certificates is for TLS to the brokers once the `ssl` feature is on.
+# Shared libraries the binary needs (ldd): libz.so.1, libssl.so.3/libcrypto.so.3, libgcc_s.so.1,
+# libm, libc; libssl3 is added to debian:bookworm-slim, ca-certificates for TLS to the brokers.
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends ca-certificates \
+    && apt-get install -y --no-install-recommends ca-certificates libssl3 \
     && rm -rf /var/lib/apt/lists/* \
     && groupadd --system --gid 10001 churnwatch \
     && useradd --system --uid 10001 --gid 10001 --no-create-home --home-dir /nonexistent \
