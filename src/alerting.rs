@@ -82,6 +82,28 @@ pub struct AlertState {
     /// Since when the risk has stayed at or above the enter threshold while healthy (for the
     /// confirmation period, `alerting.confirm_secs`).
     pub pending_since_ms: Option<i64>,
+    /// Whether the current at-risk episode's win-back outcome has been counted.
+    pub winback_noted: bool,
+}
+
+/// What became of an at-risk episode (`churnwatch_winback_outcomes_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Winback {
+    /// Recovered within `churn.horizon_days` of the `at_risk` alert.
+    Returned = 0,
+    /// The horizon passed, or the customer lapsed, first.
+    NotReturned = 1,
+}
+
+impl Winback {
+    pub const ALL: [Winback; 2] = [Winback::Returned, Winback::NotReturned];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Winback::Returned => "returned",
+            Winback::NotReturned => "not_returned",
+        }
+    }
 }
 
 /// A change of state that must be announced.
@@ -100,6 +122,37 @@ pub enum Suppressed {
 }
 
 impl AlertState {
+    /// The start of the at-risk episode in progress, if any (call before [`AlertState::decide`],
+    /// for [`AlertState::winback`]).
+    pub fn at_risk_since(&self) -> Option<i64> {
+        (self.phase == Phase::AtRisk).then_some(self.since_ms)
+    }
+
+    /// The win-back outcome that a decision at `now_ms` settles, counted once per episode:
+    /// `episode_since` is [`AlertState::at_risk_since`] before the decision, `kind` what it
+    /// announced.
+    pub fn winback(
+        &mut self,
+        episode_since: Option<i64>,
+        kind: Option<AlertKind>,
+        now_ms: i64,
+        horizon_ms: i64,
+    ) -> Option<Winback> {
+        let since = episode_since?;
+        if self.winback_noted {
+            return None;
+        }
+        let within = now_ms - since <= horizon_ms;
+        let outcome = match kind {
+            Some(AlertKind::Recovered) if within => Winback::Returned,
+            Some(AlertKind::Recovered | AlertKind::Lapsed) => Winback::NotReturned,
+            _ if !within => Winback::NotReturned,
+            _ => return None,
+        };
+        self.winback_noted = true;
+        Some(outcome)
+    }
+
     /// The tier that the customer currently has, for gauges (`None` unless at risk).
     pub fn current_tier(&self) -> Option<Tier> {
         (self.phase == Phase::AtRisk).then_some(self.alerted_tier)
@@ -186,6 +239,7 @@ impl AlertState {
                 self.phase = Phase::AtRisk;
                 self.alerted_tier = tier;
                 self.since_ms = now;
+                self.winback_noted = false;
                 self.ref_visit_rate = a.signals[0].map_or(0.0, |r| r.baseline as f32);
                 self.ref_usage_rate = a.signals[1].map_or(0.0, |r| r.baseline as f32);
                 self.episode += 1;
@@ -287,6 +341,42 @@ mod tests {
                 Some(Escalated),
                 Some(Recovered)
             ]
+        );
+    }
+
+    #[test]
+    fn winback_outcome_once_per_episode() {
+        let h = 30 * DAY_MS;
+        let mut s = AlertState::default();
+        // Not at risk: nothing to settle.
+        assert_eq!(s.winback(None, Some(AlertKind::Lapsed), 0, h), None);
+        // At risk since day 10: nothing before the horizon, not_returned once past it, and the
+        // late recovery is not counted again.
+        s.phase = Phase::AtRisk;
+        s.since_ms = 10 * DAY_MS;
+        let since = s.at_risk_since();
+        assert_eq!(s.winback(since, None, 39 * DAY_MS, h), None);
+        assert_eq!(
+            s.winback(since, None, 41 * DAY_MS, h),
+            Some(Winback::NotReturned)
+        );
+        assert_eq!(s.winback(since, None, 42 * DAY_MS, h), None);
+        assert_eq!(
+            s.winback(since, Some(AlertKind::Recovered), 45 * DAY_MS, h),
+            None
+        );
+        // A new episode: back within the horizon.
+        let cfg = Config::default();
+        let mut s = AlertState::default();
+        s.decide(&assessment(DAY_MS, 0.9), DAY_MS, &cfg).unwrap();
+        let since = s.at_risk_since();
+        assert_eq!(since, Some(DAY_MS));
+        let t = s.decide(&assessment(5 * DAY_MS, 0.1), 5 * DAY_MS, &cfg);
+        let kind = t.unwrap().map(|t| t.kind);
+        assert_eq!(kind, Some(AlertKind::Recovered));
+        assert_eq!(
+            s.winback(since, kind, 5 * DAY_MS, h),
+            Some(Winback::Returned)
         );
     }
 

@@ -303,6 +303,7 @@ pub struct RawAlerting {
 pub struct RawLifecycle {
     pub new_customer_days: f64,
     pub lapse_after_days: f64,
+    pub kpi_period_days: f64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -458,6 +459,7 @@ impl Default for RawLifecycle {
         RawLifecycle {
             new_customer_days: 30.0,
             lapse_after_days: 30.0,
+            kpi_period_days: 30.0,
         }
     }
 }
@@ -734,6 +736,8 @@ pub struct AlertingConfig {
 pub struct LifecycleConfig {
     pub new_customer_ms: i64,
     pub lapse_after_ms: i64,
+    /// Length of the event-time periods of the churn and retention KPIs.
+    pub kpi_period_ms: i64,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -1174,6 +1178,13 @@ impl RawConfig {
         let l = &self.lifecycle;
         positive("lifecycle.new_customer_days", l.new_customer_days)?;
         positive("lifecycle.lapse_after_days", l.lapse_after_days)?;
+        if !(1.0..=3660.0).contains(&l.kpi_period_days) {
+            return Err(ConfigError::invalid(
+                "lifecycle.kpi_period_days",
+                l.kpi_period_days,
+                "must be between 1 and 3660 days",
+            ));
+        }
 
         let v = &self.value;
         positive("value.horizon_days", v.horizon_days)?;
@@ -1287,6 +1298,7 @@ impl RawConfig {
             lifecycle: LifecycleConfig {
                 new_customer_ms: (l.new_customer_days * day) as i64,
                 lapse_after_ms: (l.lapse_after_days * day) as i64,
+                kpi_period_ms: (l.kpi_period_days * day) as i64,
             },
             value: ValueConfig {
                 horizon_days: v.horizon_days,

@@ -24,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::config::{Config, ConfigError, RawConfig};
+use crate::reload::{Loader, Reloader};
 use crate::http::{Health, Server};
 use crate::metrics::Metrics;
 use crate::pipeline::{self, PipelineError, RunSummary};
@@ -48,6 +49,8 @@ pub struct DemoOptions {
     /// The config to start from (the broker, group and topics are the demo's own); by
     /// default the shipped one.
     pub config: RawConfig,
+    /// The file `config` came from: reloaded on SIGHUP and when it changes.
+    pub config_path: Option<std::path::PathBuf>,
     /// Override of `http.listen`.
     pub listen: Option<SocketAddr>,
     /// Share of deliberately malformed messages (they go to the dead-letter topic).
@@ -67,6 +70,7 @@ impl Default for DemoOptions {
             backfill_days: 45.0,
             history_days: 60.0,
             config: RawConfig::default(),
+            config_path: None,
             listen: None,
             malformed_share: 0.0005,
             print_alerts: true,
@@ -97,13 +101,21 @@ pub struct DemoSummary {
 
 /// The demo's config: `opts.config` pointed at the in-process broker.
 pub fn demo_config(bootstrap: &str, opts: &DemoOptions) -> Result<Config, ConfigError> {
-    let mut raw = opts.config.clone();
+    adjusted(opts.config.clone(), bootstrap, opts.listen)
+}
+
+/// `raw` pointed at the in-process broker, validated.
+fn adjusted(
+    mut raw: RawConfig,
+    bootstrap: &str,
+    listen: Option<SocketAddr>,
+) -> Result<Config, ConfigError> {
     raw.kafka.brokers = bootstrap.to_string();
     raw.kafka.group_id = "churnwatch-demo".into();
     raw.kafka.properties.clear();
     // Simulated time runs ahead of the wall clock.
     raw.input.max_future_skew_secs = 0;
-    if let Some(l) = opts.listen {
+    if let Some(l) = listen {
         raw.http.listen = l.to_string();
     }
     raw.validate()
@@ -193,7 +205,17 @@ pub async fn run(opts: DemoOptions, shutdown: CancellationToken) -> Result<DemoS
         None
     };
 
-    let result = pipeline::run(cfg.clone(), metrics.clone(), health, stop.clone()).await;
+    // The config file, re-read with the demo's own settings on top.
+    let loader: Loader = match opts.config_path.clone() {
+        Some(path) => {
+            let (bootstrap, listen) = (bootstrap.clone(), opts.listen);
+            Box::new(move || adjusted(RawConfig::load(Some(&path))?, &bootstrap, listen))
+        }
+        None => Box::new(|| Err(ConfigError::Parse("no config file".into()))),
+    };
+    let (reloader, updates) = Reloader::new(cfg.clone(), loader, metrics.clone());
+    reloader.spawn(opts.config_path.clone(), stop.clone());
+    let result = pipeline::run_reloadable(updates, metrics.clone(), health, stop.clone()).await;
     stop.cancel();
     let _ = producer_task.await;
     if let Some(p) = printer {

@@ -11,6 +11,7 @@ use clap::{Args, Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
 use churnwatch::config::{Config, RawConfig};
+use churnwatch::reload::Reloader;
 use churnwatch::demo::{self, DemoOptions};
 use churnwatch::http::{Health, Server};
 use churnwatch::metrics::Metrics;
@@ -512,7 +513,14 @@ async fn run(config: PathBuf) -> anyhow::Result<()> {
     let http = Server::start_configured(&cfg.http, metrics.clone(), health.clone())
         .await
         .context("starting the HTTP server")?;
-    let result = pipeline::run(cfg, metrics, health, token).await;
+    let path = config.clone();
+    let (reloader, updates) = Reloader::new(
+        cfg,
+        Box::new(move || Config::load(&path)),
+        metrics.clone(),
+    );
+    reloader.spawn(Some(config), token.clone());
+    let result = pipeline::run_reloadable(updates, metrics, health, token).await;
     if let Some(server) = http {
         server.stop().await;
     }
@@ -533,6 +541,7 @@ async fn run_demo(args: DemoArgs) -> anyhow::Result<()> {
         partitions: args.partitions,
         speed: args.speed,
         config,
+        config_path: args.config.clone(),
         listen: args.listen,
         ..DemoOptions::default()
     };

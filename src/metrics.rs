@@ -4,13 +4,14 @@
 //! customer moving from one lifecycle stage or tier to another moves one unit between labels.
 
 use prometheus::{
-    Encoder, Gauge, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
-    Opts, Registry, TextEncoder,
+    Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
-use crate::alerting::AlertKind;
+use crate::alerting::{AlertKind, Winback};
 use crate::event::{EventType, InvalidReason};
-use crate::scoring::{Lifecycle, Tier};
+use crate::kpi::PeriodCounts;
+use crate::scoring::{Lifecycle, Signal, Tier};
 
 /// All metrics of one churnwatch process (or one test).
 pub struct Metrics {
@@ -23,7 +24,11 @@ pub struct Metrics {
     pub alerts_suppressed_total: IntCounterVec,
     pub customers: IntGaugeVec,
     pub at_risk_customers: IntGaugeVec,
-    pub revenue_at_risk: Gauge,
+    pub revenue_at_risk: GaugeVec,
+    pub period_customers: IntGaugeVec,
+    pub period_revenue: GaugeVec,
+    pub winback_outcomes_total: IntCounterVec,
+    pub alert_top_reasons_total: IntCounterVec,
     pub decision_latency_seconds: Histogram,
     pub consumer_lag: IntGaugeVec,
     pub last_event_timestamp_seconds: Gauge,
@@ -45,6 +50,8 @@ pub struct Metrics {
     pub partitions_paused: IntGauge,
     pub backpressure_pauses_total: IntCounter,
     pub config_info: IntGaugeVec,
+    pub config_reloads_total: IntCounterVec,
+    pub config_restart_required: IntGauge,
     pub build_info: IntGaugeVec,
     pub ready: IntGauge,
 }
@@ -125,7 +132,46 @@ impl Metrics {
                 &["tier"]
             )
             .unwrap()),
-            revenue_at_risk: reg!(gauge("revenue_at_risk", "Sum of value_at_risk (expected revenue over the value horizon times risk) of customers currently at risk, in the configured currency.")),
+            revenue_at_risk: reg!(GaugeVec::new(
+                opts(
+                    "revenue_at_risk",
+                    "Sum of value_at_risk (expected revenue over the value horizon times risk) of customers currently at risk, by tier, in the configured currency."
+                ),
+                &["tier"]
+            )
+            .unwrap()),
+            period_customers: reg!(IntGaugeVec::new(
+                opts(
+                    "period_customers",
+                    "Customers per event-time KPI period (lifecycle.kpi_period_days): not lapsed at its start, new in it, lost (lapsed) in it, not lapsed at its end (current period: now)."
+                ),
+                &["period", "count"]
+            )
+            .unwrap()),
+            period_revenue: reg!(GaugeVec::new(
+                opts(
+                    "period_revenue",
+                    "Purchase revenue per KPI period of the customers not lapsed at the period's start, and of those lost in it (revenue churn = lost / start), in the configured currency."
+                ),
+                &["period", "count"]
+            )
+            .unwrap()),
+            winback_outcomes_total: reg!(IntCounterVec::new(
+                opts(
+                    "winback_outcomes_total",
+                    "At-risk episodes by outcome: returned (recovered within churn.horizon_days of the at_risk alert) or not_returned (the horizon passed, or the customer lapsed, first)."
+                ),
+                &["outcome"]
+            )
+            .unwrap()),
+            alert_top_reasons_total: reg!(IntCounterVec::new(
+                opts(
+                    "alert_top_reasons_total",
+                    "at_risk and escalated alerts by the signal of their first (strongest) reason."
+                ),
+                &["signal"]
+            )
+            .unwrap()),
             decision_latency_seconds: reg!(histogram(
                 "decision_latency_seconds",
                 "Time from an event's Kafka timestamp to the decision on it (scored, alert handed to the producer).",
@@ -184,6 +230,15 @@ impl Metrics {
                 &["version"]
             )
             .unwrap()),
+            config_reloads_total: reg!(IntCounterVec::new(
+                opts(
+                    "config_reloads_total",
+                    "Config reloads (SIGHUP or a change of the config file), by result: ok (in force) or rejected (invalid; the previous config stays)."
+                ),
+                &["result"]
+            )
+            .unwrap()),
+            config_restart_required: reg!(int_gauge("config_restart_required", "1 when the config file changes settings that only a restart applies (brokers, topics, ...); those keep their old values meanwhile.")),
             build_info: reg!(IntGaugeVec::new(
                 opts("build_info", "Build information (always 1)."),
                 &["version"]
@@ -214,6 +269,24 @@ impl Metrics {
         }
         for t in Tier::AT_RISK {
             m.at_risk_customers.with_label_values(&[t.as_str()]);
+            m.revenue_at_risk.with_label_values(&[t.as_str()]);
+        }
+        for p in PERIODS {
+            for c in PERIOD_COUNTS {
+                m.period_customers.with_label_values(&[p, c]);
+            }
+            for c in &PERIOD_COUNTS[..2] {
+                m.period_revenue.with_label_values(&[p, c]);
+            }
+        }
+        for w in Winback::ALL {
+            m.winback_outcomes_total.with_label_values(&[w.as_str()]);
+        }
+        for s in Signal::ALL {
+            m.alert_top_reasons_total.with_label_values(&[s.as_str()]);
+        }
+        for r in ["ok", "rejected"] {
+            m.config_reloads_total.with_label_values(&[r]);
         }
         m.build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
@@ -260,6 +333,64 @@ impl Default for Metrics {
     }
 }
 
+/// The `period` label of the KPI gauges, in [`PeriodGauges`] order.
+const PERIODS: [&str; 2] = ["current", "previous"];
+/// The `count` label of the KPI gauges (the revenue gauge has the first two).
+const PERIOD_COUNTS: [&str; 4] = ["start", "lost", "new", "end"];
+
+/// The KPI period gauges, resolved: `[current, previous]`.
+#[derive(Clone)]
+pub struct PeriodGauges {
+    /// Per period: start, lost, new, end.
+    customers: [[IntGauge; 4]; 2],
+    /// Per period: start, lost.
+    revenue: [[Gauge; 2]; 2],
+}
+
+impl PeriodGauges {
+    fn new(m: &Metrics) -> Self {
+        PeriodGauges {
+            customers: PERIODS
+                .map(|p| PERIOD_COUNTS.map(|c| m.period_customers.with_label_values(&[p, c]))),
+            revenue: PERIODS.map(|p| {
+                [PERIOD_COUNTS[0], PERIOD_COUNTS[1]]
+                    .map(|c| m.period_revenue.with_label_values(&[p, c]))
+            }),
+        }
+    }
+
+    /// Move one partition's contribution to period `which` (0 current, 1 previous) from `old`
+    /// to `new`.
+    pub fn apply(&self, old: &PeriodCounts, new: &PeriodCounts, which: usize) {
+        let g = &self.customers[which];
+        for (i, (o, n)) in [
+            (old.start, new.start),
+            (old.lost, new.lost),
+            (old.new, new.new),
+            (old.end, new.end),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            if o != n {
+                g[i].add(n - o);
+            }
+        }
+        let r = &self.revenue[which];
+        for (i, (o, n)) in [
+            (old.start_revenue, new.start_revenue),
+            (old.lost_revenue, new.lost_revenue),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            if o != n {
+                r[i].add(n - o);
+            }
+        }
+    }
+}
+
 /// Why a customer was forgotten (the `reason` of `churnwatch_customers_evicted_total`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EvictReason {
@@ -295,7 +426,13 @@ pub struct HotMetrics {
     /// Indexed by [`EvictReason`].
     pub evicted: [IntCounter; 2],
     pub timers_fired: IntCounter,
-    pub revenue_at_risk: Gauge,
+    /// Indexed like `at_risk`.
+    pub revenue_at_risk: [Gauge; 3],
+    pub period: PeriodGauges,
+    /// Indexed by [`Winback`].
+    pub winback: [IntCounter; 2],
+    /// Indexed by [`Signal`].
+    pub top_reason: [IntCounter; 7],
 }
 
 impl HotMetrics {
@@ -312,7 +449,13 @@ impl HotMetrics {
             evicted: EvictReason::ALL
                 .map(|r| m.customers_evicted_total.with_label_values(&[r.as_str()])),
             timers_fired: m.timers_fired_total.clone(),
-            revenue_at_risk: m.revenue_at_risk.clone(),
+            revenue_at_risk: Tier::AT_RISK
+                .map(|t| m.revenue_at_risk.with_label_values(&[t.as_str()])),
+            period: PeriodGauges::new(m),
+            winback: Winback::ALL
+                .map(|w| m.winback_outcomes_total.with_label_values(&[w.as_str()])),
+            top_reason: Signal::ALL
+                .map(|s| m.alert_top_reasons_total.with_label_values(&[s.as_str()])),
         }
     }
 }
@@ -331,7 +474,12 @@ mod tests {
             "churnwatch_events_invalid_total{reason=\"not_json\"} 0",
             "churnwatch_at_risk_customers{tier=\"high\"} 0",
             "churnwatch_customers{lifecycle=\"lapsed\"} 0",
-            "churnwatch_revenue_at_risk 0",
+            "churnwatch_revenue_at_risk{tier=\"medium\"} 0",
+            "churnwatch_period_customers{count=\"lost\",period=\"previous\"} 0",
+            "churnwatch_period_revenue{count=\"start\",period=\"current\"} 0",
+            "churnwatch_winback_outcomes_total{outcome=\"not_returned\"} 0",
+            "churnwatch_alert_top_reasons_total{signal=\"silence\"} 0",
+            "churnwatch_config_reloads_total{result=\"rejected\"} 0",
             "churnwatch_config_info{version=\"cfg-1\"} 1",
             "churnwatch_decision_latency_seconds_bucket",
         ] {

@@ -26,6 +26,7 @@ use crate::alerting::{AlertKind, Phase, Suppressed};
 use crate::config::Config;
 use crate::customer::{CustomerState, GaugeContribution};
 use crate::event::Event;
+use crate::kpi::{revenue_per_period, PeriodKpis};
 use crate::metrics::{EvictReason, HotMetrics, Metrics};
 use crate::scoring::{inactivity_reason, Lifecycle, Scorer, SignalScorer};
 use crate::state::record::{StoredCustomer, StoredPartition};
@@ -73,6 +74,8 @@ pub struct PartitionState {
     free: Vec<u32>,
     /// Customers evicted since the last [`PartitionState::drain_dirty`] (changelog tombstones).
     evicted: Vec<CompactString>,
+    /// Churn and retention per event-time period.
+    kpi: PeriodKpis,
 }
 
 impl PartitionState {
@@ -82,10 +85,12 @@ impl PartitionState {
 
     pub fn with_scorer(cfg: Arc<Config>, scorer: Arc<dyn Scorer>, metrics: &Metrics) -> Self {
         let now = Instant::now();
+        let hot = HotMetrics::new(metrics);
         PartitionState {
             cfg,
             scorer,
-            hot: HotMetrics::new(metrics),
+            kpi: PeriodKpis::new(hot.period.clone()),
+            hot,
             index: HashTable::new(),
             ids: Vec::new(),
             customers: Vec::new(),
@@ -102,6 +107,12 @@ impl PartitionState {
             free: Vec::new(),
             evicted: Vec::new(),
         }
+    }
+
+    /// Put a reloaded config in force (its restart-only settings equal the old ones: see
+    /// [`crate::reload`]); the next event or timer is scored with it.
+    pub fn set_config(&mut self, cfg: Arc<Config>) {
+        self.cfg = cfg;
     }
 
     /// Track which customers change, for [`PartitionState::drain_dirty`] (the live pipeline
@@ -221,7 +232,8 @@ impl PartitionState {
     /// state. Its slot's timer entries go stale; the slot is reused.
     fn evict(&mut self, slot: u32, reason: EvictReason) {
         let c = std::mem::replace(&mut self.customers[slot as usize], CustomerState::vacant());
-        apply_gauge_delta(&self.hot, Some(&c.gauge), None);
+        apply_gauge_delta(&self.hot, &mut self.kpi.active, Some(&c.gauge), None);
+        self.kpi.publish();
         self.hot.evicted[reason as usize].inc();
         let id = std::mem::take(&mut self.ids[slot as usize]);
         if let Ok(entry) = self.index.find_entry(id_hash(&id), |&s| s == slot) {
@@ -267,6 +279,7 @@ impl PartitionState {
             self.stream_time_ms = p.stream_time_ms;
             self.applied_by_all = p.applied_offset;
             self.applied_until = p.applied_offset;
+            self.kpi.periods = p.periods;
         }
         let wm = self.watermark_ms();
         let interval = self.cfg.windows.check_interval_ms;
@@ -284,7 +297,7 @@ impl PartitionState {
             if let (Some(due), Some(wm)) = (c.next_check_ms, wm) {
                 c.next_check_ms = Some(rearmed(due, wm, interval));
             }
-            apply_gauge_delta(&self.hot, None, Some(&c.gauge));
+            apply_gauge_delta(&self.hot, &mut self.kpi.active, None, Some(&c.gauge));
             let due = c.next_check_ms;
             let slot = self.insert(&id, c);
             if let Some(due) = due {
@@ -295,6 +308,7 @@ impl PartitionState {
                 self.applied_until = self.applied_until.max(stored.applied_offset);
             }
         }
+        self.kpi.publish();
     }
 
     /// This partition's progress, for its changelog.
@@ -302,6 +316,7 @@ impl PartitionState {
         StoredPartition {
             applied_offset,
             stream_time_ms: self.stream_time_ms,
+            periods: self.kpi.periods,
         }
     }
 
@@ -354,7 +369,9 @@ impl PartitionState {
             Some(s) => s,
             None => {
                 let c = CustomerState::new(&self.cfg, ev.ts_ms);
-                self.hot.customers[c.gauge.lifecycle as usize].inc();
+                apply_gauge_delta(&self.hot, &mut self.kpi.active, None, Some(&c.gauge));
+                self.kpi.periods.current.new += 1;
+                self.kpi.publish();
                 self.insert(&ev.customer_id, c)
             }
         };
@@ -428,10 +445,38 @@ impl PartitionState {
         true
     }
 
+    /// Fire the timers due up to the watermark; KPI periods end on their boundary, after the
+    /// timers due before it.
     fn fire_timers(&mut self, out: &mut Vec<Alert>) {
         let Some(wm) = self.watermark_ms() else {
             return;
         };
+        let period = self.cfg.lifecycle.kpi_period_ms;
+        if self.kpi.periods.index.is_none() {
+            self.kpi.periods.index = Some(wm.div_euclid(period));
+        }
+        while let Some(boundary) = self.kpi.periods.boundary_passed(wm, period) {
+            self.fire_timers_until(boundary - 1, out);
+            self.end_period(boundary);
+        }
+        self.fire_timers_until(wm, out);
+    }
+
+    /// Close the current KPI period at `boundary`: the next one starts with the customers not
+    /// lapsed now, and their revenue.
+    fn end_period(&mut self, boundary: i64) {
+        let cfg = &*self.cfg;
+        let revenue: f64 = self
+            .customers()
+            .filter(|(_, c)| c.gauge.lifecycle != Lifecycle::Lapsed)
+            .map(|(_, c)| revenue_per_period(c, boundary, cfg))
+            .sum();
+        let active = self.kpi.active;
+        self.kpi.periods.roll(active, revenue);
+        self.kpi.publish();
+    }
+
+    fn fire_timers_until(&mut self, wm: i64, out: &mut Vec<Alert>) {
         let interval = self.cfg.windows.check_interval_ms;
         while let Some((due, slot)) = self.timers.pop_due(wm) {
             let c = &mut self.customers[slot as usize];
@@ -487,8 +532,16 @@ impl PartitionState {
         let cfg = &*self.cfg;
         let c = &mut self.customers[slot as usize];
         let a = self.scorer.assess(c, as_of_ms, cfg);
+        let episode_since = c.alert.at_risk_since();
         let decision = c.alert.decide(&a, c.last_active_ms(), cfg);
         let lifecycle = lifecycle_of(c, as_of_ms, cfg);
+        let kind = decision.ok().flatten().map(|t| t.kind);
+        if let Some(w) = c
+            .alert
+            .winback(episode_since, kind, as_of_ms, horizon_ms(cfg))
+        {
+            self.hot.winback[w as usize].inc();
+        }
         match decision {
             Ok(Some(t)) => {
                 let mut reasons = a.ranked_reasons();
@@ -497,6 +550,9 @@ impl PartitionState {
                     reasons.insert(0, inactivity_reason(a.days_since_last_active, lapsed, cfg));
                 }
                 self.hot.alerts[t.kind as usize].inc();
+                if matches!(t.kind, AlertKind::AtRisk | AlertKind::Escalated) {
+                    self.hot.top_reason[reasons[0].signal as usize].inc();
+                }
                 out.push(Alert::build(
                     &self.ids[slot as usize],
                     c,
@@ -523,7 +579,15 @@ impl PartitionState {
             },
         };
         let old = std::mem::replace(&mut c.gauge, new);
-        apply_gauge_delta(&self.hot, Some(&old), Some(&new));
+        if old.lifecycle != Lifecycle::Lapsed && lifecycle == Lifecycle::Lapsed {
+            let current = &mut self.kpi.periods.current;
+            current.lost += 1;
+            current.lost_revenue += revenue_per_period(c, as_of_ms, cfg);
+        }
+        apply_gauge_delta(&self.hot, &mut self.kpi.active, Some(&old), Some(&new));
+        if old.lifecycle != lifecycle {
+            self.kpi.publish();
+        }
     }
 
     /// Number of customers tracked.
@@ -561,8 +625,9 @@ impl PartitionState {
     /// Withdraw this partition's customers from the population gauges (on revoke or shutdown).
     pub fn release(&mut self) {
         for (_, c) in self.customers() {
-            apply_gauge_delta(&self.hot, Some(&c.gauge), None);
+            apply_gauge_delta(&self.hot, &mut 0, Some(&c.gauge), None);
         }
+        self.kpi.clear();
         self.customers.clear();
         self.ids.clear();
         self.index.clear();
@@ -603,6 +668,11 @@ fn eviction_due(cfg: &Config, c: &CustomerState) -> Option<i64> {
     })
 }
 
+/// `churn.horizon_days` in milliseconds (the win-back horizon).
+fn horizon_ms(cfg: &Config) -> i64 {
+    (cfg.churn.horizon_days * crate::time::DAY_MS as f64) as i64
+}
+
 /// Lifecycle stage at `as_of_ms`.
 pub fn lifecycle_of(c: &CustomerState, as_of_ms: i64, cfg: &Config) -> Lifecycle {
     if c.alert.phase == Phase::Lapsed
@@ -618,8 +688,11 @@ pub fn lifecycle_of(c: &CustomerState, as_of_ms: i64, cfg: &Config) -> Lifecycle
     }
 }
 
+/// Move a customer's contribution to the population gauges from `old` to `new` (`None`: not
+/// tracked), and to `active`, the partition's count of customers not lapsed.
 fn apply_gauge_delta(
     hot: &HotMetrics,
+    active: &mut i64,
     old: Option<&GaugeContribution>,
     new: Option<&GaugeContribution>,
 ) {
@@ -628,20 +701,22 @@ fn apply_gauge_delta(
     }
     if let Some(o) = old {
         hot.customers[o.lifecycle as usize].dec();
+        *active -= i64::from(o.lifecycle != Lifecycle::Lapsed);
         if let Some(t) = o.at_risk_tier {
             hot.at_risk[t as usize - 1].dec();
-        }
-        if o.value_at_risk != 0.0 {
-            hot.revenue_at_risk.sub(o.value_at_risk);
+            if o.value_at_risk != 0.0 {
+                hot.revenue_at_risk[t as usize - 1].sub(o.value_at_risk);
+            }
         }
     }
     if let Some(n) = new {
         hot.customers[n.lifecycle as usize].inc();
+        *active += i64::from(n.lifecycle != Lifecycle::Lapsed);
         if let Some(t) = n.at_risk_tier {
             hot.at_risk[t as usize - 1].inc();
-        }
-        if n.value_at_risk != 0.0 {
-            hot.revenue_at_risk.add(n.value_at_risk);
+            if n.value_at_risk != 0.0 {
+                hot.revenue_at_risk[t as usize - 1].add(n.value_at_risk);
+            }
         }
     }
 }
@@ -649,7 +724,9 @@ fn apply_gauge_delta(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::alerting::Winback;
     use crate::event::Activity;
+    use crate::scoring::Signal;
     use crate::time::{DAY_MS, HOUR_MS};
     use std::borrow::Cow;
 
@@ -686,6 +763,131 @@ mod tests {
             }
         }
         out
+    }
+
+    /// The KPI gauges as `(start, new, lost, end, start_revenue, lost_revenue)` of `period`.
+    fn period_gauges(m: &Metrics, period: &str) -> (i64, i64, i64, i64, f64, f64) {
+        let c = |count| m.period_customers.with_label_values(&[period, count]).get();
+        let r = |count| m.period_revenue.with_label_values(&[period, count]).get();
+        (c("start"), c("new"), c("lost"), c("end"), r("start"), r("lost"))
+    }
+
+    #[test]
+    fn churn_retention_and_winback_kpis() {
+        let m = Metrics::new();
+        let cfg = Arc::new(Config::default());
+        let period = cfg.lifecycle.kpi_period_ms;
+        assert_eq!(period, 30 * DAY_MS);
+        let mut p = PartitionState::new(cfg.clone(), &m);
+        let mut alerts = Vec::new();
+        // T0 is 5 days before a period boundary (periods are aligned to the epoch).
+        assert_eq!((T0 + 5 * DAY_MS) % period, 0);
+        let boundary = |k: i64| T0 + (5 + 30 * k) * DAY_MS;
+        p.on_event(
+            &ev("silent", T0 + HOUR_MS, Activity::Purchase { amount: 300.0 }),
+            None,
+            &mut alerts,
+        );
+        for d in 0..130 {
+            for h in [9, 13, 18] {
+                for id in ["steady", "silent", "returning", "joiner"] {
+                    let active = match id {
+                        "steady" => true,
+                        "silent" => d < 40,
+                        "returning" => !(40..50).contains(&d),
+                        _ => d >= 100,
+                    };
+                    if active {
+                        let e = ev(id, T0 + d * DAY_MS + h * HOUR_MS, Activity::Visit);
+                        p.on_event(&e, None, &mut alerts);
+                    }
+                }
+            }
+            if d == 99 {
+                // [boundary 2, boundary 3) just ended: "silent" lapsed in it (day ~70).
+                assert!(p.watermark_ms().unwrap() >= boundary(3));
+                let (start, new, lost, end, start_rev, lost_rev) = period_gauges(&m, "previous");
+                assert_eq!((start, new, lost, end), (3, 0, 1, 2));
+                // 300 over the tenure at the period's start (65 days less an hour), per 30
+                // days; lost at a longer tenure.
+                let tenure = 65.0 - 1.0 / 24.0;
+                assert!((start_rev - 300.0 / tenure * 30.0).abs() < 1e-6, "{start_rev}");
+                assert!(lost_rev > 300.0 / 75.0 * 30.0 && lost_rev < start_rev, "{lost_rev}");
+                assert_eq!(period_gauges(&m, "current").0, 2);
+            }
+        }
+        // [boundary 3, boundary 4): two at its start, "joiner" new, nobody lost.
+        let (start, new, lost, end, start_rev, lost_rev) = period_gauges(&m, "previous");
+        assert_eq!((start, new, lost, end), (2, 1, 0, 3));
+        assert_eq!((start_rev, lost_rev), (0.0, 0.0));
+        // The current period: three at its start and now.
+        let (start, new, lost, end, _, _) = period_gauges(&m, "current");
+        assert_eq!((start, new, lost, end), (3, 0, 0, 3));
+        assert_eq!(p.progress(0).periods, p.kpi.periods);
+
+        // "returning" came back within the horizon, "silent" lapsed.
+        let of = |id: &str| -> Vec<&str> {
+            alerts
+                .iter()
+                .filter(|a| a.customer_id == id)
+                .map(|a| a.kind.as_str())
+                .collect()
+        };
+        assert_eq!(of("returning").first(), Some(&"at_risk"), "{alerts:?}");
+        assert_eq!(of("returning").last(), Some(&"recovered"));
+        assert_eq!(of("silent").last(), Some(&"lapsed"));
+        let winback = |o: Winback| m.winback_outcomes_total.with_label_values(&[o.as_str()]).get();
+        assert_eq!(winback(Winback::Returned), 1);
+        assert_eq!(winback(Winback::NotReturned), 1);
+        // Every at_risk and escalated alert counts its first reason.
+        let raised = alerts
+            .iter()
+            .filter(|a| matches!(a.kind, AlertKind::AtRisk | AlertKind::Escalated))
+            .count() as u64;
+        let by_reason: u64 = Signal::ALL
+            .iter()
+            .map(|s| m.alert_top_reasons_total.with_label_values(&[s.as_str()]).get())
+            .sum();
+        assert_eq!(by_reason, raised);
+
+        // Released partitions take their contribution out of the gauges.
+        drop(p);
+        assert_eq!(period_gauges(&m, "previous"), (0, 0, 0, 0, 0.0, 0.0));
+        assert_eq!(period_gauges(&m, "current"), (0, 0, 0, 0, 0.0, 0.0));
+    }
+
+    #[test]
+    fn kpi_periods_survive_a_restore() {
+        let m = Metrics::new();
+        let cfg = Arc::new(Config::default());
+        let mut p = PartitionState::new(cfg.clone(), &m);
+        let mut out = Vec::new();
+        for d in 0..70 {
+            p.on_event(&ev("a", T0 + d * DAY_MS, Activity::Visit), None, &mut out);
+            p.on_event(&ev("b", T0 + d * DAY_MS, Activity::Visit), None, &mut out);
+        }
+        let progress = p.progress(139);
+        let customers: Vec<_> = p
+            .customers()
+            .map(|(id, c)| {
+                (
+                    id.to_string(),
+                    StoredCustomer {
+                        applied_offset: 139,
+                        state: c.clone(),
+                    },
+                )
+            })
+            .collect();
+        let before = (period_gauges(&m, "current"), period_gauges(&m, "previous"));
+        drop(p);
+        let mut q = PartitionState::new(cfg, &m);
+        q.restore(customers, Some(progress));
+        assert_eq!(
+            (period_gauges(&m, "current"), period_gauges(&m, "previous")),
+            before
+        );
+        assert_eq!(before.1 .0, 2);
     }
 
     #[test]

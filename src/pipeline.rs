@@ -13,12 +13,14 @@
 //! are paused ([`Processor::throttle`]) while the loop keeps polling; a checkpoint waits for
 //! the broker.
 
+use std::cell::RefCell;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaResult;
 use rdkafka::message::BorrowedMessage;
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
@@ -38,25 +40,38 @@ const TICK: Duration = Duration::from_millis(500);
 /// Longest wait for a message (bounds the reaction time to shutdown and ticks).
 const POLL_TIMEOUT: Duration = Duration::from_millis(100);
 
-/// Run the pipeline until `shutdown` is cancelled or a fatal error occurs.
+/// Run the pipeline until `shutdown` is cancelled or a fatal error occurs, on a fixed config.
 pub async fn run(
     cfg: Arc<Config>,
     metrics: Arc<Metrics>,
     health: Arc<Health>,
     shutdown: CancellationToken,
 ) -> Result<RunSummary, PipelineError> {
+    let (_fixed, updates) = watch::channel(cfg);
+    run_reloadable(updates, metrics, health, shutdown).await
+}
+
+/// Run the pipeline on the config in `updates`, putting each new one in force (see
+/// [`crate::reload`]), until `shutdown` is cancelled or a fatal error occurs.
+pub async fn run_reloadable(
+    updates: watch::Receiver<Arc<Config>>,
+    metrics: Arc<Metrics>,
+    health: Arc<Health>,
+    shutdown: CancellationToken,
+) -> Result<RunSummary, PipelineError> {
     // Everything Kafka-facing blocks (transactions, restores, checkpoints): one thread owns it.
-    tokio::task::spawn_blocking(move || run_blocking(cfg, metrics, health, shutdown))
+    tokio::task::spawn_blocking(move || run_blocking(updates, metrics, health, shutdown))
         .await
         .expect("the consumer loop does not panic")
 }
 
 fn run_blocking(
-    cfg: Arc<Config>,
+    mut updates: watch::Receiver<Arc<Config>>,
     metrics: Arc<Metrics>,
     health: Arc<Health>,
     shutdown: CancellationToken,
 ) -> Result<RunSummary, PipelineError> {
+    let cfg = updates.borrow_and_update().clone();
     let k = &cfg.kafka;
     let processor = Arc::new(Mutex::new(Processor::new(
         cfg.clone(),
@@ -95,6 +110,7 @@ fn run_blocking(
         consumer: &consumer,
         processor: &processor,
         shutdown: &shutdown,
+        updates: RefCell::new(updates),
     };
     let result = looper.run();
 
@@ -134,6 +150,8 @@ struct Consume<'a> {
     consumer: &'a BaseConsumer<ConsumerCtx>,
     processor: &'a Mutex<Processor>,
     shutdown: &'a CancellationToken,
+    /// Reloaded configs (only their live settings differ from `cfg`).
+    updates: RefCell<watch::Receiver<Arc<Config>>>,
 }
 
 impl<'a> Consume<'a> {
@@ -175,6 +193,11 @@ impl<'a> Consume<'a> {
             if last_tick.elapsed() >= TICK {
                 last_tick = Instant::now();
                 self.lock().tick(self.consumer)?;
+                let mut updates = self.updates.borrow_mut();
+                if updates.has_changed().unwrap_or(false) {
+                    let cfg = updates.borrow_and_update().clone();
+                    self.lock().reconfigure(cfg);
+                }
             }
             self.lock().throttle(self.consumer);
             let Some(first) = self.poll(POLL_TIMEOUT)? else {

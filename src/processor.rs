@@ -160,6 +160,14 @@ pub struct Processor {
 }
 
 impl Processor {
+    /// Put a reloaded config in force in every partition (and in those assigned later).
+    pub fn reconfigure(&mut self, cfg: Arc<Config>) {
+        for p in &mut self.parts {
+            p.state.set_config(cfg.clone());
+        }
+        self.cfg = cfg;
+    }
+
     /// Create the producer (and, exactly-once, initialise its transactions, fencing any
     /// predecessor with the same transactional id) and the changelog client.
     pub fn new(

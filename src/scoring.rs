@@ -48,6 +48,17 @@ pub enum Signal {
 }
 
 impl Signal {
+    /// Every signal, in declaration order (`Signal as usize` indexes it).
+    pub const ALL: [Signal; 7] = [
+        Signal::Visits,
+        Signal::Usage,
+        Signal::Purchases,
+        Signal::Engagement,
+        Signal::Activity,
+        Signal::Silence,
+        Signal::Inactivity,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Signal::Visits => "visits",

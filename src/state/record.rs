@@ -14,7 +14,7 @@ use crate::customer::CustomerState;
 /// Key of the partition's progress record.
 pub const META_KEY: &[u8] = b"\xff__churnwatch_partition__";
 /// Version of the value encoding; bumped when the state's layout changes.
-pub const FORMAT: u8 = 2;
+pub const FORMAT: u8 = 3;
 
 /// A customer's state as of a checkpoint.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -26,10 +26,12 @@ pub struct StoredCustomer {
 }
 
 /// A partition's progress as of a checkpoint.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct StoredPartition {
     pub applied_offset: i64,
     pub stream_time_ms: Option<i64>,
+    /// The business KPIs' current and previous periods.
+    pub periods: crate::kpi::Periods,
 }
 
 /// One decoded changelog record.
@@ -153,6 +155,16 @@ mod tests {
         let p = StoredPartition {
             applied_offset: 7,
             stream_time_ms: Some(5),
+            periods: crate::kpi::Periods {
+                index: Some(3),
+                current: crate::kpi::PeriodCounts {
+                    start: 10,
+                    new: 2,
+                    lost_revenue: 12.5,
+                    ..Default::default()
+                },
+                previous: None,
+            },
         };
         assert_eq!(
             decode(Some(META_KEY), Some(&encode_partition(&p))).unwrap(),
@@ -182,10 +194,10 @@ mod tests {
             decode(Some(b"c"), Some(&[FORMAT, 0xff])),
             Err(RecordError::Decode(_))
         ));
-        // A record of the previous layout is refused, not misread.
+        // A record of a previous layout is refused, not misread.
         assert!(matches!(
-            decode(Some(b"c"), Some(b"\x01\x00")),
-            Err(RecordError::Format(1))
+            decode(Some(b"c"), Some(b"\x02\x00")),
+            Err(RecordError::Format(2))
         ));
         assert!(matches!(
             decode(Some(b"c"), Some(b"")),
