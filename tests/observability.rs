@@ -3,7 +3,8 @@
 //! `promtool` checks the shipped Prometheus config, the rules and their unit tests, and lints the
 //! live `/metrics` of `churnwatch demo`; then a real `prometheus` scrapes the demo with the
 //! shipped config (only the target address and the intervals rewritten) and every query of the
-//! Grafana dashboard, every recording rule and `up{job="churnwatch"}` must return data.
+//! Grafana dashboard, every recording rule and `up{job="churnwatch"}` must return data: at least
+//! one finite sample (a KPI ratio that is only NaN, 0/0, has no data yet).
 //!
 //! Needs Debian's `prometheus` package (`prometheus` and `promtool`); fails without it.
 //! Takes about a minute when everything has data (at most about 4 minutes when not).
@@ -199,26 +200,46 @@ fn api(prom: SocketAddr, path: &str) -> Result<Value, String> {
     Ok(v)
 }
 
-/// An instant query's result: `Ok(None)` when empty; `Err` for a query Prometheus rejects.
-fn query(prom: SocketAddr, expr: &str) -> Result<Option<String>, String> {
+/// An instant query's result: `Ok(Some(description))` when it has at least one finite sample,
+/// `Ok(None)` when it is empty or only NaN/Inf (e.g. 0/0 before a period has customers);
+/// `Err` for a query Prometheus rejects. `last` says what the latest answer was.
+fn query(prom: SocketAddr, expr: &str, last: &mut String) -> Result<Option<String>, String> {
     let v = api(prom, &format!("/api/v1/query?query={}", url_encode(expr)))?;
     let data = &v["data"];
-    match data["resultType"].as_str() {
-        Some("vector") | Some("matrix") => {
-            let result = data["result"].as_array().cloned().unwrap_or_default();
-            if result.is_empty() {
-                return Ok(None);
-            }
-            let first = &result[0];
-            Ok(Some(format!(
-                "{} series, e.g. {} = {}",
-                result.len(),
-                first["metric"],
-                first["value"][1]
-            )))
+    let samples: Vec<(String, String)> = match data["resultType"].as_str() {
+        Some("vector") => data["result"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .iter()
+            .map(|s| {
+                (
+                    s["metric"].to_string(),
+                    s["value"][1].as_str().unwrap_or("?").to_string(),
+                )
+            })
+            .collect(),
+        Some("scalar") => vec![(
+            "scalar".into(),
+            data["result"][1].as_str().unwrap_or("?").to_string(),
+        )],
+        other => return Err(format!("unexpected resultType {other:?} for {expr}")),
+    };
+    let finite = |v: &str| v.parse::<f64>().is_ok_and(f64::is_finite);
+    match samples.iter().find(|(_, v)| finite(v)) {
+        Some((metric, value)) => Ok(Some(format!(
+            "{} series, e.g. {metric} = {value}",
+            samples.len()
+        ))),
+        None => {
+            *last = if samples.is_empty() {
+                "empty result".into()
+            } else {
+                let values: Vec<&str> = samples.iter().map(|(_, v)| v.as_str()).collect();
+                format!("{} series, none finite: {values:?}", samples.len())
+            };
+            Ok(None)
         }
-        Some("scalar") | Some("string") => Ok(Some(format!("{}", data["result"][1]))),
-        other => Err(format!("unexpected resultType {other:?} for {expr}")),
     }
 }
 
@@ -230,8 +251,10 @@ struct Check {
     original: String,
     /// As sent to Prometheus.
     expr: String,
-    /// What it returned, once it returned data.
+    /// What it returned, once it returned a finite value.
     got: Option<String>,
+    /// The latest answer without a finite value.
+    last: String,
 }
 
 /// Grafana's variables replaced as Grafana would for "all instances".
@@ -316,6 +339,7 @@ fn dashboard_checks() -> Vec<Check> {
                 original: original.to_string(),
                 expr,
                 got: None,
+                last: "not queried".into(),
             });
         }
     }
@@ -418,6 +442,7 @@ fn prometheus_scrapes_the_demo_and_every_dashboard_query_and_rule_has_data() {
             original: metric.clone(),
             expr: metric,
             got: None,
+            last: "not queried".into(),
         });
     }
     let up = r#"up{job="churnwatch"} == 1"#;
@@ -426,6 +451,7 @@ fn prometheus_scrapes_the_demo_and_every_dashboard_query_and_rule_has_data() {
         original: up.into(),
         expr: up.into(),
         got: None,
+        last: "not queried".into(),
     });
 
     let deadline = Instant::now() + DATA_WITHIN;
@@ -433,7 +459,7 @@ fn prometheus_scrapes_the_demo_and_every_dashboard_query_and_rule_has_data() {
     loop {
         rounds += 1;
         for c in checks.iter_mut().filter(|c| c.got.is_none()) {
-            match query(prom_addr, &c.expr) {
+            match query(prom_addr, &c.expr, &mut c.last) {
                 Ok(got) => c.got = got,
                 Err(e) => panic!(
                     "{}: Prometheus rejected the query\n  {}\n{e}",
@@ -459,8 +485,8 @@ fn prometheus_scrapes_the_demo_and_every_dashboard_query_and_rule_has_data() {
                 .filter(|c| c.got.is_none())
                 .map(|c| {
                     format!(
-                        "- {}:\n    {}\n    sent as: {}",
-                        c.source, c.original, c.expr
+                        "- {}: {}\n    {}\n    sent as: {}",
+                        c.source, c.last, c.original, c.expr
                     )
                 })
                 .collect();
@@ -468,7 +494,7 @@ fn prometheus_scrapes_the_demo_and_every_dashboard_query_and_rule_has_data() {
                 .map(|v| v["data"]["activeTargets"].to_string())
                 .unwrap_or_else(|e| e);
             panic!(
-                "{} of {} queries returned no data within {DATA_WITHIN:?} ({rounds} rounds):\n{}\n\nscrape targets: {targets}\n\nprometheus stderr:\n{}\n\ndemo stderr:\n{}",
+                "{} of {} queries returned no finite value within {DATA_WITHIN:?} ({rounds} rounds):\n{}\n\nscrape targets: {targets}\n\nprometheus stderr:\n{}\n\ndemo stderr:\n{}",
                 list.len(),
                 checks.len(),
                 list.join("\n"),
