@@ -329,7 +329,7 @@ mod tests {
         assert_eq!(rx.borrow().version, version);
         // A restart-only change is reported, not applied.
         *text.lock().unwrap() =
-            "[alerting]\nhigh_threshold = 0.9\n[kafka]\ngroup_id = \"x\"\n".into();
+            "[alerting]\nhigh_threshold = 0.9\n[kafka]\nalerts_topic = \"x\"\n".into();
         let Outcome::Applied {
             restart_required, ..
         } = r.reload("test")
