@@ -8,6 +8,8 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use common::process::{churnwatch, free_port, http_get, metric_sum, Running};
+use common::schema::parse_valid_alert;
+use common::topic::read_topic;
 
 const HTTP_TIMEOUT: Duration = Duration::from_secs(3);
 
@@ -66,6 +68,13 @@ fn run_joins_a_cluster_scores_and_stops_on_sigterm() {
         http_get(run_addr, "/healthz", HTTP_TIMEOUT).unwrap().status,
         200
     );
+    // What it alerted is on its alerts topic, keyed by customer, and matches the schema.
+    let records = read_topic(&bootstrap, "run-alerts", 1);
+    assert!(!records.is_empty(), "no record on run-alerts");
+    for r in &records {
+        let v = parse_valid_alert(std::str::from_utf8(&r.payload).expect("UTF-8"));
+        assert_eq!(r.key.as_deref(), v["customer_id"].as_str());
+    }
 
     // SIGTERM: finish, flush, commit, exit 0.
     run.signal("TERM");
