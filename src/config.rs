@@ -165,6 +165,7 @@ pub struct RawState {
     pub restore_timeout_secs: u64,
     pub max_customers: u64,
     pub evict_lapsed_after_days: f64,
+    pub write_changed_after: u64,
 }
 
 impl Default for RawState {
@@ -175,6 +176,7 @@ impl Default for RawState {
             restore_timeout_secs: 600,
             max_customers: 5_000_000,
             evict_lapsed_after_days: 365.0,
+            write_changed_after: 1024,
         }
     }
 }
@@ -521,6 +523,10 @@ pub struct StateConfig {
     pub max_customers: usize,
     /// Lapsed customers inactive this long are evicted (0: never).
     pub evict_lapsed_after_ms: i64,
+    /// At-least-once: changed customers waiting after a chunk of messages from which they are
+    /// written to the changelog at once rather than at the next checkpoint (0: only at
+    /// checkpoints).
+    pub write_changed_after: usize,
 }
 
 /// What survives a crash.
@@ -922,6 +928,12 @@ impl RawConfig {
             ));
         }
         non_negative("state.evict_lapsed_after_days", st.evict_lapsed_after_days)?;
+        in_range_u64(
+            "state.write_changed_after",
+            st.write_changed_after,
+            0,
+            10_000_000,
+        )?;
         if st.evict_lapsed_after_days > 36_500.0 {
             return Err(ConfigError::invalid(
                 "state.evict_lapsed_after_days",
@@ -1220,6 +1232,7 @@ impl RawConfig {
                 restore_timeout: std::time::Duration::from_secs(st.restore_timeout_secs),
                 max_customers: usize::try_from(st.max_customers).unwrap_or(usize::MAX),
                 evict_lapsed_after_ms: (st.evict_lapsed_after_days * day) as i64,
+                write_changed_after: st.write_changed_after as usize,
             },
             processing: ProcessingConfig {
                 guarantee,

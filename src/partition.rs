@@ -72,6 +72,8 @@ pub struct PartitionState {
     /// per slot).
     dirty: Vec<u32>,
     dirty_bits: Vec<u64>,
+    /// A bit per slot: raised an alert since the last checkpoint's drain.
+    alerted_bits: Vec<u64>,
     /// After a restore: per customer, the input offset its restored state already holds.
     applied: FxHashMap<u32, i64>,
     /// After a restore: the input offset every customer's restored state holds (the
@@ -110,6 +112,7 @@ impl PartitionState {
             tracking: false,
             dirty: Vec::new(),
             dirty_bits: Vec::new(),
+            alerted_bits: Vec::new(),
             applied: FxHashMap::default(),
             applied_by_all: i64::MIN,
             applied_until: i64::MIN,
@@ -149,21 +152,48 @@ impl PartitionState {
         self.dirty.len() + self.evicted.len()
     }
 
-    /// Hand every customer evicted since the last call to `f` (with `None`: a tombstone),
-    /// then every customer changed, with the input offset its state holds (`processed`, the
-    /// partition's last processed offset, or more for a customer whose restored state held
-    /// more than the partition has re-read since), and forget them. Stops at the first error.
+    /// Number of customers changed since the last drain.
+    pub fn changed_len(&self) -> usize {
+        self.dirty.len()
+    }
+
+    /// Hand every customer evicted since the last checkpoint to `f` (with `None`: a
+    /// tombstone), then every customer changed, with the input offset its state holds
+    /// (`processed`, the partition's last processed offset, or more for a customer whose
+    /// restored state held more than the partition has re-read since), and forget them. Stops
+    /// at the first error.
+    ///
+    /// Between checkpoints (`at_checkpoint` false, the records are written ahead of the
+    /// partition's progress record), two kinds wait for the checkpoint:
+    /// - tombstones: a tombstone says nothing of the input offset up to which the customer's
+    ///   events are accounted for, so a restore that re-read input before it would bring the
+    ///   evicted customer back. A customer who came back meanwhile needs none: their new
+    ///   record replaces the old state.
+    /// - customers who raised an alert since the last checkpoint: their record must not become
+    ///   durable long before the alert (a restore would not raise it again); at the
+    ///   checkpoint the alert has had time to be acknowledged.
     pub fn drain_dirty<E>(
         &mut self,
         processed: i64,
+        at_checkpoint: bool,
         mut f: impl FnMut(&str, Option<&CustomerState>, i64) -> Result<(), E>,
     ) -> Result<(), E> {
-        // Tombstones first: an evicted customer who came back is written after them.
-        for id in std::mem::take(&mut self.evicted) {
-            f(&id, None, processed)?;
+        let mut held = Vec::new();
+        if at_checkpoint {
+            // Tombstones first: an evicted customer who came back is written after them.
+            for id in std::mem::take(&mut self.evicted) {
+                if self.slot_of(&id).is_none() {
+                    f(&id, None, processed)?;
+                }
+            }
         }
         while let Some(slot) = self.dirty.pop() {
-            self.dirty_bits[slot as usize / 64] &= !(1 << (slot % 64));
+            let (w, b) = (slot as usize / 64, 1u64 << (slot % 64));
+            if !at_checkpoint && self.alerted_bits.get(w).is_some_and(|&x| x & b != 0) {
+                held.push(slot);
+                continue;
+            }
+            self.dirty_bits[w] &= !b;
             if self.is_vacant(slot) {
                 continue; // evicted after it changed: its tombstone went above
             }
@@ -176,6 +206,11 @@ impl PartitionState {
                 Some(&self.customers[slot as usize]),
                 applied,
             )?;
+        }
+        if at_checkpoint {
+            self.alerted_bits.clear();
+        } else {
+            self.dirty = held;
         }
         Ok(())
     }
@@ -559,6 +594,13 @@ impl PartitionState {
                     reasons.insert(0, inactivity_reason(a.days_since_last_active, lapsed, cfg));
                 }
                 self.hot.alerts[t.kind as usize].inc();
+                if self.tracking {
+                    let w = slot as usize / 64;
+                    if w >= self.alerted_bits.len() {
+                        self.alerted_bits.resize(w + 1, 0);
+                    }
+                    self.alerted_bits[w] |= 1 << (slot % 64);
+                }
                 if matches!(t.kind, AlertKind::AtRisk | AlertKind::Escalated) {
                     self.hot.top_reason[reasons[0].signal as usize].inc();
                 }
@@ -668,6 +710,7 @@ impl PartitionState {
         self.timers = Timers::new();
         self.dirty.clear();
         self.dirty_bits.clear();
+        self.alerted_bits.clear();
         self.applied = FxHashMap::default();
         self.applied_by_all = i64::MIN;
         self.applied_until = i64::MIN;
@@ -1160,7 +1203,7 @@ mod tests {
         // What a checkpoint now writes holds everything up to the last offset processed.
         let last = evs.len() as i64 - 1;
         second
-            .drain_dirty(last, |_, _, applied| {
+            .drain_dirty(last, true, |_, _, applied| {
                 assert_eq!(applied, last);
                 Ok::<(), ()>(())
             })
@@ -1202,7 +1245,7 @@ mod tests {
     /// a tombstone, with the states.
     fn checkpoint(p: &mut PartitionState, at: i64) -> Vec<(String, Option<StoredCustomer>)> {
         let mut out = Vec::new();
-        p.drain_dirty(at, |id, c, applied| {
+        p.drain_dirty(at, true, |id, c, applied| {
             out.push((
                 id.to_string(),
                 c.map(|c| StoredCustomer {
@@ -1214,6 +1257,75 @@ mod tests {
         })
         .unwrap();
         out
+    }
+
+    /// Drain between checkpoints: the ids written.
+    fn between_checkpoints(p: &mut PartitionState, at: i64) -> Vec<String> {
+        let mut out = Vec::new();
+        p.drain_dirty(at, false, |id, c, _| {
+            assert!(c.is_some(), "no tombstone between checkpoints");
+            out.push(id.to_string());
+            Ok::<(), ()>(())
+        })
+        .unwrap();
+        out.sort();
+        out
+    }
+
+    #[test]
+    fn between_checkpoints_tombstones_and_alerted_customers_wait() {
+        let m = Metrics::new();
+        let mut p = PartitionState::new(evicting_after(60.0), &m);
+        p.track_changes();
+        // "b" goes silent: at risk, lapsed, then evicted; "a" stays.
+        let stays = |d: i64, id: &str| id == "a" || d < 40;
+        let alerts = run(&mut p, 50, stays, &["a", "b"]);
+        assert!(alerts.iter().any(|a| a.customer_id == "b"), "{alerts:?}");
+        // "b" alerted since the last checkpoint: held back; "a" is written.
+        assert_eq!(between_checkpoints(&mut p, 1), vec!["a"]);
+        let at_checkpoint: Vec<String> = checkpoint(&mut p, 2)
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect();
+        assert!(
+            at_checkpoint.contains(&"b".to_string()),
+            "{at_checkpoint:?}"
+        );
+        // After the checkpoint, b's (timer) changes are written between checkpoints again,
+        // until an alert.
+        let mut out = Vec::new();
+        for d in 50..105 {
+            p.on_event(
+                &ev("a", T0 + d * DAY_MS + 9 * HOUR_MS, Activity::Visit),
+                None,
+                &mut out,
+            );
+            if d == 51 {
+                assert_eq!(between_checkpoints(&mut p, 3), vec!["a"]);
+            }
+        }
+        assert!(p.customer("b").is_none(), "evicted");
+        // The tombstone waits for the checkpoint.
+        assert!(between_checkpoints(&mut p, 4).iter().all(|id| id != "b"));
+        assert_eq!(p.evicted.len(), 1, "the tombstone is still due");
+        let written = checkpoint(&mut p, 5);
+        assert!(
+            written.iter().any(|(id, s)| id == "b" && s.is_none()),
+            "{written:?}"
+        );
+        // Evicted, then back before the checkpoint: no tombstone, the new state instead.
+        let mut p = PartitionState::new(evicting_after(60.0), &m);
+        p.track_changes();
+        run(&mut p, 105, stays, &["a", "b"]);
+        assert!(p.customer("b").is_none());
+        p.on_event(&ev("b", T0 + 106 * DAY_MS, Activity::Visit), None, &mut out);
+        let written = checkpoint(&mut p, 6);
+        let b: Vec<_> = written.iter().filter(|(id, _)| id == "b").collect();
+        assert_eq!(b.len(), 1, "{written:?}");
+        assert!(
+            b[0].1.is_some(),
+            "the returned customer's state, not a tombstone"
+        );
     }
 
     #[test]

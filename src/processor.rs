@@ -134,6 +134,35 @@ struct Part {
     committed: Option<i64>,
 }
 
+/// Write `part`'s changed customers to its changelog, and `at_checkpoint` (just before its
+/// progress record) also its evicted ones and those who alerted (see
+/// [`PartitionState::drain_dirty`]); acknowledgements are appended to `acks`. Returns the input
+/// offset their states hold.
+fn drain_changed(
+    part: &mut Part,
+    at_checkpoint: bool,
+    sink: &Sink,
+    buf: &mut Vec<u8>,
+    acks: &mut Vec<PendingAck>,
+) -> Result<i64, SinkError> {
+    let at = part.processed.unwrap_or(part.restored_at);
+    part.state
+        .drain_dirty(at, at_checkpoint, |id, c, applied| {
+            let value = c.map(|c| {
+                encode_customer(buf, applied, c);
+                &buf[..]
+            });
+            acks.push(sink.send_changelog(
+                &part.changelog_topic,
+                part.partition,
+                id.as_bytes(),
+                value,
+            )?);
+            Ok::<(), SinkError>(())
+        })?;
+    Ok(at)
+}
+
 /// Everything the consumer thread owns.
 pub struct Processor {
     cfg: Arc<Config>,
@@ -402,7 +431,34 @@ impl Processor {
         }
         self.enforce_capacity();
         self.emit()?;
+        self.write_changed_customers()?;
         self.checkpoint_if_due(consumer)
+    }
+
+    /// At-least-once: once `state.write_changed_after` changed customers are waiting, write them to the
+    /// changelog now, each record with the input offset its state holds (a restore skips re-read
+    /// input up to it for that customer), so that a checkpoint has little left to write and
+    /// processing never pauses long. Their acknowledgements join the next checkpoint's. Under
+    /// exactly-once every record belongs to the checkpoint's transaction instead.
+    fn write_changed_customers(&mut self) -> Result<(), PipelineError> {
+        if self.changelog.is_none() || self.eos() {
+            return Ok(());
+        }
+        let after = self.cfg.state.write_changed_after;
+        let waiting: usize = self.parts.iter().map(|p| p.state.changed_len()).sum();
+        if after == 0 || waiting < after {
+            return Ok(());
+        }
+        let before = self.pending.len();
+        for part in &mut self.parts {
+            if part.state.changed_len() > 0 {
+                drain_changed(part, false, &self.sink, &mut self.buf, &mut self.pending)?;
+            }
+        }
+        self.metrics
+            .changelog_records_total
+            .inc_by((self.pending.len() - before) as u64);
+        Ok(())
     }
 
     /// Keep the customers tracked within `state.max_customers`: beyond it, evict the least
@@ -673,22 +729,7 @@ impl Processor {
             {
                 continue;
             }
-            let at = part.processed.unwrap_or(part.restored_at);
-            let (sink, buf) = (&self.sink, &mut self.buf);
-            part.state.drain_dirty(at, |id, c, applied| {
-                let value = c.map(|c| {
-                    encode_customer(buf, applied, c);
-                    &buf[..]
-                });
-                let ack = sink.send_changelog(
-                    &part.changelog_topic,
-                    part.partition,
-                    id.as_bytes(),
-                    value,
-                )?;
-                acks.push(ack);
-                Ok::<(), SinkError>(())
-            })?;
+            let at = drain_changed(part, true, &self.sink, &mut self.buf, &mut acks)?;
             let progress = encode_partition(&part.state.progress(at));
             acks.push(self.sink.send_changelog(
                 &part.changelog_topic,

@@ -133,7 +133,7 @@ pub fn group(
              \"heartbeat.interval.ms\" = \"500\"\n\n\
              [http]\nenabled = false\n\n\
              [input]\nmax_future_skew_secs = 0\nidle_partition_timeout_secs = 86400\n\n\
-             [state]\nevict_lapsed_after_days = 20\n"
+             [state]\nevict_lapsed_after_days = 20\nwrite_changed_after = 8\n"
         ),
     )
     .unwrap();
@@ -201,16 +201,36 @@ impl Group {
 
     /// The set of alert ids produced, and how many alert records there were.
     pub fn alert_ids(&self) -> (BTreeSet<String>, usize) {
-        let recs = read_topic(&self.bootstrap, &self.alerts, 0);
-        let ids = recs
+        let alerts = self.alerts();
+        let n = alerts.len();
+        let ids = alerts
+            .into_iter()
+            .map(|v| v["alert_id"].as_str().unwrap().to_string())
+            .collect();
+        (ids, n)
+    }
+
+    /// Records and bytes on each changelog partition (debug).
+    pub fn changelog_sizes(&self) -> Vec<(i32, usize, usize)> {
+        let topic = format!("{}-{EVENTS}-changelog", self.name);
+        let mut by: std::collections::BTreeMap<i32, (usize, usize)> = Default::default();
+        for r in read_topic(&self.bootstrap, &topic, 0) {
+            let e = by.entry(r.partition).or_default();
+            e.0 += 1;
+            e.1 += r.payload.len();
+        }
+        by.into_iter().map(|(p, (n, b))| (p, n, b)).collect()
+    }
+
+    /// Every alert record (each validated against the schema).
+    pub fn alerts(&self) -> Vec<serde_json::Value> {
+        read_topic(&self.bootstrap, &self.alerts, 0)
             .iter()
             .map(|r| {
                 let text = std::str::from_utf8(&r.payload).expect("alerts are UTF-8");
-                let v = super::schema::parse_valid_alert(text);
-                v["alert_id"].as_str().unwrap().to_string()
+                super::schema::parse_valid_alert(text)
             })
-            .collect();
-        (ids, recs.len())
+            .collect()
     }
 
     /// The final state of every customer, from the changelog, with each re-score timer moved
@@ -330,13 +350,47 @@ pub fn assert_same_outcome(reference: &Group, g: &Group) {
     );
     let missing: Vec<_> = want.difference(&got).take(5).collect();
     let extra: Vec<_> = got.difference(&want).take(5).collect();
-    assert!(
-        missing.is_empty() && extra.is_empty(),
-        "group {}: {} alerts missing (e.g. {missing:?}), {} unexpected (e.g. {extra:?})",
-        g.name,
-        want.difference(&got).count(),
-        got.difference(&want).count()
-    );
+    if !(missing.is_empty() && extra.is_empty()) {
+        // The customers concerned, as each run alerted them.
+        let all_got = g.alerts();
+        let all_want = reference.alerts();
+        let id_of = |a: &serde_json::Value| a["alert_id"].as_str().unwrap().to_string();
+        let customers: BTreeSet<String> = all_got
+            .iter()
+            .chain(&all_want)
+            .filter(|a| {
+                let id = id_of(a);
+                missing.contains(&&id) || extra.contains(&&id)
+            })
+            .map(|a| a["customer_id"].as_str().unwrap().to_string())
+            .collect();
+        let show = |alerts: &[serde_json::Value]| -> String {
+            alerts
+                .iter()
+                .filter(|a| customers.contains(a["customer_id"].as_str().unwrap()))
+                .map(|a| {
+                    format!(
+                        "  {} {} {} at {} trigger {}\n",
+                        a["customer_id"], a["kind"], a["alert_id"], a["event_time"], a["trigger"]
+                    )
+                })
+                .collect()
+        };
+        eprintln!(
+            "changelog sizes: reference {:?}, under test {:?}",
+            reference.changelog_sizes(),
+            g.changelog_sizes()
+        );
+        panic!(
+            "group {}: {} alerts missing (e.g. {missing:?}), {} unexpected (e.g. {extra:?})\n\
+             reference:\n{}run under test:\n{}",
+            g.name,
+            want.difference(&got).count(),
+            got.difference(&want).count(),
+            show(&all_want),
+            show(&all_got)
+        );
+    }
     eprintln!(
         "group {}: {} distinct alerts as the reference, in {records} records",
         g.name,
