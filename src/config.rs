@@ -176,7 +176,7 @@ impl Default for RawState {
             restore_timeout_secs: 600,
             max_customers: 5_000_000,
             evict_lapsed_after_days: 365.0,
-            write_changed_after: 1024,
+            write_changed_after: 0,
         }
     }
 }

@@ -13,6 +13,10 @@
 //!   acknowledged those records and every alert and dead-letter record produced before them
 //!   (processing goes on meanwhile; see [`crate::processor`]). Under `processing.guarantee = "exactly_once"` the same records and the offsets
 //!   commit atomically in one Kafka transaction instead.
+//! - At least once, changed customers are also written **between checkpoints**, once
+//!   `state.write_changed_after` of them are waiting, each record with the input offset its
+//!   state holds; tombstones and the customers who alerted since the last checkpoint wait for
+//!   the checkpoint ([`crate::partition::PartitionState::drain_dirty`] says why).
 //! - When a partition is **assigned**, its changelog partition is read from the beginning to
 //!   the end (committed records only) before any of its events is processed, with the restore
 //!   time and volume logged and in metrics.
