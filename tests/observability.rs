@@ -547,4 +547,12 @@ fn prometheus_scrapes_the_demo_and_every_dashboard_query_and_rule_has_data() {
         out.describe()
     );
     assert!(!out.stderr.contains("panicked"), "{}", out.describe());
+    // The alerts it printed (one JSON line each) match the shipped schema.
+    let alerts = out
+        .stdout
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(common::schema::parse_valid_alert)
+        .count();
+    assert!(alerts > 0, "the demo printed no alert:\n{}", out.describe());
 }

@@ -92,7 +92,7 @@ fn the_status_page_renders_in_chromium_and_lists_at_risk_customers() {
     let mut cmd = churnwatch();
     cmd.args(["demo", "--duration", "90", "--customers", "2000"])
         .args(["--listen", &at.to_string()]);
-    let demo = Running::spawn(cmd);
+    let mut demo = Running::spawn(cmd);
 
     // Wait for at-risk customers (the demo replays weeks of history within seconds).
     let start = Instant::now();
@@ -156,4 +156,10 @@ fn the_status_page_renders_in_chromium_and_lists_at_risk_customers() {
     assert!(missing.body.contains("not found"));
 
     demo.signal("TERM");
+    let out = demo.finish(Duration::from_secs(20));
+    assert!(!out.timed_out, "the demo did not stop on SIGTERM");
+    // The alerts it printed (one JSON line each) match the shipped schema.
+    for line in out.stdout.lines().filter(|l| !l.trim().is_empty()) {
+        common::schema::parse_valid_alert(line);
+    }
 }
