@@ -130,33 +130,21 @@ impl PipelineHealth {
         use crate::alerting::AlertKind;
         use crate::scoring::{Lifecycle, Tier};
         let sum_counter = |v: &prometheus::IntCounterVec| -> u64 {
-            use prometheus::core::Collector;
-            v.collect()
+            samples(v)
                 .iter()
-                .flat_map(|f| f.get_metric())
-                .map(|m| m.get_counter().get_value() as u64)
+                .map(|s| s.get_counter().get_value() as u64)
                 .sum()
         };
-        let config_version = {
-            use prometheus::core::Collector;
-            m.config_info
-                .collect()
-                .iter()
-                .flat_map(|f| f.get_metric())
-                .flat_map(|s| s.get_label())
-                .map(|l| l.value().to_string())
-                .next()
-                .unwrap_or_default()
-        };
-        let lag = {
-            use prometheus::core::Collector;
-            m.consumer_lag
-                .collect()
-                .iter()
-                .flat_map(|f| f.get_metric())
-                .map(|s| s.get_gauge().get_value() as i64)
-                .sum()
-        };
+        let config_version = samples(&m.config_info)
+            .iter()
+            .flat_map(|s| s.get_label())
+            .map(|l| l.value().to_string())
+            .next()
+            .unwrap_or_default();
+        let lag = samples(&m.consumer_lag)
+            .iter()
+            .map(|s| s.get_gauge().get_value() as i64)
+            .sum();
         let prev = |count: &str| {
             m.period_customers
                 .with_label_values(&["previous", count])
@@ -217,6 +205,14 @@ impl PipelineHealth {
             revenue_churn: ratio(prev_rev("lost"), prev_rev("start")),
         }
     }
+}
+
+/// Every series of a labelled metric, as gathered.
+fn samples(v: &impl prometheus::core::Collector) -> Vec<prometheus::proto::Metric> {
+    v.collect()
+        .into_iter()
+        .flat_map(|mut f| f.take_metric())
+        .collect()
 }
 
 /// Everything on the status page.

@@ -11,7 +11,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use common::process::{churnwatch, free_port, http_get, metric_lines, metric_sum, Running};
+use common::process::{
+    churnwatch, demo_cluster, free_port, http_get, metric_lines, metric_sum, Running,
+};
 use common::schema::parse_valid_alert;
 use common::topic::read_topic;
 
@@ -75,20 +77,7 @@ fn wait_until(limit: Duration, what: &str, run: &Running, mut done: impl FnMut()
 
 #[test]
 fn thresholds_change_live_and_a_broken_edit_is_rejected() {
-    let mut demo_cmd = churnwatch();
-    demo_cmd
-        .args(["demo", "--duration", "150", "--customers", "3000"])
-        .args(["--listen", &addr(free_port()).to_string()]);
-    let mut demo = Running::spawn(demo_cmd);
-    let line = demo
-        .wait_for_stderr_line("in-process Kafka broker:", Duration::from_secs(30))
-        .expect("the demo prints its bootstrap address");
-    let bootstrap = line
-        .split("in-process Kafka broker:")
-        .nth(1)
-        .unwrap()
-        .trim()
-        .to_string();
+    let (mut demo, bootstrap) = demo_cluster(150, 3000);
 
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("churnwatch.toml");

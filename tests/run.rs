@@ -7,7 +7,7 @@ mod common;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use common::process::{churnwatch, free_port, http_get, metric_sum, Running};
+use common::process::{churnwatch, demo_cluster, free_port, http_get, metric_sum, Running};
 use common::schema::parse_valid_alert;
 use common::topic::read_topic;
 
@@ -19,20 +19,7 @@ fn addr(port: u16) -> SocketAddr {
 
 #[test]
 fn run_joins_a_cluster_scores_and_stops_on_sigterm() {
-    let mut demo_cmd = churnwatch();
-    demo_cmd
-        .args(["demo", "--duration", "60", "--customers", "2000"])
-        .args(["--listen", &addr(free_port()).to_string()]);
-    let mut demo = Running::spawn(demo_cmd);
-    let line = demo
-        .wait_for_stderr_line("in-process Kafka broker:", Duration::from_secs(30))
-        .expect("the demo prints its bootstrap address");
-    let bootstrap = line
-        .split("in-process Kafka broker:")
-        .nth(1)
-        .unwrap()
-        .trim()
-        .to_string();
+    let (demo, bootstrap) = demo_cluster(60, 2000);
 
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("churnwatch.toml");

@@ -359,3 +359,20 @@ pub fn metric_lines(exposition: &str, name: &str) -> String {
         .collect::<Vec<_>>()
         .join("\n")
 }
+
+/// Start `churnwatch demo` as a Kafka cluster with traffic for another process to use: its
+/// in-process broker and simulated customers, for `duration_secs`. Returns the demo and the
+/// broker's bootstrap address.
+pub fn demo_cluster(duration_secs: u32, customers: u32) -> (Running, String) {
+    const MARKER: &str = "in-process Kafka broker:";
+    let mut cmd = churnwatch();
+    cmd.args(["demo", "--duration", &duration_secs.to_string()])
+        .args(["--customers", &customers.to_string()])
+        .args(["--listen", &format!("127.0.0.1:{}", free_port())]);
+    let mut demo = Running::spawn(cmd);
+    let line = demo
+        .wait_for_stderr_line(MARKER, Duration::from_secs(30))
+        .expect("the demo prints its bootstrap address");
+    let bootstrap = line.split(MARKER).nth(1).unwrap().trim().to_string();
+    (demo, bootstrap)
+}
