@@ -4,12 +4,14 @@
 //!
 //! A **checkpoint** makes the work since the previous one durable, in this order (see
 //! [`crate::state`] for the recovery model):
-//! - at-least-once: write the changed customers and each partition's progress to the
-//!   changelog; once the broker has acknowledged every record of the checkpoint (those and
-//!   every alert and dead-letter record produced before it), commit the input offsets as of
-//!   the checkpoint. Processing goes on meanwhile: the acknowledgements are checked after each
-//!   chunk ([`Processor::settle`]), and a checkpoint waits only for the previous one. Revoking
-//!   partitions and shutting down wait for theirs;
+//! - at-least-once: wait for the acknowledgements of every alert and dead-letter record
+//!   produced since the previous checkpoint (a customer's record must not become durable
+//!   before the alerts its state has raised), write the changed customers and each
+//!   partition's progress to the changelog, and once the broker has acknowledged those,
+//!   commit the input offsets as of the checkpoint. Processing goes on meanwhile: the
+//!   changelog's acknowledgements are checked after each chunk ([`Processor::settle`]), and a
+//!   checkpoint waits only for the previous one. Revoking partitions and shutting down wait for
+//!   theirs;
 //! - exactly-once: write the changelog records into the open transaction, add the input
 //!   offsets to it (`send_offsets_to_transaction`) and commit it.
 //!
@@ -605,8 +607,15 @@ impl Processor {
     ) -> Result<(), PipelineError> {
         // One checkpoint in flight at a time.
         self.settle(consumer, true)?;
-        let mut acks = std::mem::take(&mut self.pending);
-        acks.extend(self.write_changelog()?);
+        // A customer's record must not become durable before the alerts that its state says
+        // were raised (a restore would skip the events that raised them): wait for the
+        // acknowledgements of what was produced since the last checkpoint, mostly there already,
+        // before writing the changelog.
+        for ack in std::mem::take(&mut self.pending) {
+            let outcome = block_on(ack.future);
+            delivered(&self.metrics, ack.topic, outcome)?;
+        }
+        let acks = self.write_changelog()?;
         let offsets = self.uncommitted();
         self.in_flight = Some(InFlight { acks, offsets });
         if wait {
