@@ -711,6 +711,8 @@ pub struct EngagementSignalConfig {
 pub struct ChurnConfig {
     /// `p_churn` is the probability of no activity within this many days.
     pub horizon_days: f64,
+    /// The same in milliseconds (also the win-back horizon of at-risk episodes).
+    pub horizon_ms: i64,
     /// The customer-base models for customers who visit or use the product (active days) and
     /// for purchase-only customers (purchase days), from `churn.priors` or the built-in
     /// defaults.
@@ -1298,6 +1300,7 @@ impl RawConfig {
             },
             churn: ChurnConfig {
                 horizon_days: ch.horizon_days,
+                horizon_ms: (ch.horizon_days * day) as i64,
                 activity_model: priors
                     .activity_model()
                     .unwrap_or(crate::model::DEFAULT_ACTIVITY),

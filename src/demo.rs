@@ -99,13 +99,9 @@ pub struct DemoSummary {
     pub pipeline: RunSummary,
 }
 
-/// The demo's config: `opts.config` pointed at the in-process broker.
-pub fn demo_config(bootstrap: &str, opts: &DemoOptions) -> Result<Config, ConfigError> {
-    adjusted(opts.config.clone(), bootstrap, opts.listen)
-}
-
-/// `raw` pointed at the in-process broker, validated.
-fn adjusted(
+/// The demo's config: `raw` (the user's file or the embedded default) pointed at the in-process
+/// broker, validated.
+pub fn demo_config(
     mut raw: RawConfig,
     bootstrap: &str,
     listen: Option<SocketAddr>,
@@ -125,7 +121,7 @@ fn adjusted(
 pub async fn run(opts: DemoOptions, shutdown: CancellationToken) -> Result<DemoSummary, DemoError> {
     let cluster = MockCluster::new(1).map_err(DemoError::Broker)?;
     let bootstrap = cluster.bootstrap_servers();
-    let cfg = Arc::new(demo_config(&bootstrap, &opts)?);
+    let cfg = Arc::new(demo_config(opts.config.clone(), &bootstrap, opts.listen)?);
     let k = &cfg.kafka;
     for t in &k.events_topics {
         cluster
@@ -209,7 +205,7 @@ pub async fn run(opts: DemoOptions, shutdown: CancellationToken) -> Result<DemoS
     let loader: Loader = match opts.config_path.clone() {
         Some(path) => {
             let (bootstrap, listen) = (bootstrap.clone(), opts.listen);
-            Box::new(move || adjusted(RawConfig::load(Some(&path))?, &bootstrap, listen))
+            Box::new(move || demo_config(RawConfig::load(Some(&path))?, &bootstrap, listen))
         }
         None => Box::new(|| Err(ConfigError::Parse("no config file".into()))),
     };

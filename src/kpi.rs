@@ -34,6 +34,18 @@ pub struct PeriodCounts {
     pub lost_revenue: f64,
 }
 
+impl PeriodCounts {
+    /// The customer counts in the order of the gauges' `count` label: start, lost, new, end.
+    pub fn counts(&self) -> [i64; 4] {
+        [self.start, self.lost, self.new, self.end]
+    }
+
+    /// The revenues in the order of the gauges' `count` label: start, lost.
+    pub fn revenue(&self) -> [f64; 2] {
+        [self.start_revenue, self.lost_revenue]
+    }
+}
+
 /// The current and the previous period of one partition.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 pub struct Periods {
@@ -51,14 +63,14 @@ impl Periods {
         (wm >= boundary).then_some(boundary)
     }
 
-    /// Close the current period; the next one starts with `active` customers worth `revenue`.
-    pub fn roll(&mut self, active: i64, revenue: f64) {
-        let mut finished = self.current;
-        finished.end = active;
+    /// Close the current period; the next one starts with its customers (its `end`), worth
+    /// `revenue`.
+    pub fn roll(&mut self, revenue: f64) {
+        let finished = self.current;
         self.previous = Some(finished);
         self.current = PeriodCounts {
-            start: active,
-            end: active,
+            start: finished.end,
+            end: finished.end,
             start_revenue: revenue,
             ..PeriodCounts::default()
         };
@@ -79,11 +91,11 @@ pub fn revenue_per_period(c: &CustomerState, as_of_ms: i64, cfg: &Config) -> f64
 }
 
 /// A partition's periods as published in the gauges: the partition moves its own contribution
-/// when its counts change, so the gauges are the sums over partitions.
+/// when its counts change, so the gauges are the sums over partitions. The current period's
+/// `end` is kept up to date as customers lapse and come and go: it is the partition's count
+/// of customers not lapsed.
 pub struct PeriodKpis {
     pub periods: Periods,
-    /// Customers not lapsed right now (the current period's `end`).
-    pub active: i64,
     published: Periods,
     gauges: PeriodGauges,
 }
@@ -92,7 +104,6 @@ impl PeriodKpis {
     pub fn new(gauges: PeriodGauges) -> Self {
         PeriodKpis {
             periods: Periods::default(),
-            active: 0,
             published: Periods::default(),
             gauges,
         }
@@ -100,7 +111,6 @@ impl PeriodKpis {
 
     /// Bring the gauges up to date with this partition's counts.
     pub fn publish(&mut self) {
-        self.periods.current.end = self.active;
         let (old, new) = (&self.published, &self.periods);
         if old == new {
             return;
@@ -117,9 +127,7 @@ impl PeriodKpis {
     /// Withdraw this partition's contribution (revoke, shutdown) and start over.
     pub fn clear(&mut self) {
         self.periods = Periods::default();
-        self.active = 0;
         self.publish();
-        self.published = Periods::default();
     }
 }
 
@@ -141,11 +149,12 @@ mod tests {
         };
         p.current.new = 20;
         p.current.lost = 10;
+        p.current.end = 210;
         p.current.lost_revenue = 800.0;
         let period = 30 * DAY_MS;
         assert_eq!(p.boundary_passed(4 * period - 1, period), None);
         assert_eq!(p.boundary_passed(4 * period, period), Some(4 * period));
-        p.roll(210, 11_000.0);
+        p.roll(11_000.0);
         let prev = p.previous.unwrap();
         assert_eq!(prev.lost as f64 / prev.start as f64, 0.05);
         assert_eq!((prev.end - prev.new) as f64 / prev.start as f64, 0.95);

@@ -362,30 +362,20 @@ impl PeriodGauges {
     /// Move one partition's contribution to period `which` (0 current, 1 previous) from `old`
     /// to `new`.
     pub fn apply(&self, old: &PeriodCounts, new: &PeriodCounts, which: usize) {
-        let g = &self.customers[which];
-        for (i, (o, n)) in [
-            (old.start, new.start),
-            (old.lost, new.lost),
-            (old.new, new.new),
-            (old.end, new.end),
-        ]
-        .into_iter()
-        .enumerate()
-        {
+        let counts = self.customers[which]
+            .iter()
+            .zip(old.counts().into_iter().zip(new.counts()));
+        for (g, (o, n)) in counts {
             if o != n {
-                g[i].add(n - o);
+                g.add(n - o);
             }
         }
-        let r = &self.revenue[which];
-        for (i, (o, n)) in [
-            (old.start_revenue, new.start_revenue),
-            (old.lost_revenue, new.lost_revenue),
-        ]
-        .into_iter()
-        .enumerate()
-        {
+        let revenue = self.revenue[which]
+            .iter()
+            .zip(old.revenue().into_iter().zip(new.revenue()));
+        for (g, (o, n)) in revenue {
             if o != n {
-                r[i].add(n - o);
+                g.add(n - o);
             }
         }
     }

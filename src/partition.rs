@@ -210,7 +210,7 @@ impl PartitionState {
         if at_checkpoint {
             self.alerted_bits.clear();
         } else {
-            self.dirty = held;
+            self.dirty.append(&mut held);
         }
         Ok(())
     }
@@ -276,7 +276,12 @@ impl PartitionState {
     /// state. Its slot's timer entries go stale; the slot is reused.
     fn evict(&mut self, slot: u32, reason: EvictReason) {
         let c = std::mem::replace(&mut self.customers[slot as usize], CustomerState::vacant());
-        apply_gauge_delta(&self.hot, &mut self.kpi.active, Some(&c.gauge), None);
+        apply_gauge_delta(
+            &self.hot,
+            &mut self.kpi.periods.current.end,
+            Some(&c.gauge),
+            None,
+        );
         self.kpi.publish();
         self.hot.evicted[reason as usize].inc();
         let id = std::mem::take(&mut self.ids[slot as usize]);
@@ -323,7 +328,9 @@ impl PartitionState {
             self.stream_time_ms = p.stream_time_ms;
             self.applied_by_all = p.applied_offset;
             self.applied_until = p.applied_offset;
+            // The current period's `end` is counted again below, from the customers.
             self.kpi.periods = p.periods;
+            self.kpi.periods.current.end = 0;
         }
         let wm = self.watermark_ms();
         let interval = self.cfg.windows.check_interval_ms;
@@ -341,7 +348,12 @@ impl PartitionState {
             if let (Some(due), Some(wm)) = (c.next_check_ms, wm) {
                 c.next_check_ms = Some(rearmed(due, wm, interval));
             }
-            apply_gauge_delta(&self.hot, &mut self.kpi.active, None, Some(&c.gauge));
+            apply_gauge_delta(
+                &self.hot,
+                &mut self.kpi.periods.current.end,
+                None,
+                Some(&c.gauge),
+            );
             let due = c.next_check_ms;
             let slot = self.insert(&id, c);
             if let Some(due) = due {
@@ -413,7 +425,12 @@ impl PartitionState {
             Some(s) => s,
             None => {
                 let c = CustomerState::new(&self.cfg, ev.ts_ms);
-                apply_gauge_delta(&self.hot, &mut self.kpi.active, None, Some(&c.gauge));
+                apply_gauge_delta(
+                    &self.hot,
+                    &mut self.kpi.periods.current.end,
+                    None,
+                    Some(&c.gauge),
+                );
                 self.kpi.periods.current.new += 1;
                 self.kpi.publish();
                 self.insert(&ev.customer_id, c)
@@ -515,8 +532,7 @@ impl PartitionState {
             .filter(|(_, c)| c.gauge.lifecycle != Lifecycle::Lapsed)
             .map(|(_, c)| revenue_per_period(c, boundary, cfg))
             .sum();
-        let active = self.kpi.active;
-        self.kpi.periods.roll(active, revenue);
+        self.kpi.periods.roll(revenue);
         self.kpi.publish();
     }
 
@@ -582,7 +598,7 @@ impl PartitionState {
         let kind = decision.ok().flatten().map(|t| t.kind);
         if let Some(w) = c
             .alert
-            .winback(episode_since, kind, as_of_ms, horizon_ms(cfg))
+            .winback(episode_since, kind, as_of_ms, cfg.churn.horizon_ms)
         {
             self.hot.winback[w as usize].inc();
         }
@@ -635,7 +651,12 @@ impl PartitionState {
             current.lost += 1;
             current.lost_revenue += revenue_per_period(c, as_of_ms, cfg);
         }
-        apply_gauge_delta(&self.hot, &mut self.kpi.active, Some(&old), Some(&new));
+        apply_gauge_delta(
+            &self.hot,
+            &mut self.kpi.periods.current.end,
+            Some(&old),
+            Some(&new),
+        );
         if old.lifecycle != lifecycle {
             self.kpi.publish();
         }
@@ -745,11 +766,6 @@ fn eviction_due(cfg: &Config, c: &CustomerState) -> Option<i64> {
     })
 }
 
-/// `churn.horizon_days` in milliseconds (the win-back horizon).
-fn horizon_ms(cfg: &Config) -> i64 {
-    (cfg.churn.horizon_days * crate::time::DAY_MS as f64) as i64
-}
-
 /// Lifecycle stage at `as_of_ms`.
 pub fn lifecycle_of(c: &CustomerState, as_of_ms: i64, cfg: &Config) -> Lifecycle {
     if c.alert.phase == Phase::Lapsed
@@ -766,10 +782,10 @@ pub fn lifecycle_of(c: &CustomerState, as_of_ms: i64, cfg: &Config) -> Lifecycle
 }
 
 /// Move a customer's contribution to the population gauges from `old` to `new` (`None`: not
-/// tracked), and to `active`, the partition's count of customers not lapsed.
+/// tracked), and to `not_lapsed`, the partition's count of customers not lapsed.
 fn apply_gauge_delta(
     hot: &HotMetrics,
-    active: &mut i64,
+    not_lapsed: &mut i64,
     old: Option<&GaugeContribution>,
     new: Option<&GaugeContribution>,
 ) {
@@ -778,7 +794,7 @@ fn apply_gauge_delta(
     }
     if let Some(o) = old {
         hot.customers[o.lifecycle as usize].dec();
-        *active -= i64::from(o.lifecycle != Lifecycle::Lapsed);
+        *not_lapsed -= i64::from(o.lifecycle != Lifecycle::Lapsed);
         if let Some(t) = o.at_risk_tier {
             hot.at_risk[t as usize - 1].dec();
             if o.value_at_risk != 0.0 {
@@ -788,7 +804,7 @@ fn apply_gauge_delta(
     }
     if let Some(n) = new {
         hot.customers[n.lifecycle as usize].inc();
-        *active += i64::from(n.lifecycle != Lifecycle::Lapsed);
+        *not_lapsed += i64::from(n.lifecycle != Lifecycle::Lapsed);
         if let Some(t) = n.at_risk_tier {
             hot.at_risk[t as usize - 1].inc();
             if n.value_at_risk != 0.0 {

@@ -383,17 +383,16 @@ pub fn render_not_found(id: &str) -> String {
     page("churnwatch: customer not found", body, false)
 }
 
-/// Percent-encode a customer id for a URL path segment.
+/// What a URL component keeps as is: RFC 3986's unreserved characters.
+const UNRESERVED: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
+
+/// Percent-encode a customer id for a URL path segment (or any query value).
 pub fn urlencode(id: &str) -> String {
-    let mut out = String::with_capacity(id.len());
-    for b in id.bytes() {
-        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
+    percent_encoding::utf8_percent_encode(id, UNRESERVED).to_string()
 }
 
 #[cfg(test)]

@@ -168,19 +168,6 @@ fn wait_for_200(process: &mut Running, what: &str, addr: SocketAddr, path: &str,
     }
 }
 
-/// Percent-encoding of a query-string value.
-fn url_encode(s: &str) -> String {
-    let mut out = String::new();
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
 /// GET a Prometheus API path; the parsed JSON body.
 fn api(prom: SocketAddr, path: &str) -> Result<Value, String> {
     let r = http_get(prom, path, HTTP_TIMEOUT).map_err(|e| format!("GET {path}: {e}"))?;
@@ -204,7 +191,13 @@ fn api(prom: SocketAddr, path: &str) -> Result<Value, String> {
 /// `Ok(None)` when it is empty or only NaN/Inf (e.g. 0/0 before a period has customers);
 /// `Err` for a query Prometheus rejects. `last` says what the latest answer was.
 fn query(prom: SocketAddr, expr: &str, last: &mut String) -> Result<Option<String>, String> {
-    let v = api(prom, &format!("/api/v1/query?query={}", url_encode(expr)))?;
+    let v = api(
+        prom,
+        &format!(
+            "/api/v1/query?query={}",
+            churnwatch::status::urlencode(expr)
+        ),
+    )?;
     let data = &v["data"];
     let samples: Vec<(String, String)> = match data["resultType"].as_str() {
         Some("vector") => data["result"]

@@ -210,18 +210,6 @@ impl Group {
         (ids, n)
     }
 
-    /// Records and bytes on each changelog partition (debug).
-    pub fn changelog_sizes(&self) -> Vec<(i32, usize, usize)> {
-        let topic = format!("{}-{EVENTS}-changelog", self.name);
-        let mut by: std::collections::BTreeMap<i32, (usize, usize)> = Default::default();
-        for r in read_topic(&self.bootstrap, &topic, 0) {
-            let e = by.entry(r.partition).or_default();
-            e.0 += 1;
-            e.1 += r.payload.len();
-        }
-        by.into_iter().map(|(p, (n, b))| (p, n, b)).collect()
-    }
-
     /// Every alert record (each validated against the schema).
     pub fn alerts(&self) -> Vec<serde_json::Value> {
         read_topic(&self.bootstrap, &self.alerts, 0)
@@ -376,11 +364,6 @@ pub fn assert_same_outcome(reference: &Group, g: &Group) {
                 })
                 .collect()
         };
-        eprintln!(
-            "changelog sizes: reference {:?}, under test {:?}",
-            reference.changelog_sizes(),
-            g.changelog_sizes()
-        );
         panic!(
             "group {}: {} alerts missing (e.g. {missing:?}), {} unexpected (e.g. {extra:?})\n\
              reference:\n{}run under test:\n{}",
