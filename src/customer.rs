@@ -308,7 +308,7 @@ impl CustomerState {
             Activity::Purchase { amount } => {
                 self.purchases.record(ev.ts_ms, amount);
                 self.windows
-                    .add(ev.ts_ms, bucket_ms, |b| b.add_purchase(amount))
+                    .add(ev.ts_ms, bucket_ms, |b| b.add_purchase())
             }
             Activity::Engagement { score } => {
                 let e = &cfg.signals.engagement;

@@ -8,17 +8,21 @@ use serde::{Deserialize, Serialize};
 
 use crate::time::bucket_index;
 
-/// Counts for one bucket of event time. 16 bytes.
+/// Counts for one bucket of event time. 8 bytes: the ring is most of a customer's state.
+///
+/// Only what the windowed signals read is kept here. Purchases are judged by their rhythm
+/// (the gaps between purchase days, kept in [`crate::customer::PurchaseRhythm`]); the bucket
+/// only notes that there was one, for the count of active days.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 #[repr(C)]
 pub struct Bucket {
     pub visits: u16,
-    pub usage_events: u16,
-    pub purchases: u16,
-    _pad: u16,
+    /// Usage events (low 15 bits, saturating) and whether there was a purchase (top bit).
+    usage_and_purchase: u16,
     pub usage_qty: f32,
-    pub purchase_value: f32,
 }
+
+const PURCHASED: u16 = 1 << 15;
 
 /// Sums over a range of buckets.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -26,8 +30,6 @@ pub struct Totals {
     pub visits: u64,
     pub usage_events: u64,
     pub usage_qty: f64,
-    pub purchases: u64,
-    pub purchase_value: f64,
 }
 
 /// Sums over a range of buckets plus the sums of squares of the per-bucket visit count and
@@ -208,10 +210,8 @@ impl Moments {
     fn add(&mut self, b: &Bucket) {
         let t = &mut self.totals;
         t.visits += b.visits as u64;
-        t.usage_events += b.usage_events as u64;
+        t.usage_events += b.usage_events() as u64;
         t.usage_qty += b.usage_qty as f64;
-        t.purchases += b.purchases as u64;
-        t.purchase_value += b.purchase_value as f64;
         self.visits_sq += (b.visits as f64).powi(2);
         self.usage_qty_sq += (b.usage_qty as f64).powi(2);
     }
@@ -220,19 +220,30 @@ impl Moments {
 impl Bucket {
     /// Whether anything (a visit, usage, a purchase) happened in the bucket.
     pub fn is_active(&self) -> bool {
-        self.visits > 0 || self.usage_qty > 0.0 || self.purchases > 0
+        self.visits > 0 || self.usage_qty > 0.0 || self.purchased()
+    }
+
+    pub fn usage_events(&self) -> u16 {
+        self.usage_and_purchase & !PURCHASED
+    }
+
+    pub fn purchased(&self) -> bool {
+        self.usage_and_purchase & PURCHASED != 0
     }
 
     pub fn add_visit(&mut self) {
         self.visits = self.visits.saturating_add(1);
     }
+
     pub fn add_usage(&mut self, qty: f64) {
-        self.usage_events = self.usage_events.saturating_add(1);
+        if self.usage_events() < !PURCHASED {
+            self.usage_and_purchase += 1;
+        }
         self.usage_qty += qty as f32;
     }
-    pub fn add_purchase(&mut self, amount: f64) {
-        self.purchases = self.purchases.saturating_add(1);
-        self.purchase_value += amount as f32;
+
+    pub fn add_purchase(&mut self) {
+        self.usage_and_purchase |= PURCHASED;
     }
 }
 
@@ -260,8 +271,8 @@ mod tests {
     const B: i64 = 1000;
 
     #[test]
-    fn bucket_is_sixteen_bytes() {
-        assert_eq!(std::mem::size_of::<Bucket>(), 16);
+    fn bucket_is_eight_bytes() {
+        assert_eq!(std::mem::size_of::<Bucket>(), 8);
     }
 
     #[test]
@@ -286,9 +297,9 @@ mod tests {
         assert_eq!(m.usage_qty_sq, 6.25);
         assert_eq!(w.add(200, B, |b| b.add_visit()), Placement::TooOld);
         // A long jump clears everything.
-        w.add(100_000, B, |b| b.add_purchase(9.0));
+        w.add(100_000, B, |b| b.add_purchase());
         assert_eq!(w.sum(0, 99).visits, 0);
-        assert_eq!(w.sum(100, 100).purchases, 1);
+        assert!(w.get(100).is_active() && w.get(100).purchased());
     }
 
     #[test]
@@ -328,5 +339,17 @@ mod tests {
             b.add_visit();
         }
         assert_eq!(b.visits, u16::MAX);
+        b.add_purchase();
+        for _ in 0..40_000 {
+            b.add_usage(1.0);
+        }
+        assert_eq!(b.usage_events(), 0x7fff);
+        assert!(b.purchased());
+        assert_eq!(b.usage_qty, 40_000.0);
+        let mut fresh = Bucket::default();
+        fresh.add_usage(0.0);
+        assert!(!fresh.is_active(), "an empty usage report is not activity");
+        fresh.add_purchase();
+        assert!(fresh.is_active());
     }
 }

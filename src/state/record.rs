@@ -14,7 +14,7 @@ use crate::customer::CustomerState;
 /// Key of the partition's progress record.
 pub const META_KEY: &[u8] = b"\xff__churnwatch_partition__";
 /// Version of the value encoding; bumped when the state's layout changes.
-pub const FORMAT: u8 = 3;
+pub const FORMAT: u8 = 4;
 
 /// A customer's state as of a checkpoint.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
