@@ -42,10 +42,22 @@ pub struct Moments {
 }
 
 /// Ring of buckets; `head` is the absolute index of the newest bucket held.
+///
+/// A customer who has only ever purchased needs no counters (purchases are judged by their
+/// rhythm): their ring is one bit per bucket, whether it saw a purchase. Most of a retailer's
+/// customers are such. The first visit or usage turns the ring into one of counters.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Windows {
     head: i64,
-    buckets: Box<[Bucket]>,
+    len: u32,
+    store: Store,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+enum Store {
+    /// Purchases only: bit `s` of the words is slot `s`.
+    Purchases(Box<[u64]>),
+    Buckets(Box<[Bucket]>),
 }
 
 /// Outcome of adding to a window.
@@ -63,7 +75,8 @@ impl Windows {
         assert!(len >= 1);
         Windows {
             head: i64::MIN,
-            buckets: vec![Bucket::default(); len].into_boxed_slice(),
+            len: u32::try_from(len).expect("a ring of at most u32::MAX buckets"),
+            store: Store::Purchases(vec![0; len.div_ceil(64)].into_boxed_slice()),
         }
     }
 
@@ -71,20 +84,78 @@ impl Windows {
     pub fn unallocated() -> Self {
         Windows {
             head: i64::MIN,
-            buckets: Box::default(),
+            len: 0,
+            store: Store::Purchases(Box::default()),
         }
     }
 
+    /// Whether the ring holds counters (the customer has visited or used the product), not only
+    /// purchase marks.
+    pub fn has_counters(&self) -> bool {
+        matches!(self.store, Store::Buckets(_))
+    }
+
     pub fn is_empty(&self) -> bool {
-        self.head == i64::MIN || self.buckets.is_empty()
+        self.head == i64::MIN || self.len == 0
     }
 
     fn slot(&self, idx: i64) -> usize {
-        idx.rem_euclid(self.buckets.len() as i64) as usize
+        idx.rem_euclid(self.len as i64) as usize
     }
 
     fn holds(&self, idx: i64) -> bool {
-        !self.is_empty() && idx <= self.head && idx > self.head - self.buckets.len() as i64
+        !self.is_empty() && idx <= self.head && idx > self.head - self.len as i64
+    }
+
+    /// The bucket in slot `s`.
+    fn read(&self, s: usize) -> Bucket {
+        match &self.store {
+            Store::Buckets(b) => b[s],
+            Store::Purchases(bits) => Bucket::marked((bits[s / 64] >> (s % 64)) & 1 == 1),
+        }
+    }
+
+    fn clear_slot(&mut self, s: usize) {
+        match &mut self.store {
+            Store::Buckets(b) => b[s] = Bucket::default(),
+            Store::Purchases(bits) => bits[s / 64] &= !(1 << (s % 64)),
+        }
+    }
+
+    fn clear_all(&mut self) {
+        match &mut self.store {
+            Store::Buckets(b) => b.fill(Bucket::default()),
+            Store::Purchases(bits) => bits.fill(0),
+        }
+    }
+
+    /// Apply `f` to slot `s`; a purchase-only ring becomes one of counters when `f` counts
+    /// anything else.
+    fn update(&mut self, s: usize, f: impl FnOnce(&mut Bucket)) {
+        if let Store::Buckets(b) = &mut self.store {
+            f(&mut b[s]);
+            return;
+        }
+        let mut b = self.read(s);
+        f(&mut b);
+        match b.only_marked() {
+            Some(mark) => {
+                if let Store::Purchases(bits) = &mut self.store {
+                    let bit = 1 << (s % 64);
+                    if mark {
+                        bits[s / 64] |= bit;
+                    } else {
+                        bits[s / 64] &= !bit;
+                    }
+                }
+            }
+            None => {
+                let mut buckets: Box<[Bucket]> =
+                    (0..self.len()).map(|i| self.read(i)).collect();
+                buckets[s] = b;
+                self.store = Store::Buckets(buckets);
+            }
+        }
     }
 
     /// Move the head forward to `idx`, clearing the buckets it passes.
@@ -96,13 +167,13 @@ impl Windows {
         if idx <= self.head {
             return;
         }
-        let len = self.buckets.len() as i64;
+        let len = self.len as i64;
         if idx - self.head >= len {
-            self.buckets.iter_mut().for_each(|b| *b = Bucket::default());
+            self.clear_all();
         } else {
             for i in (self.head + 1)..=idx {
                 let s = self.slot(i);
-                self.buckets[s] = Bucket::default();
+                self.clear_slot(s);
             }
         }
         self.head = idx;
@@ -116,14 +187,14 @@ impl Windows {
             return Placement::TooOld;
         }
         let s = self.slot(idx);
-        f(&mut self.buckets[s]);
+        self.update(s, f);
         Placement::Held
     }
 
     /// The bucket at absolute index `idx` (empty when not held).
     pub fn get(&self, idx: i64) -> Bucket {
         if self.holds(idx) {
-            self.buckets[self.slot(idx)]
+            self.read(self.slot(idx))
         } else {
             Bucket::default()
         }
@@ -140,23 +211,23 @@ impl Windows {
         if self.is_empty() || to < from {
             return m;
         }
-        let lo = from.max(self.head - self.buckets.len() as i64 + 1);
+        let lo = from.max(self.head - self.len as i64 + 1);
         let hi = to.min(self.head);
         for idx in lo..=hi {
-            m.add(&self.buckets[self.slot(idx)]);
+            m.add(&self.read(self.slot(idx)));
         }
         m
     }
 
     /// Number of buckets the ring holds.
     pub fn len(&self) -> usize {
-        self.buckets.len()
+        self.len as usize
     }
 
     /// The same history in a ring of `len` buckets (`len` >= 1): the newest buckets that fit
     /// are kept. Used when a restored state was written under other window settings.
     pub fn resized(&self, len: usize) -> Windows {
-        if len == self.buckets.len() {
+        if len == self.len() {
             return self.clone();
         }
         let mut w = Windows::new(len);
@@ -164,7 +235,8 @@ impl Windows {
             w.head = self.head;
             for idx in (self.head - len as i64 + 1)..=self.head {
                 let s = w.slot(idx);
-                w.buckets[s] = self.get(idx);
+                let b = self.get(idx);
+                w.update(s, |to| *to = b);
             }
         }
         w
@@ -178,7 +250,7 @@ impl Windows {
             return;
         }
         let n = (to - from + 1) as usize;
-        let len = self.buckets.len();
+        let len = self.len();
         // The part of `from..=to` the ring holds, walked slot by slot (one modulo per copy,
         // not one per bucket: this runs on every assessment); empty buckets around it.
         let held_from = from.max(self.head.saturating_sub(len as i64 - 1));
@@ -189,9 +261,19 @@ impl Windows {
         }
         out.resize((held_from - from) as usize, Bucket::default());
         let mut s = self.slot(held_from);
-        for _ in held_from..=held_to {
-            out.push(self.buckets[s]);
-            s = if s + 1 == len { 0 } else { s + 1 };
+        match &self.store {
+            Store::Buckets(buckets) => {
+                for _ in held_from..=held_to {
+                    out.push(buckets[s]);
+                    s = if s + 1 == len { 0 } else { s + 1 };
+                }
+            }
+            Store::Purchases(_) => {
+                for _ in held_from..=held_to {
+                    out.push(self.read(s));
+                    s = if s + 1 == len { 0 } else { s + 1 };
+                }
+            }
         }
         out.resize(n, Bucket::default());
     }
@@ -218,6 +300,20 @@ impl Moments {
 }
 
 impl Bucket {
+    /// An empty bucket, marked as having seen a purchase when `purchased`.
+    fn marked(purchased: bool) -> Bucket {
+        Bucket {
+            usage_and_purchase: if purchased { PURCHASED } else { 0 },
+            ..Bucket::default()
+        }
+    }
+
+    /// Whether the purchase mark is all the bucket holds (`Some(mark)`), or it counts more.
+    fn only_marked(&self) -> Option<bool> {
+        (self.visits == 0 && self.usage_events() == 0 && self.usage_qty == 0.0)
+            .then(|| self.purchased())
+    }
+
     /// Whether anything (a visit, usage, a purchase) happened in the bucket.
     pub fn is_active(&self) -> bool {
         self.visits > 0 || self.usage_qty > 0.0 || self.purchased()
@@ -269,6 +365,52 @@ mod tests {
         }
     }
     const B: i64 = 1000;
+
+    fn counters(len: usize) -> Windows {
+        Windows {
+            store: Store::Buckets(vec![Bucket::default(); len].into_boxed_slice()),
+            ..Windows::new(len)
+        }
+    }
+
+    #[test]
+    fn purchase_only_ring_reads_like_a_ring_of_counters() {
+        // Purchases at scattered times, late ones, too old ones, and jumps past the ring.
+        let times = [
+            5, 6, 6, 9, 3, 12, 11, 40, 39, 20, 41, 41, 44, 120, 119, 200, 130, 201, 270,
+        ];
+        for len in [3usize, 7, 36, 64, 65, 130] {
+            let mut bits = Windows::new(len);
+            let mut full = counters(len);
+            let mut out_bits = Vec::new();
+            let mut out_full = Vec::new();
+            for &t in &times {
+                let a = bits.add(t * B, B, |b| b.add_purchase());
+                let b = full.add(t * B, B, |b| b.add_purchase());
+                assert_eq!(a, b, "len {len}, t {t}");
+                assert!(!bits.has_counters());
+                for from in t - 140..=t {
+                    bits.copy_range(from, t + 2, &mut out_bits);
+                    full.copy_range(from, t + 2, &mut out_full);
+                    assert_eq!(out_bits, out_full, "len {len}, t {t}, from {from}");
+                }
+                assert_eq!(bits.moments(t - 200, t), full.moments(t - 200, t));
+            }
+            // The first visit turns the marks into counters, keeping them.
+            let before: Vec<Bucket> = (250..=271).map(|i| bits.get(i)).collect();
+            bits.add(271 * B, B, |b| b.add_visit());
+            assert!(bits.has_counters());
+            assert_eq!(bits.get(271).visits, 1);
+            let after: Vec<Bucket> = (250..=270).map(|i| bits.get(i)).collect();
+            assert_eq!(&before[..21], &after[..]);
+            assert_eq!(bits.resized(len + 3).get(270), full.get(270));
+        }
+        // Resizing a purchase-only ring keeps it one of marks.
+        let mut w = Windows::new(4);
+        w.add(3 * B, B, |b| b.add_purchase());
+        let r = w.resized(9);
+        assert!(!r.has_counters() && r.get(3).purchased());
+    }
 
     #[test]
     fn bucket_is_eight_bytes() {
