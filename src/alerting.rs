@@ -22,6 +22,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::Config;
 use crate::scoring::{Assessment, Tier};
+use crate::time::MaybeMs;
 
 /// Alert kinds (the `kind` field of an alert).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -69,7 +70,7 @@ pub struct AlertState {
     /// Event time the current at-risk episode (or lapse) began.
     pub since_ms: i64,
     /// Event time of the last `recovered` alert (start of the cooldown).
-    pub recovered_ms: Option<i64>,
+    pub recovered_ms: MaybeMs,
     /// Number of at-risk episodes and lapses so far (part of the alert id).
     pub episode: u32,
     /// Whether the current cooldown has already held back an alert (counted once).
@@ -81,7 +82,7 @@ pub struct AlertState {
     pub ref_usage_rate: f32,
     /// Since when the risk has stayed at or above the enter threshold while healthy (for the
     /// confirmation period, `alerting.confirm_secs`).
-    pub pending_since_ms: Option<i64>,
+    pub pending_since_ms: MaybeMs,
     /// Whether the current at-risk episode's win-back outcome has been counted.
     pub winback_noted: bool,
 }
@@ -163,7 +164,7 @@ impl AlertState {
         let previous_tier = self.alerted_tier;
         self.phase = Phase::Healthy;
         self.alerted_tier = Tier::None;
-        self.recovered_ms = Some(now);
+        self.recovered_ms = MaybeMs::some(now);
         self.cooldown_noted = false;
         Transition {
             kind: AlertKind::Recovered,
@@ -216,16 +217,17 @@ impl AlertState {
             }
             Phase::Healthy => {
                 if a.risk < ac.enter_threshold {
-                    self.pending_since_ms = None;
+                    self.pending_since_ms = MaybeMs::NONE;
                     return Ok(None);
                 }
                 // Confirmation: the risk must hold for `confirm_ms` of event time, so that a
                 // short dip (a few days off) does not alert.
-                let since = *self.pending_since_ms.get_or_insert(now);
+                let since = self.pending_since_ms.get().unwrap_or(now);
+                self.pending_since_ms = MaybeMs::some(since);
                 if now - since < ac.confirm_ms {
                     return Ok(None);
                 }
-                if let Some(r) = self.recovered_ms {
+                if let Some(r) = self.recovered_ms.get() {
                     if now - r < ac.cooldown_ms {
                         if self.cooldown_noted {
                             return Ok(None);
@@ -235,7 +237,7 @@ impl AlertState {
                     }
                 }
                 let tier = Tier::of_assessment(a, ac);
-                self.pending_since_ms = None;
+                self.pending_since_ms = MaybeMs::NONE;
                 self.phase = Phase::AtRisk;
                 self.alerted_tier = tier;
                 self.since_ms = now;

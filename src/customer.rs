@@ -8,7 +8,7 @@ use crate::alerting::AlertState;
 use crate::config::Config;
 use crate::event::{Activity, Event};
 use crate::scoring::Lifecycle;
-use crate::time::{ms_to_days, DAY_MS};
+use crate::time::{ms_to_days, MaybeMs, DAY_MS};
 use crate::window::{Placement, Windows};
 
 /// Days with activity since the customer's first: the summary `(x, t_x, T)` that the
@@ -19,7 +19,7 @@ use crate::window::{Placement, Windows};
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 pub struct ActiveDays {
     /// First and latest activity (event time), `None` before any.
-    pub first_ms: Option<i64>,
+    pub first_ms: MaybeMs,
     pub last_ms: i64,
     /// Distinct days with activity after the first one (the models' `x`).
     pub repeat_days: u32,
@@ -30,9 +30,9 @@ impl ActiveDays {
     /// later day (a gap between days ended).
     pub fn record(&mut self, ts_ms: i64) -> Option<i64> {
         let day = |t: i64| t.div_euclid(DAY_MS);
-        match self.first_ms {
+        match self.first_ms.get() {
             None => {
-                self.first_ms = Some(ts_ms);
+                self.first_ms = MaybeMs::some(ts_ms);
                 self.last_ms = ts_ms;
             }
             Some(first) => {
@@ -41,7 +41,7 @@ impl ActiveDays {
                     if day(ts_ms) < day(first) {
                         self.repeat_days = self.repeat_days.saturating_add(1);
                     }
-                    self.first_ms = Some(ts_ms);
+                    self.first_ms = MaybeMs::some(ts_ms);
                 } else if day(ts_ms) > day(self.last_ms) {
                     self.repeat_days = self.repeat_days.saturating_add(1);
                     return Some(std::mem::replace(&mut self.last_ms, ts_ms));
@@ -66,7 +66,7 @@ impl ActiveDays {
 
     /// `(x, t_x, T)` in days at `as_of_ms`.
     pub fn summary(&self, as_of_ms: i64) -> Option<(f64, f64, f64)> {
-        let first = self.first_ms?;
+        let first = self.first_ms.get()?;
         let t = ms_to_days((as_of_ms - first).max(0));
         let t_x = ms_to_days((self.last_ms - first).max(0)).min(t);
         Some((self.repeat_days as f64, t_x, t))
@@ -110,7 +110,7 @@ impl PurchaseRhythm {
 
     /// Latest purchase.
     pub fn last_ms(&self) -> Option<i64> {
-        self.days.first_ms.map(|_| self.days.last_ms)
+        self.days.first_ms.get().map(|_| self.days.last_ms)
     }
 
     /// Sample variance of the gaps (days²), when there are at least two.
@@ -222,7 +222,7 @@ pub struct CustomerState {
     pub engagement: EngagementLevel,
     pub alert: AlertState,
     /// Due time of this customer's pending re-score timer, if one is pending.
-    pub next_check_ms: Option<i64>,
+    pub next_check_ms: MaybeMs,
     /// What this customer currently contributes to the gauges.
     pub gauge: GaugeContribution,
     pub recent_ids: RecentIds,
@@ -258,7 +258,7 @@ impl CustomerState {
             purchases: PurchaseRhythm::default(),
             engagement: EngagementLevel::default(),
             alert: AlertState::default(),
-            next_check_ms: None,
+            next_check_ms: MaybeMs::NONE,
             gauge: GaugeContribution {
                 lifecycle: Lifecycle::New,
                 at_risk_tier: None,
@@ -307,8 +307,7 @@ impl CustomerState {
             }
             Activity::Purchase { amount } => {
                 self.purchases.record(ev.ts_ms, amount);
-                self.windows
-                    .add(ev.ts_ms, bucket_ms, |b| b.add_purchase())
+                self.windows.add(ev.ts_ms, bucket_ms, |b| b.add_purchase())
             }
             Activity::Engagement { score } => {
                 let e = &cfg.signals.engagement;
@@ -328,6 +327,14 @@ impl CustomerState {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn state_stays_small() {
+        // Per customer, beside the ring's allocation; a million customers hold a million of
+        // these (BENCHMARKS.md, "state per customer"). Grow it only knowingly.
+        assert!(std::mem::size_of::<CustomerState>() <= 304);
+        assert_eq!(std::mem::size_of::<ActiveDays>(), 24);
+    }
 
     #[test]
     fn rhythm_mean_and_variance() {

@@ -30,6 +30,7 @@ use crate::kpi::{revenue_per_period, PeriodKpis};
 use crate::metrics::{EvictReason, HotMetrics, Metrics};
 use crate::scoring::{inactivity_reason, Lifecycle, Scorer, SignalScorer};
 use crate::state::record::{StoredCustomer, StoredPartition};
+use crate::time::MaybeMs;
 use crate::timers::{next_grid_time, rearmed, Timers};
 use crate::window::Placement;
 
@@ -345,8 +346,8 @@ impl PartitionState {
             }
             // Timers that fired since this state was written without changing it: move the
             // due time past the watermark on the shared grid, as the firing would have.
-            if let (Some(due), Some(wm)) = (c.next_check_ms, wm) {
-                c.next_check_ms = Some(rearmed(due, wm, interval));
+            if let (Some(due), Some(wm)) = (c.next_check_ms.get(), wm) {
+                c.next_check_ms = MaybeMs::some(rearmed(due, wm, interval));
             }
             apply_gauge_delta(
                 &self.hot,
@@ -354,7 +355,7 @@ impl PartitionState {
                 None,
                 Some(&c.gauge),
             );
-            let due = c.next_check_ms;
+            let due = c.next_check_ms.get();
             let slot = self.insert(&id, c);
             if let Some(due) = due {
                 self.timers.schedule(due, slot);
@@ -458,13 +459,13 @@ impl PartitionState {
         // later; only the eviction timer of a lapsed customer can be, and one who shows up
         // again is re-scored daily again.
         let interval = self.cfg.windows.check_interval_ms;
-        let rearm = match c.next_check_ms {
+        let rearm = match c.next_check_ms.get() {
             None => true,
             Some(due) => !late && due - interval > c.last_seen_ms,
         };
         if rearm {
             let due = next_grid_time(c.last_seen_ms, interval);
-            c.next_check_ms = Some(due);
+            c.next_check_ms = MaybeMs::some(due);
             self.timers.schedule(due, slot);
         }
         if !late {
@@ -540,10 +541,10 @@ impl PartitionState {
         let interval = self.cfg.windows.check_interval_ms;
         while let Some((due, slot)) = self.timers.pop_due(wm) {
             let c = &mut self.customers[slot as usize];
-            if c.next_check_ms != Some(due) {
+            if c.next_check_ms.get() != Some(due) {
                 continue; // stale entry
             }
-            c.next_check_ms = None;
+            c.next_check_ms = MaybeMs::NONE;
             self.hot.timers_fired.inc();
             if let Some(evict_at) = eviction_due(&self.cfg, c) {
                 // A lapsed customer's only timer: forget them, or wait longer if a late
@@ -551,7 +552,7 @@ impl PartitionState {
                 if due >= evict_at {
                     self.evict(slot, EvictReason::Lapsed);
                 } else {
-                    c.next_check_ms = Some(evict_at);
+                    c.next_check_ms = MaybeMs::some(evict_at);
                     self.timers.schedule(evict_at, slot);
                     self.mark_dirty(slot);
                 }
@@ -569,7 +570,7 @@ impl PartitionState {
                 eviction_due(&self.cfg, c)
             };
             let c = &mut self.customers[slot as usize];
-            c.next_check_ms = next;
+            c.next_check_ms = next.into();
             if let Some(next) = next {
                 self.timers.schedule(next, slot);
             }
@@ -1423,7 +1424,7 @@ mod tests {
         );
         let b = p.customer("b").unwrap();
         assert_ne!(b.alert.phase, Phase::Lapsed);
-        let due = b.next_check_ms.unwrap();
+        let due = b.next_check_ms.get().unwrap();
         assert!(due <= T0 + 121 * DAY_MS, "not the eviction timer: {due}");
     }
 

@@ -388,7 +388,7 @@ fn activity_signal(
     let sc = &cfg.signals.activity;
     let w = &cfg.windows;
     let b = w.bucket_ms;
-    let first = c.activity.first_ms?;
+    let first = c.activity.first_ms.get()?;
     let span = (2 * w.recent_buckets as i64).min(w.total_buckets() as i64);
     let from = win.now_idx - span;
     let before_days = ms_to_days(from * b - first);
@@ -463,7 +463,7 @@ fn silence_signal(c: &CustomerState, e: &ChurnEstimate, cfg: &Config) -> Option<
         strength,
         weight: ch.weight,
         recent_days: ch.horizon_days,
-        baseline_days: ms_to_days((c.activity.last_ms - c.activity.first_ms?).max(0)),
+        baseline_days: ms_to_days((c.activity.last_ms - c.activity.first_ms.get()?).max(0)),
         onset_ms: Some(c.activity.last_ms),
         posterior: Some(e.p_alive),
     })

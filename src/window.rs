@@ -150,8 +150,7 @@ impl Windows {
                 }
             }
             None => {
-                let mut buckets: Box<[Bucket]> =
-                    (0..self.len()).map(|i| self.read(i)).collect();
+                let mut buckets: Box<[Bucket]> = (0..self.len()).map(|i| self.read(i)).collect();
                 buckets[s] = b;
                 self.store = Store::Buckets(buckets);
             }

@@ -243,7 +243,7 @@ impl Observer for Recorder<'_> {
         let k = self.cutoffs.partition_point(|&c| c < cp);
         let day = DAY_MS as f64;
         state.for_each_assessment(cp, |id, c, a, _| {
-            let Some(first) = c.activity.first_ms else {
+            let Some(first) = c.activity.first_ms.get() else {
                 return;
             };
             if first >= cp {

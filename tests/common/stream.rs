@@ -254,7 +254,9 @@ impl Group {
                 let wm = stream_time[&partition] - cfg.input.allowed_lateness_ms;
                 c.next_check_ms = c
                     .next_check_ms
-                    .map(|due| rearmed(due, wm, cfg.windows.check_interval_ms));
+                    .get()
+                    .map(|due| rearmed(due, wm, cfg.windows.check_interval_ms))
+                    .into();
                 (id, c)
             })
             .collect();
