@@ -31,6 +31,13 @@ use crate::metrics::{EvictReason, HotMetrics, Metrics};
 use crate::scoring::{inactivity_reason, Lifecycle, Scorer, SignalScorer};
 use crate::state::record::{StoredCustomer, StoredPartition};
 use crate::time::MaybeMs;
+
+/// Due timers fired per event at most. Every customer's daily re-score falls due at the same
+/// grid time, so a million of them fall due at once: fired in one go they would hold up the
+/// events behind them for a second or two; this many per event, they are worked off between
+/// those events (a customer's own due timer fires before their event all the same, and every
+/// due timer before a checkpoint, a KPI period's end, or when the partition is idle).
+const TIMERS_PER_EVENT: usize = 8;
 use crate::timers::{next_grid_time, rearmed, Timers};
 use crate::window::Placement;
 
@@ -404,16 +411,23 @@ impl PartitionState {
         self.hot.events[ev.activity.event_type() as usize].inc();
         let late = self.watermark_ms().is_some_and(|wm| ev.ts_ms < wm);
         if !late {
-            // Time moves first: timers due before this event fire on the state as it was.
             self.last_event_wall = now_wall;
             self.last_advance_wall = now_wall;
             if self.stream_time_ms.is_none_or(|t| ev.ts_ms > t) {
                 self.stream_time_ms = Some(ev.ts_ms);
-                self.fire_timers(out);
             }
         }
-
-        let known = self.slot_of(&ev.customer_id);
+        // Time moves first: timers due before this event fire on the state as it was. A few
+        // per event, so that a burst of them does not hold up the events behind it; this
+        // customer's own, if due, right away.
+        self.fire_timers(out, Some(TIMERS_PER_EVENT));
+        let mut known = self.slot_of(&ev.customer_id);
+        if let Some(slot) = known {
+            if self.fire_if_due(slot, out) {
+                // The timer may have forgotten a lapsed customer.
+                known = self.slot_of(&ev.customer_id);
+            }
+        }
         if self.already_applied(known, source.as_ref().map(|s| s.offset)) {
             // Time has moved; the customer's restored state holds the rest.
             return EventOutcome {
@@ -484,8 +498,8 @@ impl PartitionState {
     pub fn advance_to(&mut self, ts_ms: i64, out: &mut Vec<Alert>) {
         if self.stream_time_ms.is_none_or(|t| ts_ms > t) {
             self.stream_time_ms = Some(ts_ms);
-            self.fire_timers(out);
         }
+        self.fire_timers(out, None);
     }
 
     /// Wall-clock fallback: if the partition has been idle for the configured timeout, move
@@ -503,13 +517,13 @@ impl PartitionState {
             return false;
         }
         self.stream_time_ms = Some(st + step);
-        self.fire_timers(out);
+        self.fire_timers(out, None);
         true
     }
 
-    /// Fire the timers due up to the watermark; KPI periods end on their boundary, after the
-    /// timers due before it.
-    fn fire_timers(&mut self, out: &mut Vec<Alert>) {
+    /// Fire the timers due up to the watermark, at most `budget` of them (all when `None`);
+    /// KPI periods end on their boundary, after all the timers due before it.
+    fn fire_timers(&mut self, out: &mut Vec<Alert>, budget: Option<usize>) {
         let Some(wm) = self.watermark_ms() else {
             return;
         };
@@ -518,10 +532,27 @@ impl PartitionState {
             self.kpi.periods.index = Some(wm.div_euclid(period));
         }
         while let Some(boundary) = self.kpi.periods.boundary_passed(wm, period) {
-            self.fire_timers_until(boundary - 1, out);
+            self.fire_timers_until(boundary - 1, out, None);
             self.end_period(boundary);
         }
-        self.fire_timers_until(wm, out);
+        self.fire_timers_until(wm, out, budget);
+    }
+
+    /// Fire every timer due up to the watermark. Before a checkpoint: a restore takes a stored
+    /// due time at or before the watermark for one that has fired.
+    pub fn fire_due_timers(&mut self, out: &mut Vec<Alert>) {
+        self.fire_timers(out, None);
+    }
+
+    /// Fire at most `n` of the timers due (between messages, while the input is quiet).
+    pub fn fire_some_timers(&mut self, n: usize, out: &mut Vec<Alert>) {
+        self.fire_timers(out, Some(n));
+    }
+
+    /// Whether timers due at or before the watermark are still waiting to fire.
+    pub fn timers_due(&self) -> bool {
+        self.watermark_ms()
+            .is_some_and(|wm| self.timers.next_due().is_some_and(|due| due <= wm))
     }
 
     /// Close the current KPI period at `boundary`: the next one starts with the customers not
@@ -537,48 +568,72 @@ impl PartitionState {
         self.kpi.publish();
     }
 
-    fn fire_timers_until(&mut self, wm: i64, out: &mut Vec<Alert>) {
-        let interval = self.cfg.windows.check_interval_ms;
-        while let Some((due, slot)) = self.timers.pop_due(wm) {
-            let c = &mut self.customers[slot as usize];
-            if c.next_check_ms.get() != Some(due) {
+    fn fire_timers_until(&mut self, wm: i64, out: &mut Vec<Alert>, budget: Option<usize>) {
+        let mut left = budget.unwrap_or(usize::MAX);
+        while left > 0 {
+            let Some((due, slot)) = self.timers.pop_due(wm) else {
+                break;
+            };
+            if self.customers[slot as usize].next_check_ms.get() != Some(due) {
                 continue; // stale entry
             }
-            c.next_check_ms = MaybeMs::NONE;
-            self.hot.timers_fired.inc();
-            if let Some(evict_at) = eviction_due(&self.cfg, c) {
-                // A lapsed customer's only timer: forget them, or wait longer if a late
-                // event moved their last activity.
-                if due >= evict_at {
-                    self.evict(slot, EvictReason::Lapsed);
-                } else {
-                    c.next_check_ms = MaybeMs::some(evict_at);
-                    self.timers.schedule(evict_at, slot);
-                    self.mark_dirty(slot);
-                }
-                continue;
+            self.fire_timer(slot, due, out);
+            left -= 1;
+        }
+    }
+
+    /// Fire the customer's timer if it is due (an event of theirs is next: the state it meets
+    /// must be the one it would meet had every due timer fired at once). Returns whether it
+    /// fired; the heap's entry for it is then stale.
+    fn fire_if_due(&mut self, slot: u32, out: &mut Vec<Alert>) -> bool {
+        let due = self.customers[slot as usize].next_check_ms.get();
+        match (due, self.watermark_ms()) {
+            (Some(due), Some(wm)) if due <= wm => {
+                self.fire_timer(slot, due, out);
+                true
             }
-            let as_of = due.max(c.last_seen_ms);
-            let before = (c.alert, c.gauge);
-            self.evaluate(slot, as_of, Trigger::Timer, None, out);
-            let c = &self.customers[slot as usize];
-            // Lapsed customers need no re-score until they are seen again; only, with
-            // eviction on, the timer that forgets them.
-            let next = if c.alert.phase != Phase::Lapsed {
-                Some(due + interval)
+            _ => false,
+        }
+    }
+
+    /// Fire the customer's timer due at `due` (their `next_check_ms`).
+    fn fire_timer(&mut self, slot: u32, due: i64, out: &mut Vec<Alert>) {
+        let interval = self.cfg.windows.check_interval_ms;
+        let c = &mut self.customers[slot as usize];
+        c.next_check_ms = MaybeMs::NONE;
+        self.hot.timers_fired.inc();
+        if let Some(evict_at) = eviction_due(&self.cfg, c) {
+            // A lapsed customer's only timer: forget them, or wait longer if a late
+            // event moved their last activity.
+            if due >= evict_at {
+                self.evict(slot, EvictReason::Lapsed);
             } else {
-                eviction_due(&self.cfg, c)
-            };
-            let c = &mut self.customers[slot as usize];
-            c.next_check_ms = next.into();
-            if let Some(next) = next {
-                self.timers.schedule(next, slot);
-            }
-            // A timer that changed nothing but its own due time is not worth a changelog
-            // record: a restore re-arms it on the same grid.
-            if before != (c.alert, c.gauge) || c.next_check_ms.is_none() {
+                c.next_check_ms = MaybeMs::some(evict_at);
+                self.timers.schedule(evict_at, slot);
                 self.mark_dirty(slot);
             }
+            return;
+        }
+        let as_of = due.max(c.last_seen_ms);
+        let before = (c.alert, c.gauge);
+        self.evaluate(slot, as_of, Trigger::Timer, None, out);
+        let c = &self.customers[slot as usize];
+        // Lapsed customers need no re-score until they are seen again; only, with
+        // eviction on, the timer that forgets them.
+        let next = if c.alert.phase != Phase::Lapsed {
+            Some(due + interval)
+        } else {
+            eviction_due(&self.cfg, c)
+        };
+        let c = &mut self.customers[slot as usize];
+        c.next_check_ms = next.into();
+        if let Some(next) = next {
+            self.timers.schedule(next, slot);
+        }
+        // A timer that changed nothing but its own due time is not worth a changelog
+        // record: a restore re-arms it on the same grid.
+        if before != (c.alert, c.gauge) || c.next_check_ms.is_none() {
+            self.mark_dirty(slot);
         }
     }
 
@@ -1152,6 +1207,99 @@ mod tests {
         let id = |v: &[Alert]| v.iter().map(|a| a.alert_id.clone()).collect::<Vec<_>>();
         assert!(!one.is_empty());
         assert_eq!(id(&one), id(&two));
+    }
+
+    #[test]
+    fn a_burst_of_due_timers_is_worked_off_between_events_and_decides_the_same() {
+        // 300 customers, each active on their own days; every day's re-scores fall due at
+        // midnight together, far more than fire per event.
+        let ids: Vec<String> = (0..300).map(|i| format!("c{i:03}")).collect();
+        let active = |d: i64, i: usize| match i % 4 {
+            0 => true,
+            1 => d < 40 || d % 11 == 0,
+            2 => !(25..45).contains(&d),
+            _ => d % 3 == i as i64 % 3,
+        };
+        let m = Metrics::new();
+        let cfg = Arc::new(Config::default());
+        let mut budgeted = PartitionState::new(cfg.clone(), &m);
+        let mut at_once = PartitionState::new(cfg, &m);
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        let mut backlog_seen = false;
+        for d in 0..90 {
+            if d >= 60 || (1..30).contains(&d) {
+                // Half a minute after midnight's timers fall due (the allowed lateness is an
+                // hour), before their burst is worked off (this customer's slot is the last):
+                // a customer back after a silence.
+                let e = ev(
+                    "returner",
+                    T0 + d * DAY_MS + HOUR_MS + 30_000,
+                    Activity::Visit,
+                );
+                at_once.advance_to(e.ts_ms, &mut b);
+                at_once.on_event(&e, None, &mut b);
+                budgeted.on_event(&e, None, &mut a);
+            }
+            for h in [9, 13, 18] {
+                // Customers come in the reverse order of their timers on odd days: many meet
+                // their own due timer before the burst reaches it.
+                let order: Vec<usize> = if d % 2 == 1 {
+                    (0..ids.len()).rev().collect()
+                } else {
+                    (0..ids.len()).collect()
+                };
+                for i in order {
+                    let id = &ids[i];
+                    if !active(d, i) {
+                        continue;
+                    }
+                    let e = ev(
+                        id,
+                        T0 + d * DAY_MS + h * HOUR_MS + i as i64,
+                        Activity::Visit,
+                    );
+                    // The reference fires every due timer before the event, as before.
+                    at_once.advance_to(e.ts_ms, &mut b);
+                    at_once.on_event(&e, None, &mut b);
+                    budgeted.on_event(&e, None, &mut a);
+                    backlog_seen |= budgeted.timers_due();
+                }
+            }
+        }
+        budgeted.fire_due_timers(&mut a);
+        assert!(backlog_seen, "the test must make timers wait");
+        assert!(!budgeted.timers_due());
+        // Whole alerts but the wall-clock time they were built, in id order.
+        let sorted = |v: &[Alert]| {
+            let mut all: Vec<(String, serde_json::Value)> = v
+                .iter()
+                .map(|x| {
+                    let mut j = serde_json::to_value(x).unwrap();
+                    j.as_object_mut().unwrap().remove("emitted_at");
+                    (x.alert_id.clone(), j)
+                })
+                .collect();
+            all.sort_by(|x, y| x.0.cmp(&y.0));
+            all
+        };
+        assert!(b.len() > 20, "{} alerts", b.len());
+        let (sa, sb) = (sorted(&a), sorted(&b));
+        assert_eq!(
+            sa.len(),
+            sb.len(),
+            "alerts worked off a few at a time / all at once"
+        );
+        if let Some((x, y)) = sa.iter().zip(&sb).find(|(x, y)| x != y) {
+            panic!("first alert that differs:\n{x:?}\n{y:?}");
+        }
+        assert!(
+            b.iter()
+                .any(|x| x.customer_id == "returner" && x.kind == AlertKind::Recovered),
+            "the returner's midnight alert and recovery"
+        );
+        for id in ids.iter().map(String::as_str).chain(["returner"]) {
+            assert_eq!(budgeted.customer(id), at_once.customer(id), "{id}");
+        }
     }
 
     /// Feed `evs[from..]` (offset = index), returning the alerts with their offsets.

@@ -37,6 +37,9 @@ use crate::time::now_ms;
 pub const MAX_CHUNK: usize = 2048;
 /// How often idle partitions are checked and gauges refreshed.
 const TICK: Duration = Duration::from_millis(500);
+/// Due timers fired per partition at a time while no message is waiting (about a millisecond's
+/// work).
+const TIMERS_BETWEEN_MESSAGES: usize = 1024;
 /// Longest wait for a message (bounds the reaction time to shutdown and ticks).
 const POLL_TIMEOUT: Duration = Duration::from_millis(100);
 
@@ -202,7 +205,18 @@ impl<'a> Consume<'a> {
                 }
             }
             self.lock().throttle(self.consumer);
-            let Some(first) = self.poll(POLL_TIMEOUT)? else {
+            // Due timers left over (a burst fires a few per event) are worked off between
+            // messages, a batch at a time.
+            let timers_due = self.lock().timers_due();
+            let wait = if timers_due {
+                Duration::ZERO
+            } else {
+                POLL_TIMEOUT
+            };
+            let Some(first) = self.poll(wait)? else {
+                if timers_due {
+                    self.lock().fire_some_timers(TIMERS_BETWEEN_MESSAGES)?;
+                }
                 continue;
             };
             let limits = DecodeLimits::from_config(&self.cfg.input, now_ms());

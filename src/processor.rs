@@ -225,9 +225,11 @@ impl Processor {
         })
     }
 
-    /// Put a reloaded config in force in every partition (and in those assigned later).
+    /// Put a reloaded config in force in every partition (and in those assigned later). The
+    /// timers already due fire under the config they fell due under.
     pub fn reconfigure(&mut self, cfg: Arc<Config>) {
         for p in &mut self.parts {
+            p.state.fire_due_timers(&mut self.alerts);
             p.state.set_config(cfg.clone());
         }
         self.cfg = cfg;
@@ -420,6 +422,21 @@ impl Processor {
         Ok(())
     }
 
+    /// Whether any partition has timers due that have not fired yet (they fire a few per event;
+    /// see [`PartitionState::fire_some_timers`] for the rest).
+    pub fn timers_due(&self) -> bool {
+        self.parts.iter().any(|p| p.state.timers_due())
+    }
+
+    /// While no message is waiting: fire up to `n` due timers per partition, and emit their
+    /// alerts.
+    pub fn fire_some_timers(&mut self, n: usize) -> Result<(), PipelineError> {
+        for p in &mut self.parts {
+            p.state.fire_some_timers(n, &mut self.alerts);
+        }
+        self.emit()
+    }
+
     /// After a chunk of messages: publish progress, emit alerts, and checkpoint when due.
     pub fn after_chunk<C: ConsumerContext>(
         &mut self,
@@ -580,11 +597,18 @@ impl Processor {
         wait: bool,
     ) -> Result<(), PipelineError> {
         let start = Instant::now();
-        let result = if self.eos() {
-            self.checkpoint_transaction(consumer)
-        } else {
-            self.checkpoint_acknowledged(consumer, wait)
-        };
+        // Every due timer fires first: a restore takes a stored due time at or before the
+        // watermark for one that has fired. Their alerts belong to this checkpoint.
+        for p in &mut self.parts {
+            p.state.fire_due_timers(&mut self.alerts);
+        }
+        let result = self.emit().and_then(|()| {
+            if self.eos() {
+                self.checkpoint_transaction(consumer)
+            } else {
+                self.checkpoint_acknowledged(consumer, wait)
+            }
+        });
         self.last_checkpoint = Instant::now();
         self.metrics
             .checkpoint_duration_seconds

@@ -21,6 +21,11 @@ impl Timers {
         self.heap.push(Reverse((due_ms, slot)));
     }
 
+    /// Due time of the earliest entry (possibly stale).
+    pub fn next_due(&self) -> Option<i64> {
+        self.heap.peek().map(|Reverse((due, _))| *due)
+    }
+
     /// Pop the earliest entry due at or before `watermark_ms`.
     pub fn pop_due(&mut self, watermark_ms: i64) -> Option<(i64, u32)> {
         match self.heap.peek() {
