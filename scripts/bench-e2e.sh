@@ -111,7 +111,7 @@ dead_letter_topic = "bench-dlq"
 statistics_interval_ms = 1000
 [kafka.properties]
 # The mock cluster answers a fetch only when fetch.wait.max.ms (500 ms by default) has passed.
-"fetch.wait.max.ms" = "10"
+"fetch.wait.max.ms" = "${FETCH_WAIT_MS:-10}"
 ${CONSUMER_PROPS:-}
 [http]
 listen = "$listen"

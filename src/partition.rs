@@ -31,15 +31,16 @@ use crate::metrics::{EvictReason, HotMetrics, Metrics};
 use crate::scoring::{inactivity_reason, Lifecycle, Scorer, SignalScorer};
 use crate::state::record::{StoredCustomer, StoredPartition};
 use crate::time::MaybeMs;
+use crate::timers::{next_grid_time, rearmed, Timers};
+use crate::window::Placement;
 
 /// Due timers fired per event at most. Every customer's daily re-score falls due at the same
 /// grid time, so a million of them fall due at once: fired in one go they would hold up the
 /// events behind them for a second or two; this many per event, they are worked off between
-/// those events (a customer's own due timer fires before their event all the same, and every
-/// due timer before a checkpoint, a KPI period's end, or when the partition is idle).
+/// those events. A customer's own due timer fires before their event all the same, and every
+/// due timer before a KPI period ends or a reloaded config takes over; a checkpoint records how
+/// far they have fired ([`StoredPartition::timers_fired_to_ms`]).
 const TIMERS_PER_EVENT: usize = 8;
-use crate::timers::{next_grid_time, rearmed, Timers};
-use crate::window::Placement;
 
 /// What happened to one event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -332,7 +333,9 @@ impl PartitionState {
         progress: Option<StoredPartition>,
     ) {
         self.release();
+        let mut fired_to = None;
         if let Some(p) = progress {
+            fired_to = p.timers_fired_to_ms;
             self.stream_time_ms = p.stream_time_ms;
             self.applied_by_all = p.applied_offset;
             self.applied_until = p.applied_offset;
@@ -340,7 +343,7 @@ impl PartitionState {
             self.kpi.periods = p.periods;
             self.kpi.periods.current.end = 0;
         }
-        let wm = self.watermark_ms();
+        let fired_to = fired_to.or(self.watermark_ms());
         let interval = self.cfg.windows.check_interval_ms;
         let ring = self.cfg.windows.total_buckets() as usize + 1;
         for (id, stored) in customers {
@@ -352,9 +355,11 @@ impl PartitionState {
                 c.windows = c.windows.resized(ring);
             }
             // Timers that fired since this state was written without changing it: move the
-            // due time past the watermark on the shared grid, as the firing would have.
-            if let (Some(due), Some(wm)) = (c.next_check_ms.get(), wm) {
-                c.next_check_ms = MaybeMs::some(rearmed(due, wm, interval));
+            // due time past the time up to which all timers had fired, on the shared grid, as
+            // the firing would have. (One that fired after that time, unchanged, fires again:
+            // it changes nothing again.)
+            if let (Some(due), Some(fired_to)) = (c.next_check_ms.get(), fired_to) {
+                c.next_check_ms = MaybeMs::some(rearmed(due, fired_to, interval));
             }
             apply_gauge_delta(
                 &self.hot,
@@ -380,8 +385,19 @@ impl PartitionState {
         StoredPartition {
             applied_offset,
             stream_time_ms: self.stream_time_ms,
+            timers_fired_to_ms: self.timers_fired_to_ms(),
             periods: self.kpi.periods,
         }
+    }
+
+    /// Event time up to which every timer has fired: the watermark, or just before the
+    /// earliest timer still waiting to fire.
+    fn timers_fired_to_ms(&self) -> Option<i64> {
+        let wm = self.watermark_ms()?;
+        Some(match self.timers.next_due() {
+            Some(due) if due <= wm => due - 1,
+            _ => wm,
+        })
     }
 
     /// Newest event time seen.
@@ -538,8 +554,7 @@ impl PartitionState {
         self.fire_timers_until(wm, out, budget);
     }
 
-    /// Fire every timer due up to the watermark. Before a checkpoint: a restore takes a stored
-    /// due time at or before the watermark for one that has fired.
+    /// Fire every timer due up to the watermark.
     pub fn fire_due_timers(&mut self, out: &mut Vec<Alert>) {
         self.fire_timers(out, None);
     }
@@ -1209,67 +1224,53 @@ mod tests {
         assert_eq!(id(&one), id(&two));
     }
 
-    #[test]
-    fn a_burst_of_due_timers_is_worked_off_between_events_and_decides_the_same() {
-        // 300 customers, each active on their own days; every day's re-scores fall due at
-        // midnight together, far more than fire per event.
-        let ids: Vec<String> = (0..300).map(|i| format!("c{i:03}")).collect();
+    /// 300 customers, each active on their own days, and one who comes back after a silence
+    /// right when midnight's re-scores fall due: every day's re-scores fall due together, far
+    /// more than fire per event. Events as `(customer, time)`.
+    fn burst_stream() -> Vec<(String, i64)> {
         let active = |d: i64, i: usize| match i % 4 {
             0 => true,
             1 => d < 40 || d % 11 == 0,
             2 => !(25..45).contains(&d),
             _ => d % 3 == i as i64 % 3,
         };
-        let m = Metrics::new();
-        let cfg = Arc::new(Config::default());
-        let mut budgeted = PartitionState::new(cfg.clone(), &m);
-        let mut at_once = PartitionState::new(cfg, &m);
-        let (mut a, mut b) = (Vec::new(), Vec::new());
-        let mut backlog_seen = false;
+        let mut evs = Vec::new();
         for d in 0..90 {
             if d >= 60 || (1..30).contains(&d) {
                 // Half a minute after midnight's timers fall due (the allowed lateness is an
-                // hour), before their burst is worked off (this customer's slot is the last):
-                // a customer back after a silence.
-                let e = ev(
-                    "returner",
-                    T0 + d * DAY_MS + HOUR_MS + 30_000,
-                    Activity::Visit,
-                );
-                at_once.advance_to(e.ts_ms, &mut b);
-                at_once.on_event(&e, None, &mut b);
-                budgeted.on_event(&e, None, &mut a);
+                // hour), before their burst is worked off (this customer's slot is the last).
+                evs.push(("returner".to_string(), T0 + d * DAY_MS + HOUR_MS + 30_000));
             }
             for h in [9, 13, 18] {
                 // Customers come in the reverse order of their timers on odd days: many meet
                 // their own due timer before the burst reaches it.
                 let order: Vec<usize> = if d % 2 == 1 {
-                    (0..ids.len()).rev().collect()
+                    (0..300).rev().collect()
                 } else {
-                    (0..ids.len()).collect()
+                    (0..300).collect()
                 };
-                for i in order {
-                    let id = &ids[i];
-                    if !active(d, i) {
-                        continue;
-                    }
-                    let e = ev(
-                        id,
-                        T0 + d * DAY_MS + h * HOUR_MS + i as i64,
-                        Activity::Visit,
-                    );
-                    // The reference fires every due timer before the event, as before.
-                    at_once.advance_to(e.ts_ms, &mut b);
-                    at_once.on_event(&e, None, &mut b);
-                    budgeted.on_event(&e, None, &mut a);
-                    backlog_seen |= budgeted.timers_due();
+                for i in order.into_iter().filter(|&i| active(d, i)) {
+                    evs.push((format!("c{i:03}"), T0 + d * DAY_MS + h * HOUR_MS + i as i64));
                 }
             }
         }
-        budgeted.fire_due_timers(&mut a);
-        assert!(backlog_seen, "the test must make timers wait");
-        assert!(!budgeted.timers_due());
-        // Whole alerts but the wall-clock time they were built, in id order.
+        evs
+    }
+
+    /// The alerts of [`burst_stream`] with every due timer fired before each event (as
+    /// before timers fired a few at a time), and the partition.
+    fn all_at_once(cfg: &Arc<Config>, m: &Metrics) -> (Vec<Alert>, PartitionState) {
+        let mut p = PartitionState::new(cfg.clone(), m);
+        let mut out = Vec::new();
+        for (id, ts) in burst_stream() {
+            p.advance_to(ts, &mut out);
+            p.on_event(&ev(&id, ts, Activity::Visit), None, &mut out);
+        }
+        (out, p)
+    }
+
+    /// Two runs' alerts are the same, whole but for the wall-clock time they were built.
+    fn assert_same_alerts(a: &[Alert], b: &[Alert]) {
         let sorted = |v: &[Alert]| {
             let mut all: Vec<(String, serde_json::Value)> = v
                 .iter()
@@ -1282,23 +1283,82 @@ mod tests {
             all.sort_by(|x, y| x.0.cmp(&y.0));
             all
         };
-        assert!(b.len() > 20, "{} alerts", b.len());
-        let (sa, sb) = (sorted(&a), sorted(&b));
-        assert_eq!(
-            sa.len(),
-            sb.len(),
-            "alerts worked off a few at a time / all at once"
-        );
+        let (sa, sb) = (sorted(a), sorted(b));
+        assert_eq!(sa.len(), sb.len(), "alert counts");
         if let Some((x, y)) = sa.iter().zip(&sb).find(|(x, y)| x != y) {
             panic!("first alert that differs:\n{x:?}\n{y:?}");
         }
+    }
+
+    #[test]
+    fn a_burst_of_due_timers_is_worked_off_between_events_and_decides_the_same() {
+        let m = Metrics::new();
+        let cfg = Arc::new(Config::default());
+        let (reference, at_once) = all_at_once(&cfg, &m);
+        let mut p = PartitionState::new(cfg, &m);
+        let mut out = Vec::new();
+        let mut backlog_seen = false;
+        for (id, ts) in burst_stream() {
+            p.on_event(&ev(&id, ts, Activity::Visit), None, &mut out);
+            backlog_seen |= p.timers_due();
+        }
+        p.fire_due_timers(&mut out);
+        assert!(backlog_seen, "the test must make timers wait");
+        assert!(!p.timers_due());
+        assert!(reference.len() > 20, "{} alerts", reference.len());
         assert!(
-            b.iter()
+            reference
+                .iter()
                 .any(|x| x.customer_id == "returner" && x.kind == AlertKind::Recovered),
             "the returner's midnight alert and recovery"
         );
-        for id in ids.iter().map(String::as_str).chain(["returner"]) {
-            assert_eq!(budgeted.customer(id), at_once.customer(id), "{id}");
+        assert_same_alerts(&out, &reference);
+        for (id, _) in p.customers() {
+            assert_eq!(p.customer(id), at_once.customer(id), "{id}");
+        }
+    }
+
+    #[test]
+    fn a_restore_in_the_middle_of_a_burst_fires_the_timers_still_waiting() {
+        let m = Metrics::new();
+        let cfg = Arc::new(Config::default());
+        let (reference, _) = all_at_once(&cfg, &m);
+        let evs = burst_stream();
+        // Stop as a crash would right after the first event of days 41-52 that follows their
+        // midnight (a silence's alerts fall due then, among the night's timers that have only
+        // begun to fire): checkpoint every 250 events and there, restore, and go on.
+        let stops: Vec<usize> = (41..53)
+            .map(|d| {
+                1 + evs
+                    .iter()
+                    .position(|(_, ts)| *ts > T0 + d * DAY_MS + HOUR_MS)
+                    .unwrap()
+            })
+            .collect();
+        for stop_at in stops {
+            let mut p = PartitionState::new(cfg.clone(), &m);
+            p.track_changes();
+            let mut out = Vec::new();
+            let mut changelog = std::collections::HashMap::new();
+            for (i, (id, ts)) in evs[..stop_at].iter().enumerate() {
+                p.on_event(&ev(id, *ts, Activity::Visit), None, &mut out);
+                if (i + 1) % 250 == 0 || i + 1 == stop_at {
+                    changelog.extend(checkpoint(&mut p, i as i64));
+                }
+            }
+            assert!(p.timers_due());
+            let progress = p.progress(stop_at as i64 - 1);
+            assert!(progress.timers_fired_to_ms < p.watermark_ms());
+            let mut restored = PartitionState::new(cfg.clone(), &m);
+            let customers = changelog
+                .into_iter()
+                .filter_map(|(id, c): (String, Option<StoredCustomer>)| c.map(|c| (id, c)));
+            restored.restore(customers, Some(progress));
+            for (id, ts) in &evs[stop_at..] {
+                restored.on_event(&ev(id, *ts, Activity::Visit), None, &mut out);
+            }
+            restored.fire_due_timers(&mut out);
+            assert_same_alerts(&out, &reference);
         }
     }
 

@@ -597,18 +597,11 @@ impl Processor {
         wait: bool,
     ) -> Result<(), PipelineError> {
         let start = Instant::now();
-        // Every due timer fires first: a restore takes a stored due time at or before the
-        // watermark for one that has fired. Their alerts belong to this checkpoint.
-        for p in &mut self.parts {
-            p.state.fire_due_timers(&mut self.alerts);
-        }
-        let result = self.emit().and_then(|()| {
-            if self.eos() {
-                self.checkpoint_transaction(consumer)
-            } else {
-                self.checkpoint_acknowledged(consumer, wait)
-            }
-        });
+        let result = if self.eos() {
+            self.checkpoint_transaction(consumer)
+        } else {
+            self.checkpoint_acknowledged(consumer, wait)
+        };
         self.last_checkpoint = Instant::now();
         self.metrics
             .checkpoint_duration_seconds

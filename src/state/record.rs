@@ -30,6 +30,10 @@ pub struct StoredCustomer {
 pub struct StoredPartition {
     pub applied_offset: i64,
     pub stream_time_ms: Option<i64>,
+    /// Event time up to which every timer has fired (due timers fire a few at a time, so this
+    /// can be behind the watermark): a restore takes a stored due time up to it for one that
+    /// has fired, and fires the later ones.
+    pub timers_fired_to_ms: Option<i64>,
     /// The business KPIs' current and previous periods.
     pub periods: crate::kpi::Periods,
 }
@@ -155,6 +159,7 @@ mod tests {
         let p = StoredPartition {
             applied_offset: 7,
             stream_time_ms: Some(5),
+            timers_fired_to_ms: Some(4),
             periods: crate::kpi::Periods {
                 index: Some(3),
                 current: crate::kpi::PeriodCounts {
