@@ -19,6 +19,10 @@
 # it keeps only the newest 5 MiB per partition, so use enough partitions, and its restore
 # figures are only meaningful while the changelog fits); "tansu" is installed by
 # scripts/install-tansu.sh when missing and keeps everything in memory.
+#
+# Environment: FETCH_WAIT_MS (the consumer's fetch.wait.max.ms, default 1), CONSUMER_PROPS
+# (more [kafka.properties] lines), and any CHURNWATCH_* override of churnwatch's config (for
+# example CHURNWATCH_STATE__CHANGELOG=false to measure without the changelog).
 set -euo pipefail
 
 broker=mock
@@ -110,8 +114,9 @@ alerts_topic = "bench-alerts"
 dead_letter_topic = "bench-dlq"
 statistics_interval_ms = 1000
 [kafka.properties]
-# The mock cluster answers a fetch only when fetch.wait.max.ms (500 ms by default) has passed.
-"fetch.wait.max.ms" = "${FETCH_WAIT_MS:-10}"
+# The mock cluster answers a fetch only when fetch.wait.max.ms (500 ms by default) has passed,
+# where a real broker answers as soon as there is data: keep it short (FETCH_WAIT_MS).
+"fetch.wait.max.ms" = "${FETCH_WAIT_MS:-1}"
 ${CONSUMER_PROPS:-}
 [http]
 listen = "$listen"

@@ -37,8 +37,8 @@ use crate::time::now_ms;
 pub const MAX_CHUNK: usize = 2048;
 /// How often idle partitions are checked and gauges refreshed.
 const TICK: Duration = Duration::from_millis(500);
-/// Due timers fired per partition at a time while no message is waiting (about a millisecond's
-/// work).
+/// Due timers fired at a time, over all partitions, while no message is waiting (about a
+/// millisecond's work).
 const TIMERS_BETWEEN_MESSAGES: usize = 1024;
 /// Longest wait for a message (bounds the reaction time to shutdown and ticks).
 const POLL_TIMEOUT: Duration = Duration::from_millis(100);

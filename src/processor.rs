@@ -428,11 +428,12 @@ impl Processor {
         self.parts.iter().any(|p| p.state.timers_due())
     }
 
-    /// While no message is waiting: fire up to `n` due timers per partition, and emit their
-    /// alerts.
+    /// While no message is waiting: fire about `n` due timers in all (an equal share per
+    /// partition, so that a message arriving meanwhile waits for little), and emit their alerts.
     pub fn fire_some_timers(&mut self, n: usize) -> Result<(), PipelineError> {
+        let share = n.div_ceil(self.parts.len().max(1)).max(8);
         for p in &mut self.parts {
-            p.state.fire_some_timers(n, &mut self.alerts);
+            p.state.fire_some_timers(share, &mut self.alerts);
         }
         self.emit()
     }
