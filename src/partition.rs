@@ -34,13 +34,18 @@ use crate::time::MaybeMs;
 use crate::timers::{next_grid_time, rearmed, Timers};
 use crate::window::Placement;
 
-/// Due timers fired per event at most. Every customer's daily re-score falls due at the same
-/// grid time, so a million of them fall due at once: fired in one go they would hold up the
-/// events behind them for a second or two; this many per event, they are worked off between
-/// those events. A customer's own due timer fires before their event all the same, and every
-/// due timer before a KPI period ends or a reloaded config takes over; a checkpoint records how
-/// far they have fired ([`StoredPartition::timers_fired_to_ms`]).
+/// Due timers fired per event at most, on average. Every customer's daily re-score falls due at
+/// the same grid time, so a million of them fall due at once: fired in one go they would hold
+/// up the events behind them for a second or two; this many per event, they are worked off
+/// between those events. A customer's own due timer fires before their event all the same, and
+/// every due timer before a KPI period ends or a reloaded config takes over; a checkpoint
+/// records how far they have fired ([`StoredPartition::timers_fired_to_ms`]).
 const TIMERS_PER_EVENT: usize = 8;
+/// Due timers fired in one run: right away when timers have newly fallen due, then once the
+/// events since have earned that many at [`TIMERS_PER_EVENT`] each. Timers fire in slot order,
+/// so a long run walks the customers' states in memory order, which the caches reward (runs of
+/// 8 between events cost a quarter of the in-process throughput); 256 take about 0.4 ms.
+const TIMER_RUN: usize = 256;
 
 /// What happened to one event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,6 +82,9 @@ pub struct PartitionState {
     last_advance_wall: Instant,
     /// Whether changed customers are tracked for a changelog ([`PartitionState::track_changes`]).
     tracking: bool,
+    /// Timers the events since the last run have earned, and the watermark of that run.
+    timer_allowance: usize,
+    timer_run_wm: Option<i64>,
     /// Customers changed since the last [`PartitionState::drain_dirty`] (slots, and a bit
     /// per slot).
     dirty: Vec<u32>,
@@ -119,6 +127,8 @@ impl PartitionState {
             last_event_wall: now,
             last_advance_wall: now,
             tracking: false,
+            timer_allowance: 0,
+            timer_run_wm: None,
             dirty: Vec::new(),
             dirty_bits: Vec::new(),
             alerted_bits: Vec::new(),
@@ -434,9 +444,22 @@ impl PartitionState {
             }
         }
         // Time moves first: timers due before this event fire on the state as it was. A few
-        // per event, so that a burst of them does not hold up the events behind it; this
-        // customer's own, if due, right away.
-        self.fire_timers(out, Some(TIMERS_PER_EVENT));
+        // per event on average, so that a burst of them does not hold up the events behind it;
+        // this customer's own, if due, right away.
+        self.timer_allowance = (self.timer_allowance + TIMERS_PER_EVENT).min(TIMER_RUN);
+        let wm = self.watermark_ms();
+        let fresh = match (self.timers.next_due(), wm) {
+            (Some(due), Some(wm)) => due <= wm && self.timer_run_wm.is_none_or(|r| due > r),
+            _ => false,
+        };
+        let run = if fresh || self.timer_allowance == TIMER_RUN {
+            self.timer_allowance = 0;
+            self.timer_run_wm = wm;
+            TIMER_RUN
+        } else {
+            0 // (a KPI period that ends is still closed)
+        };
+        self.fire_timers(out, Some(run));
         let mut known = self.slot_of(&ev.customer_id);
         if let Some(slot) = known {
             if self.fire_if_due(slot, out) {
@@ -1224,7 +1247,7 @@ mod tests {
         assert_eq!(id(&one), id(&two));
     }
 
-    /// 300 customers, each active on their own days, and one who comes back after a silence
+    /// 1,200 customers, each active on their own days, and one who comes back after a silence
     /// right when midnight's re-scores fall due: every day's re-scores fall due together, far
     /// more than fire per event. Events as `(customer, time)`.
     fn burst_stream() -> Vec<(String, i64)> {
@@ -1245,12 +1268,12 @@ mod tests {
                 // Customers come in the reverse order of their timers on odd days: many meet
                 // their own due timer before the burst reaches it.
                 let order: Vec<usize> = if d % 2 == 1 {
-                    (0..300).rev().collect()
+                    (0..1200).rev().collect()
                 } else {
-                    (0..300).collect()
+                    (0..1200).collect()
                 };
                 for i in order.into_iter().filter(|&i| active(d, i)) {
-                    evs.push((format!("c{i:03}"), T0 + d * DAY_MS + h * HOUR_MS + i as i64));
+                    evs.push((format!("c{i:04}"), T0 + d * DAY_MS + h * HOUR_MS + i as i64));
                 }
             }
         }
