@@ -16,6 +16,7 @@
 //! - [`time`]: event-time helpers (RFC 3339, milliseconds, buckets).
 //! - [`window`]: the fixed-size ring of event-time buckets behind each customer's recent and
 //!   baseline windows.
+//! - [`bits`]: one-bit-per-slot sets (changed customers, purchase marks).
 //! - [`customer`]: one customer's compact state (windows, purchase rhythm, engagement).
 //! - [`stats`]: the statistical tests (Poisson rate test, gamma survival, z-test) on statrs.
 //! - [`change`]: online change detection on per-bucket counts (weekday-adjusted baseline,
@@ -58,6 +59,7 @@ pub mod alert;
 pub mod alerting;
 pub mod backtest;
 pub mod bench;
+pub mod bits;
 pub mod change;
 pub mod config;
 pub mod customer;

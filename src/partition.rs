@@ -23,6 +23,7 @@ use rustc_hash::{FxHashMap, FxHasher};
 
 use crate::alert::{Alert, SourceRef, Trigger};
 use crate::alerting::{AlertKind, Phase, Suppressed};
+use crate::bits;
 use crate::config::Config;
 use crate::customer::{CustomerState, GaugeContribution};
 use crate::event::Event;
@@ -41,10 +42,12 @@ use crate::window::Placement;
 /// every due timer before a KPI period ends or a reloaded config takes over; a checkpoint
 /// records how far they have fired ([`StoredPartition::timers_fired_to_ms`]).
 const TIMERS_PER_EVENT: usize = 8;
-/// Due timers fired in one run: right away when timers have newly fallen due, then once the
-/// events since have earned that many at [`TIMERS_PER_EVENT`] each. Timers fire in slot order,
-/// so a long run walks the customers' states in memory order, which the caches reward (runs of
-/// 8 between events cost a quarter of the in-process throughput); 256 take about 0.4 ms.
+/// Due timers fired in one run: a run fires whenever the allowance that events earn at
+/// [`TIMERS_PER_EVENT`] each (and that runs spend) is full, so timers that fall due after a
+/// quiet spell fire at the next event, and a burst in runs every 32 events. Timers fire in slot
+/// order, so a long run walks the customers' states in memory order, which the caches reward
+/// (runs of 8 between events cost a quarter of the in-process throughput); 256 take about
+/// 0.4 ms.
 const TIMER_RUN: usize = 256;
 
 /// What happened to one event.
@@ -82,9 +85,8 @@ pub struct PartitionState {
     last_advance_wall: Instant,
     /// Whether changed customers are tracked for a changelog ([`PartitionState::track_changes`]).
     tracking: bool,
-    /// Timers the events since the last run have earned, and the watermark of that run.
+    /// Timers the events have earned and not spent ([`TIMER_RUN`] at most).
     timer_allowance: usize,
-    timer_run_wm: Option<i64>,
     /// Customers changed since the last [`PartitionState::drain_dirty`] (slots, and a bit
     /// per slot).
     dirty: Vec<u32>,
@@ -127,8 +129,7 @@ impl PartitionState {
             last_event_wall: now,
             last_advance_wall: now,
             tracking: false,
-            timer_allowance: 0,
-            timer_run_wm: None,
+            timer_allowance: TIMER_RUN,
             dirty: Vec::new(),
             dirty_bits: Vec::new(),
             alerted_bits: Vec::new(),
@@ -153,15 +154,7 @@ impl PartitionState {
     }
 
     fn mark_dirty(&mut self, slot: u32) {
-        if !self.tracking {
-            return;
-        }
-        let (w, b) = (slot as usize / 64, slot % 64);
-        if w >= self.dirty_bits.len() {
-            self.dirty_bits.resize(w + 1, 0);
-        }
-        if self.dirty_bits[w] & (1 << b) == 0 {
-            self.dirty_bits[w] |= 1 << b;
+        if self.tracking && bits::insert(&mut self.dirty_bits, slot as usize) {
             self.dirty.push(slot);
         }
     }
@@ -207,12 +200,11 @@ impl PartitionState {
             }
         }
         while let Some(slot) = self.dirty.pop() {
-            let (w, b) = (slot as usize / 64, 1u64 << (slot % 64));
-            if !at_checkpoint && self.alerted_bits.get(w).is_some_and(|&x| x & b != 0) {
+            if !at_checkpoint && bits::get(&self.alerted_bits, slot as usize) {
                 held.push(slot);
                 continue;
             }
-            self.dirty_bits[w] &= !b;
+            bits::put(&mut self.dirty_bits, slot as usize, false);
             if self.is_vacant(slot) {
                 continue; // evicted after it changed: its tombstone went above
             }
@@ -436,30 +428,27 @@ impl PartitionState {
         let now_wall = Instant::now();
         self.hot.events[ev.activity.event_type() as usize].inc();
         let late = self.watermark_ms().is_some_and(|wm| ev.ts_ms < wm);
+        let mut time_moved = false;
         if !late {
             self.last_event_wall = now_wall;
             self.last_advance_wall = now_wall;
             if self.stream_time_ms.is_none_or(|t| ev.ts_ms > t) {
                 self.stream_time_ms = Some(ev.ts_ms);
+                time_moved = true;
             }
         }
-        // Time moves first: timers due before this event fire on the state as it was. A few
-        // per event on average, so that a burst of them does not hold up the events behind it;
-        // this customer's own, if due, right away.
+        // Time moves first: timers due before this event fire on the state as it was. In runs,
+        // whenever the allowance they earn (8 per event) is full, so that a burst of them does
+        // not hold up the events behind it; this customer's own, if due, right away.
         self.timer_allowance = (self.timer_allowance + TIMERS_PER_EVENT).min(TIMER_RUN);
-        let wm = self.watermark_ms();
-        let fresh = match (self.timers.next_due(), wm) {
-            (Some(due), Some(wm)) => due <= wm && self.timer_run_wm.is_none_or(|r| due > r),
-            _ => false,
-        };
-        let run = if fresh || self.timer_allowance == TIMER_RUN {
-            self.timer_allowance = 0;
-            self.timer_run_wm = wm;
+        let run = if self.timer_allowance == TIMER_RUN {
             TIMER_RUN
         } else {
             0 // (a KPI period that ends is still closed)
         };
-        self.fire_timers(out, Some(run));
+        if run > 0 || time_moved {
+            self.timer_allowance -= self.fire_timers(out, Some(run));
+        }
         let mut known = self.slot_of(&ev.customer_id);
         if let Some(slot) = known {
             if self.fire_if_due(slot, out) {
@@ -561,10 +550,11 @@ impl PartitionState {
     }
 
     /// Fire the timers due up to the watermark, at most `budget` of them (all when `None`);
-    /// KPI periods end on their boundary, after all the timers due before it.
-    fn fire_timers(&mut self, out: &mut Vec<Alert>, budget: Option<usize>) {
+    /// returns how many of those fired. KPI periods end on their boundary, after all the
+    /// timers due before it (those fire whatever the budget).
+    pub fn fire_timers(&mut self, out: &mut Vec<Alert>, budget: Option<usize>) -> usize {
         let Some(wm) = self.watermark_ms() else {
-            return;
+            return 0;
         };
         let period = self.cfg.lifecycle.kpi_period_ms;
         if self.kpi.periods.index.is_none() {
@@ -574,17 +564,7 @@ impl PartitionState {
             self.fire_timers_until(boundary - 1, out, None);
             self.end_period(boundary);
         }
-        self.fire_timers_until(wm, out, budget);
-    }
-
-    /// Fire every timer due up to the watermark.
-    pub fn fire_due_timers(&mut self, out: &mut Vec<Alert>) {
-        self.fire_timers(out, None);
-    }
-
-    /// Fire at most `n` of the timers due (between messages, while the input is quiet).
-    pub fn fire_some_timers(&mut self, n: usize, out: &mut Vec<Alert>) {
-        self.fire_timers(out, Some(n));
+        self.fire_timers_until(wm, out, budget)
     }
 
     /// Whether timers due at or before the watermark are still waiting to fire.
@@ -606,9 +586,10 @@ impl PartitionState {
         self.kpi.publish();
     }
 
-    fn fire_timers_until(&mut self, wm: i64, out: &mut Vec<Alert>, budget: Option<usize>) {
-        let mut left = budget.unwrap_or(usize::MAX);
-        while left > 0 {
+    fn fire_timers_until(&mut self, wm: i64, out: &mut Vec<Alert>, budget: Option<usize>) -> usize {
+        let budget = budget.unwrap_or(usize::MAX);
+        let mut fired = 0;
+        while fired < budget {
             let Some((due, slot)) = self.timers.pop_due(wm) else {
                 break;
             };
@@ -616,8 +597,9 @@ impl PartitionState {
                 continue; // stale entry
             }
             self.fire_timer(slot, due, out);
-            left -= 1;
+            fired += 1;
         }
+        fired
     }
 
     /// Fire the customer's timer if it is due (an event of theirs is next: the state it meets
@@ -705,11 +687,7 @@ impl PartitionState {
                 }
                 self.hot.alerts[t.kind as usize].inc();
                 if self.tracking {
-                    let w = slot as usize / 64;
-                    if w >= self.alerted_bits.len() {
-                        self.alerted_bits.resize(w + 1, 0);
-                    }
-                    self.alerted_bits[w] |= 1 << (slot % 64);
+                    bits::insert(&mut self.alerted_bits, slot as usize);
                 }
                 if matches!(t.kind, AlertKind::AtRisk | AlertKind::Escalated) {
                     self.hot.top_reason[reasons[0].signal as usize].inc();
@@ -1325,7 +1303,7 @@ mod tests {
             p.on_event(&ev(&id, ts, Activity::Visit), None, &mut out);
             backlog_seen |= p.timers_due();
         }
-        p.fire_due_timers(&mut out);
+        p.fire_timers(&mut out, None);
         assert!(backlog_seen, "the test must make timers wait");
         assert!(!p.timers_due());
         assert!(reference.len() > 20, "{} alerts", reference.len());
@@ -1380,7 +1358,7 @@ mod tests {
             for (id, ts) in &evs[stop_at..] {
                 restored.on_event(&ev(id, *ts, Activity::Visit), None, &mut out);
             }
-            restored.fire_due_timers(&mut out);
+            restored.fire_timers(&mut out, None);
             assert_same_alerts(&out, &reference);
         }
     }

@@ -229,7 +229,7 @@ impl Processor {
     /// timers already due fire under the config they fell due under.
     pub fn reconfigure(&mut self, cfg: Arc<Config>) {
         for p in &mut self.parts {
-            p.state.fire_due_timers(&mut self.alerts);
+            p.state.fire_timers(&mut self.alerts, None);
             p.state.set_config(cfg.clone());
         }
         self.cfg = cfg;
@@ -422,8 +422,8 @@ impl Processor {
         Ok(())
     }
 
-    /// Whether any partition has timers due that have not fired yet (they fire a few per event;
-    /// see [`PartitionState::fire_some_timers`] for the rest).
+    /// Whether any partition has timers due that have not fired yet (they fire in runs between
+    /// events; [`Processor::fire_some_timers`] works off the rest while no message waits).
     pub fn timers_due(&self) -> bool {
         self.parts.iter().any(|p| p.state.timers_due())
     }
@@ -433,7 +433,7 @@ impl Processor {
     pub fn fire_some_timers(&mut self, n: usize) -> Result<(), PipelineError> {
         let share = n.div_ceil(self.parts.len().max(1)).max(8);
         for p in &mut self.parts {
-            p.state.fire_some_timers(share, &mut self.alerts);
+            p.state.fire_timers(&mut self.alerts, Some(share));
         }
         self.emit()
     }

@@ -6,6 +6,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::bits;
 use crate::time::bucket_index;
 
 /// Counts for one bucket of event time. 8 bytes: the ring is most of a customer's state.
@@ -55,7 +56,7 @@ pub struct Windows {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 enum Store {
-    /// Purchases only: bit `s` of the words is slot `s`.
+    /// Purchases only: bit `s` ([`bits`]) is slot `s`.
     Purchases(Box<[u64]>),
     Buckets(Box<[Bucket]>),
 }
@@ -91,7 +92,8 @@ impl Windows {
 
     /// Whether the ring holds counters (the customer has visited or used the product), not only
     /// purchase marks.
-    pub fn has_counters(&self) -> bool {
+    #[cfg(test)]
+    fn has_counters(&self) -> bool {
         matches!(self.store, Store::Buckets(_))
     }
 
@@ -111,21 +113,21 @@ impl Windows {
     fn read(&self, s: usize) -> Bucket {
         match &self.store {
             Store::Buckets(b) => b[s],
-            Store::Purchases(bits) => Bucket::marked((bits[s / 64] >> (s % 64)) & 1 == 1),
+            Store::Purchases(marks) => Bucket::marked(bits::get(marks, s)),
         }
     }
 
     fn clear_slot(&mut self, s: usize) {
         match &mut self.store {
             Store::Buckets(b) => b[s] = Bucket::default(),
-            Store::Purchases(bits) => bits[s / 64] &= !(1 << (s % 64)),
+            Store::Purchases(marks) => bits::put(marks, s, false),
         }
     }
 
     fn clear_all(&mut self) {
         match &mut self.store {
             Store::Buckets(b) => b.fill(Bucket::default()),
-            Store::Purchases(bits) => bits.fill(0),
+            Store::Purchases(marks) => marks.fill(0),
         }
     }
 
@@ -138,18 +140,9 @@ impl Windows {
         }
         let mut b = self.read(s);
         f(&mut b);
-        match b.only_marked() {
-            Some(mark) => {
-                if let Store::Purchases(bits) = &mut self.store {
-                    let bit = 1 << (s % 64);
-                    if mark {
-                        bits[s / 64] |= bit;
-                    } else {
-                        bits[s / 64] &= !bit;
-                    }
-                }
-            }
-            None => {
+        match (b.only_marked(), &mut self.store) {
+            (Some(mark), Store::Purchases(marks)) => bits::put(marks, s, mark),
+            _ => {
                 let mut buckets: Box<[Bucket]> = (0..self.len()).map(|i| self.read(i)).collect();
                 buckets[s] = b;
                 self.store = Store::Buckets(buckets);
@@ -250,8 +243,8 @@ impl Windows {
         }
         let n = (to - from + 1) as usize;
         let len = self.len();
-        // The part of `from..=to` the ring holds, walked slot by slot (one modulo per copy,
-        // not one per bucket: this runs on every assessment); empty buckets around it.
+        // The part of `from..=to` the ring holds (one modulo per copy, not one per bucket: this
+        // runs on every assessment); empty buckets around it.
         let held_from = from.max(self.head.saturating_sub(len as i64 - 1));
         let held_to = to.min(self.head);
         if self.is_empty() || held_from > held_to {
@@ -259,19 +252,16 @@ impl Windows {
             return;
         }
         out.resize((held_from - from) as usize, Bucket::default());
-        let mut s = self.slot(held_from);
+        // The held part is at most two runs of slots: up to the ring's end, then from its start.
+        let (s, k) = (self.slot(held_from), (held_to - held_from + 1) as usize);
+        let first = k.min(len - s);
         match &self.store {
-            Store::Buckets(buckets) => {
-                for _ in held_from..=held_to {
-                    out.push(buckets[s]);
-                    s = if s + 1 == len { 0 } else { s + 1 };
-                }
+            Store::Buckets(b) => {
+                out.extend_from_slice(&b[s..s + first]);
+                out.extend_from_slice(&b[..k - first]);
             }
             Store::Purchases(_) => {
-                for _ in held_from..=held_to {
-                    out.push(self.read(s));
-                    s = if s + 1 == len { 0 } else { s + 1 };
-                }
+                out.extend((s..s + first).chain(0..k - first).map(|i| self.read(i)))
             }
         }
         out.resize(n, Bucket::default());
