@@ -1,15 +1,26 @@
 //! Event-time timers: which customer is due for a re-score, and when.
 //!
-//! A min-heap of `(due, slot)`. Each customer has at most one live entry: its
-//! `next_check_ms`; an entry whose due time no longer matches it is stale and skipped. The heap
-//! is therefore bounded by the number of tracked customers.
+//! A calendar queue: the slots due at each due time, by due time. Every timer falls due on the
+//! shared grid of `windows.check_interval_ms` (daily re-scores, and evictions rounded up to it),
+//! so there are few distinct due times, each with many slots: scheduling is a push onto a
+//! `Vec` (4 bytes a timer) and popping the earliest is O(1), where a binary heap of
+//! `(due, slot)` paid 16 bytes and a sift-down over cold memory per timer. Timers pop in
+//! `(due, slot)` order, as the heap did: the earliest due time's slots are sorted once, when
+//! it is first popped from (so a burst walks the customers in slot order, which the caches
+//! reward).
+//!
+//! Each customer has at most one live entry: its `next_check_ms`; an entry whose due time no
+//! longer matches it is stale and skipped by the caller. The queue is therefore bounded by the
+//! number of tracked customers, plus the stale entries not yet reached.
 
-use std::cmp::Reverse;
-use std::collections::BinaryHeap;
+use std::collections::BTreeMap;
 
 #[derive(Debug, Default, Clone)]
 pub struct Timers {
-    heap: BinaryHeap<Reverse<(i64, u32)>>,
+    /// Slots by due time. The slots of `sorted_due` are in descending order (popped from the
+    /// end); the others in the order they were scheduled.
+    by_due: BTreeMap<i64, Vec<u32>>,
+    sorted_due: Option<i64>,
 }
 
 impl Timers {
@@ -18,20 +29,45 @@ impl Timers {
     }
 
     pub fn schedule(&mut self, due_ms: i64, slot: u32) {
-        self.heap.push(Reverse((due_ms, slot)));
+        let slots = self.by_due.entry(due_ms).or_default();
+        if self.sorted_due == Some(due_ms) {
+            let at = slots.partition_point(|&s| s > slot);
+            slots.insert(at, slot);
+        } else {
+            slots.push(slot);
+        }
     }
 
     /// Due time of the earliest entry (possibly stale).
     pub fn next_due(&self) -> Option<i64> {
-        self.heap.peek().map(|Reverse((due, _))| *due)
+        self.by_due.keys().next().copied()
     }
 
-    /// Pop the earliest entry due at or before `watermark_ms`.
+    /// Pop the earliest entry due at or before `watermark_ms` (the lowest slot among those due
+    /// at the same time).
     pub fn pop_due(&mut self, watermark_ms: i64) -> Option<(i64, u32)> {
-        match self.heap.peek() {
-            Some(Reverse((due, _))) if *due <= watermark_ms => self.heap.pop().map(|r| r.0),
-            _ => None,
+        let mut first = self.by_due.first_entry()?;
+        let due = *first.key();
+        if due > watermark_ms {
+            return None;
         }
+        let slots = first.get_mut();
+        if self.sorted_due != Some(due) {
+            slots.sort_unstable_by(|a, b| b.cmp(a));
+            self.sorted_due = Some(due);
+        }
+        let slot = slots.pop().expect("no empty lists are kept");
+        if slots.is_empty() {
+            first.remove();
+            self.sorted_due = None;
+        }
+        Some((due, slot))
+    }
+
+    /// Timers held (stale ones included).
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.by_due.values().map(Vec::len).sum()
     }
 }
 
@@ -67,6 +103,44 @@ mod tests {
         assert_eq!(t.pop_due(25), Some((20, 3)));
         assert_eq!(t.pop_due(25), None);
         assert_eq!(t.pop_due(30), Some((30, 1)));
+    }
+
+    #[test]
+    fn pops_in_due_then_slot_order_as_a_heap_would() {
+        use std::cmp::Reverse;
+        use std::collections::BinaryHeap;
+        // A deterministic jumble of grid due times and slots, scheduled while popping, with
+        // duplicates and entries scheduled into the due time being popped.
+        let mut t = Timers::new();
+        let mut heap = BinaryHeap::new();
+        let mut x = 12345u64;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let mut wm = 0i64;
+        for round in 0..2000 {
+            for _ in 0..(next() % 6) {
+                let due = wm + (next() % 4) as i64 * 10;
+                let slot = (next() % 300) as u32;
+                t.schedule(due, slot);
+                heap.push(Reverse((due, slot)));
+            }
+            for _ in 0..(next() % 5) {
+                let expected = match heap.peek() {
+                    Some(Reverse((due, _))) if *due <= wm => heap.pop().map(|r| r.0),
+                    _ => None,
+                };
+                assert_eq!(t.pop_due(wm), expected, "round {round}");
+                assert_eq!(t.next_due(), heap.peek().map(|r| r.0 .0));
+            }
+            if round % 7 == 0 {
+                wm += 10;
+            }
+        }
+        assert_eq!(t.len(), heap.len());
     }
 
     #[test]
