@@ -10,6 +10,8 @@ use serde::Deserialize;
 
 use crate::time::parse_rfc3339_ms;
 
+mod scan;
+
 /// Longest accepted customer id, in bytes.
 pub const MAX_CUSTOMER_ID_BYTES: usize = 256;
 /// Largest accepted magnitude for any number in an event (amounts, quantities, scores).
@@ -216,10 +218,64 @@ impl<'de: 'a, 'a> Deserialize<'de> for Str<'a> {
     }
 }
 
-/// The wire form, every field optional so that a missing field and a wrongly typed one can be
-/// told apart. Unknown fields are ignored (the brief's schema allows extra fields).
-#[derive(Deserialize)]
+/// The fields of one message, each `None` when absent or null, so that a missing field and a
+/// wrongly typed one can be told apart.
+#[derive(Debug, Default, PartialEq)]
 struct Wire<'a> {
+    kind: Option<Cow<'a, str>>,
+    customer_id: Option<Cow<'a, str>>,
+    ts: Option<Cow<'a, str>>,
+    event_id: Option<Cow<'a, str>>,
+    quantity: Option<f64>,
+    amount: Option<f64>,
+    score: Option<f64>,
+    duration_secs: Option<f64>,
+}
+
+/// The fields [`scan`] knows (all that [`SerdeWire`] has), one bit each in its set of fields
+/// seen.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Field {
+    Type,
+    CustomerId,
+    Ts,
+    EventId,
+    Quantity,
+    Amount,
+    Score,
+    DurationSecs,
+    Page,
+    SessionId,
+    Feature,
+    Currency,
+    OrderId,
+}
+
+impl Field {
+    fn of(key: &str) -> Option<Field> {
+        Some(match key {
+            "type" => Field::Type,
+            "customer_id" => Field::CustomerId,
+            "ts" => Field::Ts,
+            "event_id" => Field::EventId,
+            "quantity" => Field::Quantity,
+            "amount" => Field::Amount,
+            "score" => Field::Score,
+            "duration_secs" => Field::DurationSecs,
+            "page" => Field::Page,
+            "session_id" => Field::SessionId,
+            "feature" => Field::Feature,
+            "currency" => Field::Currency,
+            "order_id" => Field::OrderId,
+            _ => return None,
+        })
+    }
+}
+
+/// The wire form for `serde_json`, every field optional. Unknown fields are ignored (the
+/// brief's schema allows extra fields).
+#[derive(Deserialize)]
+struct SerdeWire<'a> {
     #[serde(rename = "type", borrow)]
     kind: Option<Str<'a>>,
     #[serde(borrow)]
@@ -253,6 +309,47 @@ struct Wire<'a> {
 
 /// Decode and validate one message payload.
 pub fn decode<'a>(payload: &'a [u8], limits: &DecodeLimits) -> Result<Event<'a>, InvalidEvent> {
+    let text = check_payload(payload, limits)?;
+    let wire = match scan::scan(text) {
+        Some(wire) => wire,
+        None => decode_wire(text)?,
+    };
+    validate(wire, limits)
+}
+
+/// The full decoder: any JSON, with `serde_json`'s precise errors.
+fn decode_wire(text: &str) -> Result<Wire<'_>, InvalidEvent> {
+    use serde_json::error::Category;
+    let w: SerdeWire = serde_json::from_str(text).map_err(|e| match e.classify() {
+        Category::Data => InvalidEvent::new(InvalidReason::WrongType, e.to_string()),
+        Category::Syntax | Category::Eof | Category::Io => {
+            InvalidEvent::new(InvalidReason::NotJson, e.to_string())
+        }
+    })?;
+    Ok(Wire {
+        kind: w.kind.map(|s| s.0),
+        customer_id: w.customer_id.map(|s| s.0),
+        ts: w.ts.map(|s| s.0),
+        event_id: w.event_id.map(|s| s.0),
+        quantity: w.quantity,
+        amount: w.amount,
+        score: w.score,
+        duration_secs: w.duration_secs,
+    })
+}
+
+/// [`decode`] with the full decoder only: what the fast path must agree with (tests and the
+/// decoder benchmark).
+#[doc(hidden)]
+pub fn decode_without_fast_path<'a>(
+    payload: &'a [u8],
+    limits: &DecodeLimits,
+) -> Result<Event<'a>, InvalidEvent> {
+    let text = check_payload(payload, limits)?;
+    validate(decode_wire(text)?, limits)
+}
+
+fn check_payload<'a>(payload: &'a [u8], limits: &DecodeLimits) -> Result<&'a str, InvalidEvent> {
     use InvalidReason::*;
     if payload.len() > limits.max_event_bytes {
         return Err(InvalidEvent::new(
@@ -264,21 +361,16 @@ pub fn decode<'a>(payload: &'a [u8], limits: &DecodeLimits) -> Result<Event<'a>,
             ),
         ));
     }
-    let text = std::str::from_utf8(payload)
-        .map_err(|e| InvalidEvent::new(InvalidUtf8, format!("payload is not UTF-8: {e}")))?;
-    let wire: Wire<'a> = serde_json::from_str(text).map_err(|e| {
-        use serde_json::error::Category;
-        match e.classify() {
-            Category::Data => InvalidEvent::new(WrongType, e.to_string()),
-            Category::Syntax | Category::Eof | Category::Io => {
-                InvalidEvent::new(NotJson, e.to_string())
-            }
-        }
-    })?;
+    std::str::from_utf8(payload)
+        .map_err(|e| InvalidEvent::new(InvalidUtf8, format!("payload is not UTF-8: {e}")))
+}
+
+/// Check the fields and build the event.
+fn validate<'a>(wire: Wire<'a>, limits: &DecodeLimits) -> Result<Event<'a>, InvalidEvent> {
+    use InvalidReason::*;
 
     let kind = wire
         .kind
-        .map(|s| s.0)
         .ok_or_else(|| InvalidEvent::new(MissingField, "field `type` is required"))?;
     let event_type = EventType::parse(&kind).ok_or_else(|| {
         InvalidEvent::new(
@@ -291,7 +383,6 @@ pub fn decode<'a>(payload: &'a [u8], limits: &DecodeLimits) -> Result<Event<'a>,
     })?;
     let customer_id = wire
         .customer_id
-        .map(|s| s.0)
         .ok_or_else(|| InvalidEvent::new(MissingField, "field `customer_id` is required"))?;
     if customer_id.is_empty() || customer_id.len() > MAX_CUSTOMER_ID_BYTES {
         return Err(InvalidEvent::new(
@@ -304,7 +395,6 @@ pub fn decode<'a>(payload: &'a [u8], limits: &DecodeLimits) -> Result<Event<'a>,
     }
     let ts = wire
         .ts
-        .map(|s| s.0)
         .ok_or_else(|| InvalidEvent::new(MissingField, "field `ts` is required"))?;
     let ts_ms = parse_rfc3339_ms(&ts).ok_or_else(|| {
         InvalidEvent::new(
@@ -358,7 +448,7 @@ pub fn decode<'a>(payload: &'a [u8], limits: &DecodeLimits) -> Result<Event<'a>,
         customer_id,
         ts_ms,
         activity,
-        event_id: wire.event_id.map(|s| s.0),
+        event_id: wire.event_id,
     })
 }
 
