@@ -332,9 +332,13 @@ fn simulate(args: SimulateArgs) -> anyhow::Result<()> {
             .with_context(|| format!("writing the dataset to {}", dir.display()))?,
         (None, Some(brokers), Some(topic)) => {
             // At a set rate the messages' timestamps feed latency figures downstream: no
-            // batching delay of the producer's own in them.
+            // batching delay of the producer's own in them, and no Nagle delay on its socket
+            // (small requests would wait for the broker's delayed acknowledgement).
             let props: &[(String, String)] = if args.rate.is_some() {
-                &[("linger.ms".to_string(), "1".to_string())]
+                &[
+                    ("linger.ms".to_string(), "1".to_string()),
+                    ("socket.nagle.disable".to_string(), "true".to_string()),
+                ]
             } else {
                 &[]
             };

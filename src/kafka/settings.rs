@@ -8,7 +8,10 @@ use crate::config::{Config, Guarantee, KafkaConfig};
 pub fn base_config(cfg: &KafkaConfig) -> ClientConfig {
     let mut c = ClientConfig::new();
     c.set("bootstrap.servers", &cfg.brokers)
-        .set("client.id", &cfg.client_id);
+        .set("client.id", &cfg.client_id)
+        // Decisions are latency-sensitive, and librdkafka leaves Nagle's algorithm on: a small
+        // request could wait for the broker's delayed acknowledgement (tens of ms).
+        .set("socket.nagle.disable", "true");
     // Pass-through last, so operators can tune anything not managed by churnwatch.
     for (k, v) in &cfg.properties {
         c.set(k, v);
