@@ -12,7 +12,8 @@
 //! - [`config`]: the TOML config (raw serde structs with `deny_unknown_fields`, environment
 //!   overrides) validated into a typed [`config::Config`] whose errors name the key.
 //! - [`event`]: the event schema and the decoder that validates one Kafka message into an
-//!   [`event::Event`], or an [`event::InvalidEvent`] with a machine-readable reason.
+//!   [`event::Event`], or an [`event::InvalidEvent`] with a machine-readable reason
+//!   (`event/scan.rs`: the fast path for flat objects, `serde_json` for the rest).
 //! - [`time`]: event-time helpers (RFC 3339, milliseconds, buckets).
 //! - [`window`]: the fixed-size ring of event-time buckets behind each customer's recent and
 //!   baseline windows.
@@ -28,7 +29,7 @@
 //!   combined risk score and tier.
 //! - [`alerting`]: the per-customer alert state machine (hysteresis, cooldown, escalation,
 //!   recovery, lapse) and the [`alert::Alert`] it emits ([`alert`] holds the wire schema).
-//! - [`timers`]: event-time timers that re-score silent customers.
+//! - [`timers`]: event-time timers that re-score silent customers (a calendar queue).
 //! - [`partition`]: everything one Kafka partition owns: customers, stream time, watermark,
 //!   timers, and the per-event entry point used by the live stream and tests alike.
 //! - [`kpi`]: business KPIs per event-time period (churn, retention, revenue churn counts).

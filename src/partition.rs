@@ -604,7 +604,7 @@ impl PartitionState {
 
     /// Fire the customer's timer if it is due (an event of theirs is next: the state it meets
     /// must be the one it would meet had every due timer fired at once). Returns whether it
-    /// fired; the heap's entry for it is then stale.
+    /// fired; the queue's entry for it is then stale.
     fn fire_if_due(&mut self, slot: u32, out: &mut Vec<Alert>) -> bool {
         let due = self.customers[slot as usize].next_check_ms.get();
         match (due, self.watermark_ms()) {
