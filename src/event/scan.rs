@@ -9,8 +9,8 @@
 //! number it cannot convert exactly as `serde_json` does, a duplicate or wrongly typed field,
 //! a syntax error. [`super::decode`] then decodes the payload with `serde_json`, which
 //! produces the same result or the precise error. What the scanner accepts it decodes
-//! identically: a property test in `tests/hostile_input.rs` compares the two on generated
-//! payloads.
+//! identically: the tests below compare the two on 20,000 generated payloads and on every
+//! simulated event, floats to the bit. (`tests/hostile_input.rs` fuzzes `decode` as a whole.)
 
 use std::borrow::Cow;
 
