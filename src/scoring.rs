@@ -29,7 +29,7 @@ use crate::config::Config;
 use crate::customer::CustomerState;
 use crate::stats::{gamma_survival, normal_cdf, poisson_rate_drop};
 use crate::time::{bucket_index, ms_to_days, DAY_MS};
-use crate::window::{Bucket, Moments, Totals};
+use crate::window::{Bucket, BucketRun, Moments, Totals};
 
 /// The signals churnwatch watches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -501,7 +501,7 @@ pub fn customer_value(c: &CustomerState, as_of_ms: i64, cfg: &Config) -> f64 {
 /// Every windowed signal reads its slice of this.
 #[derive(Debug, Clone)]
 struct RateWindows {
-    buckets: Vec<Bucket>,
+    buckets: BucketRun,
     /// Absolute index of `buckets[0]` and of the current bucket (the last one).
     from: i64,
     now_idx: i64,
@@ -535,7 +535,7 @@ impl RateWindows {
         let recent_from = now_idx - w.recent_buckets as i64;
         let base_from = (recent_from - w.baseline_buckets as i64).max(first_idx);
         let from = base_from.min(recent_from);
-        let mut buckets = Vec::with_capacity((now_idx - from + 1) as usize);
+        let mut buckets = BucketRun::new();
         c.windows.copy_range(from, now_idx, &mut buckets);
         // Recent window for levels: the last `recent_buckets` buckets, the current one counting
         // only for the part of it that has elapsed.

@@ -5,6 +5,7 @@
 //! the baseline window together; a bucket that falls off the end is recycled for the newest one.
 
 use serde::{Deserialize, Serialize};
+use smallvec::SmallVec;
 
 use crate::bits;
 use crate::time::bucket_index;
@@ -24,6 +25,10 @@ pub struct Bucket {
 }
 
 const PURCHASED: u16 = 1 << 15;
+
+/// A copy of a run of buckets, for one assessment: on the stack for the default windows (35
+/// buckets and the current one), so an assessment allocates nothing.
+pub type BucketRun = SmallVec<[Bucket; 48]>;
 
 /// Sums over a range of buckets.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -236,7 +241,7 @@ impl Windows {
 
     /// Copy the buckets of absolute indices `from..=to` into `out` (cleared first), oldest
     /// first; buckets not held are empty.
-    pub fn copy_range(&self, from: i64, to: i64, out: &mut Vec<Bucket>) {
+    pub fn copy_range(&self, from: i64, to: i64, out: &mut BucketRun) {
         out.clear();
         if to < from {
             return;
@@ -339,9 +344,9 @@ mod tests {
     #[test]
     fn copy_range_equals_bucket_by_bucket_reads() {
         let mut w = Windows::new(5);
-        let mut out = Vec::new();
+        let mut out = BucketRun::new();
         w.copy_range(-3, 3, &mut out);
-        assert_eq!(out, vec![Bucket::default(); 7]);
+        assert_eq!(out.as_slice(), &[Bucket::default(); 7]);
         for (t, n) in [(3, 1u16), (4, 2), (6, 3), (7, 4), (9, 5), (10, 6)] {
             w.add(t, 1, |b| b.visits = n);
         }
@@ -349,7 +354,7 @@ mod tests {
             for to in from - 1..16 {
                 w.copy_range(from, to, &mut out);
                 let want: Vec<Bucket> = (from..=to).map(|i| w.get(i)).collect();
-                assert_eq!(out, want, "{from}..={to}");
+                assert_eq!(out.as_slice(), want.as_slice(), "{from}..={to}");
             }
         }
     }
@@ -371,8 +376,8 @@ mod tests {
         for len in [3usize, 7, 36, 64, 65, 130] {
             let mut bits = Windows::new(len);
             let mut full = counters(len);
-            let mut out_bits = Vec::new();
-            let mut out_full = Vec::new();
+            let mut out_bits = BucketRun::new();
+            let mut out_full = BucketRun::new();
             for &t in &times {
                 let a = bits.add(t * B, B, |b| b.add_purchase());
                 let b = full.add(t * B, B, |b| b.add_purchase());
