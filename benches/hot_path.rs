@@ -7,7 +7,7 @@ use std::sync::Arc;
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 
 use churnwatch::config::Config;
-use churnwatch::event::{decode, DecodeLimits};
+use churnwatch::event::{decode, decode_without_fast_path, DecodeLimits};
 use churnwatch::metrics::Metrics;
 use churnwatch::partition::PartitionState;
 use churnwatch::scoring::{Scorer, SignalScorer};
@@ -54,6 +54,14 @@ fn bench_decode(c: &mut Criterion) {
         b.iter(|| {
             for p in &payloads {
                 black_box(decode(black_box(p), &limits).ok());
+            }
+        })
+    });
+    // What the fast path saves: the same payloads through serde_json alone.
+    g.bench_function("1000 simulated events, serde_json only", |b| {
+        b.iter(|| {
+            for p in &payloads {
+                black_box(decode_without_fast_path(black_box(p), &limits).ok());
             }
         })
     });

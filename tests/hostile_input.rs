@@ -1,4 +1,5 @@
-//! Hostile input: the event decoder and the config parser never panic, whatever the bytes.
+//! Hostile input: the event decoder and the config parser never panic, whatever the bytes, and
+//! the decoder's fast path decides every mutated event as `serde_json` alone does.
 //!
 //! Property-based fuzzing (proptest): arbitrary bytes, and random mutations (flips, inserts,
 //! deletions, splices) of the seed corpus kept in `tests/fuzz-corpus/{decode,config}/`
@@ -12,7 +13,7 @@ use std::path::PathBuf;
 use proptest::prelude::*;
 
 use churnwatch::config::{Config, RawConfig};
-use churnwatch::event::{decode, DecodeLimits};
+use churnwatch::event::{decode, decode_without_fast_path, DecodeLimits};
 use churnwatch::time::now_ms;
 
 fn corpus(kind: &str) -> Vec<(String, Vec<u8>)> {
@@ -120,7 +121,11 @@ proptest! {
 
     #[test]
     fn decode_never_panics_on_mutated_events(bytes in mutated(seeds("decode"))) {
-        if let Ok(ev) = decode(&bytes, &limits()) {
+        let l = limits();
+        let decoded = decode(&bytes, &l);
+        // The decoder's fast path changes nothing: the same event, or the same error.
+        prop_assert_eq!(&decoded, &decode_without_fast_path(&bytes, &l));
+        if let Ok(ev) = decoded {
             prop_assert!(!ev.customer_id.is_empty());
         }
     }

@@ -14,7 +14,7 @@
 
 use std::borrow::Cow;
 
-use super::{Field, Wire};
+use super::Wire;
 
 /// Powers of ten that are exact in an `f64`.
 const POW10: [f64; 23] = [
@@ -22,14 +22,50 @@ const POW10: [f64; 23] = [
     1e17, 1e18, 1e19, 1e20, 1e21, 1e22,
 ];
 
+/// The fields the scanner knows (all that `serde_json`'s wire form has: a type-checked field
+/// gives up here the same as there), one bit each in its set of fields seen.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Field {
+    Type,
+    CustomerId,
+    Ts,
+    EventId,
+    Quantity,
+    Amount,
+    Score,
+    DurationSecs,
+    Page,
+    SessionId,
+    Feature,
+    Currency,
+    OrderId,
+}
+
+impl Field {
+    fn of(key: &str) -> Option<Field> {
+        Some(match key {
+            "type" => Field::Type,
+            "customer_id" => Field::CustomerId,
+            "ts" => Field::Ts,
+            "event_id" => Field::EventId,
+            "quantity" => Field::Quantity,
+            "amount" => Field::Amount,
+            "score" => Field::Score,
+            "duration_secs" => Field::DurationSecs,
+            "page" => Field::Page,
+            "session_id" => Field::SessionId,
+            "feature" => Field::Feature,
+            "currency" => Field::Currency,
+            "order_id" => Field::OrderId,
+            _ => return None,
+        })
+    }
+}
+
 /// Decode `text`, a flat object of string, number and null fields, or `None` when it is
 /// anything else (the caller falls back to the full decoder).
 pub(super) fn scan(text: &str) -> Option<Wire<'_>> {
-    let mut s = Scanner {
-        text,
-        b: text.as_bytes(),
-        at: 0,
-    };
+    let mut s = Scanner { text, at: 0 };
     let mut wire = Wire::default();
     let mut seen = 0u16;
     s.ws();
@@ -63,7 +99,7 @@ pub(super) fn scan(text: &str) -> Option<Wire<'_>> {
         }
     }
     s.ws();
-    (s.at == s.b.len()).then_some(wire)
+    (s.at == text.len()).then_some(wire)
 }
 
 /// Bytes before the first quote, backslash or control character of `b` (all of `b` if none),
@@ -92,13 +128,16 @@ fn special_prefix_len(b: &[u8]) -> usize {
 
 struct Scanner<'a> {
     text: &'a str,
-    b: &'a [u8],
     at: usize,
 }
 
 impl<'a> Scanner<'a> {
+    fn rest(&self) -> &'a [u8] {
+        &self.text.as_bytes()[self.at..]
+    }
+
     fn peek(&self) -> Option<u8> {
-        self.b.get(self.at).copied()
+        self.text.as_bytes().get(self.at).copied()
     }
 
     fn next(&mut self) -> Option<u8> {
@@ -107,8 +146,15 @@ impl<'a> Scanner<'a> {
         Some(c)
     }
 
+    /// Step over `c` if it is next.
+    fn eat_if(&mut self, c: u8) -> bool {
+        let hit = self.peek() == Some(c);
+        self.at += usize::from(hit);
+        hit
+    }
+
     fn eat(&mut self, c: u8) -> Option<()> {
-        (self.next()? == c).then_some(())
+        self.eat_if(c).then_some(())
     }
 
     /// JSON whitespace.
@@ -122,7 +168,7 @@ impl<'a> Scanner<'a> {
     fn string(&mut self) -> Option<&'a str> {
         self.eat(b'"')?;
         let start = self.at;
-        self.at += special_prefix_len(&self.b[start..]);
+        self.at += special_prefix_len(self.rest());
         if self.next()? != b'"' {
             return None; // an escape or a control character
         }
@@ -135,52 +181,25 @@ impl<'a> Scanner<'a> {
     /// differently (more than 2^53 in the significand, an exponent beyond ±22, a negative
     /// zero) or that is not a JSON number.
     fn number(&mut self) -> Option<f64> {
-        let negative = self.peek() == Some(b'-');
-        if negative {
-            self.at += 1;
-        }
-        let mut significand: u64 = 0;
-        let mut exponent: i32 = 0;
-        let digits = |s: &mut Self, significand: &mut u64, count: &mut i32| -> Option<()> {
-            let from = s.at;
-            while let Some(c @ b'0'..=b'9') = s.peek() {
-                *significand = significand
-                    .checked_mul(10)?
-                    .checked_add(u64::from(c - b'0'))?;
-                s.at += 1;
-            }
-            *count = i32::try_from(s.at - from).ok()?;
-            (s.at > from).then_some(())
-        };
-        let first = self.peek()?;
-        let mut int_digits = 0;
-        digits(self, &mut significand, &mut int_digits)?;
-        if first == b'0' && int_digits > 1 {
+        let negative = self.eat_if(b'-');
+        let leading_zero = self.peek() == Some(b'0');
+        let mut significand = 0u64;
+        if self.digits(&mut significand)? > 1 && leading_zero {
             return None; // a leading zero is not JSON
         }
-        if self.peek() == Some(b'.') {
-            self.at += 1;
-            let mut frac_digits = 0;
-            digits(self, &mut significand, &mut frac_digits)?;
-            exponent -= frac_digits;
+        let mut exponent = 0i32;
+        if self.eat_if(b'.') {
+            exponent -= self.digits(&mut significand)?;
         }
-        if let Some(b'e' | b'E') = self.peek() {
-            self.at += 1;
-            let sign = match self.peek() {
-                Some(b'-') => {
-                    self.at += 1;
-                    -1
-                }
-                Some(b'+') => {
-                    self.at += 1;
-                    1
-                }
-                _ => 1,
-            };
-            let mut e: u64 = 0;
-            let mut count = 0;
-            digits(self, &mut e, &mut count)?;
-            exponent = exponent.checked_add(sign * i32::try_from(e).ok()?)?;
+        if self.eat_if(b'e') || self.eat_if(b'E') {
+            let negative_exponent = self.eat_if(b'-');
+            if !negative_exponent {
+                self.eat_if(b'+');
+            }
+            let mut e = 0u64;
+            self.digits(&mut e)?;
+            let e = i32::try_from(e).ok()?;
+            exponent = exponent.checked_add(if negative_exponent { -e } else { e })?;
         }
         if significand > 1 << 53 || (negative && significand == 0) {
             return None;
@@ -192,6 +211,18 @@ impl<'a> Scanner<'a> {
             significand as f64 / pow
         };
         Some(if negative { -magnitude } else { magnitude })
+    }
+
+    /// Decimal digits, at least one, folded into `acc`: how many. `None` for none, or when
+    /// `acc` overflows.
+    fn digits(&mut self, acc: &mut u64) -> Option<i32> {
+        let from = self.at;
+        while let Some(c @ b'0'..=b'9') = self.peek() {
+            *acc = acc.checked_mul(10)?.checked_add(u64::from(c - b'0'))?;
+            self.at += 1;
+        }
+        let n = i32::try_from(self.at - from).ok()?;
+        (n > 0).then_some(n)
     }
 
     /// The value of a known field, when it has the field's type (or is null).
@@ -235,7 +266,7 @@ impl<'a> Scanner<'a> {
     }
 
     fn literal(&mut self, word: &[u8]) -> bool {
-        let hit = self.b[self.at..].starts_with(word);
+        let hit = self.rest().starts_with(word);
         if hit {
             self.at += word.len();
         }
