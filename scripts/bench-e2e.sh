@@ -81,11 +81,12 @@ events=bench-events
 group=bench
 live=bench-live
 changelog="$group-$events-changelog"
+live_changelog="$group-$live-changelog"
 case "$broker" in
   mock)
     mkfifo "$work/broker.in"
     target/release/examples/mock_broker "$events:$partitions" bench-alerts:1 bench-dlq:1 \
-      "$changelog:$partitions" "$live:$latency_partitions" "$group-$live-changelog:$latency_partitions" \
+      "$changelog:$partitions" "$live:$latency_partitions" "$live_changelog:$latency_partitions" \
       <"$work/broker.in" >"$work/broker.out" 2>"$work/broker.err" &
     broker_pid=$!
     pids+=("$broker_pid")
