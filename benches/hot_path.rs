@@ -12,6 +12,7 @@ use churnwatch::metrics::Metrics;
 use churnwatch::partition::PartitionState;
 use churnwatch::scoring::{Scorer, SignalScorer};
 use churnwatch::sim::{SimConfig, SimEvent, Simulator};
+use churnwatch::state::record::encode_customer;
 use churnwatch::time::DAY_MS;
 use churnwatch::timers::Timers;
 
@@ -154,6 +155,25 @@ fn bench_assess(c: &mut Criterion) {
     g.finish();
 }
 
+fn bench_changelog(c: &mut Criterion) {
+    let (state, _, _m) = warmed(300, 35);
+    let customers: Vec<_> = state.customers().map(|(_, c)| c.clone()).collect();
+    let mut g = c.benchmark_group("changelog");
+    g.throughput(Throughput::Elements(customers.len() as u64));
+    g.bench_function("encode 300 customers with 35 days of history", |b| {
+        let mut buf = Vec::new();
+        b.iter(|| {
+            let mut bytes = 0;
+            for c in &customers {
+                encode_customer(&mut buf, 7, black_box(c));
+                bytes += buf.len();
+            }
+            bytes
+        })
+    });
+    g.finish();
+}
+
 fn bench_timers(c: &mut Criterion) {
     let mut g = c.benchmark_group("timers");
     g.throughput(Throughput::Elements(100_000));
@@ -178,6 +198,7 @@ criterion_group!(
     bench_decode,
     bench_on_event,
     bench_assess,
+    bench_changelog,
     bench_timers
 );
 criterion_main!(benches);

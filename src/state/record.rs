@@ -72,12 +72,14 @@ struct StoredCustomerRef<'a> {
 pub fn encode_customer(out: &mut Vec<u8>, applied_offset: i64, state: &CustomerState) {
     out.clear();
     out.push(FORMAT);
-    postcard::to_io(
+    // `to_extend` appends byte by byte to the Vec: a third faster than `to_io`, whose every
+    // field goes through `io::Write` (the changelog bench).
+    *out = postcard::to_extend(
         &StoredCustomerRef {
             applied_offset,
             state,
         },
-        &mut *out,
+        std::mem::take(out),
     )
     .expect("a Vec takes any write");
 }
