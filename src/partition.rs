@@ -172,8 +172,7 @@ impl PartitionState {
     /// Hand every customer evicted since the last checkpoint to `f` (with `None`: a
     /// tombstone), then every customer changed, with the input offset its state holds
     /// (`processed`, the partition's last processed offset, or more for a customer whose
-    /// restored state held more than the partition has re-read since), and forget them. Stops
-    /// at the first error.
+    /// restored state held more than the partition has re-read since), and forget them.
     ///
     /// Between checkpoints (`at_checkpoint` false, the records are written ahead of the
     /// partition's progress record), two kinds wait for the checkpoint:
@@ -184,18 +183,18 @@ impl PartitionState {
     /// - customers who raised an alert since the last checkpoint: their record must not become
     ///   durable long before the alert (a restore would not raise it again); at the
     ///   checkpoint the alert has had time to be acknowledged.
-    pub fn drain_dirty<E>(
+    pub fn drain_dirty(
         &mut self,
         processed: i64,
         at_checkpoint: bool,
-        mut f: impl FnMut(&str, Option<&CustomerState>, i64) -> Result<(), E>,
-    ) -> Result<(), E> {
+        mut f: impl FnMut(&str, Option<&CustomerState>, i64),
+    ) {
         let mut held = Vec::new();
         if at_checkpoint {
             // Tombstones first: an evicted customer who came back is written after them.
             for id in std::mem::take(&mut self.evicted) {
                 if self.slot_of(&id).is_none() {
-                    f(&id, None, processed)?;
+                    f(&id, None, processed);
                 }
             }
         }
@@ -216,14 +215,13 @@ impl PartitionState {
                 &self.ids[slot as usize],
                 Some(&self.customers[slot as usize]),
                 applied,
-            )?;
+            );
         }
         if at_checkpoint {
             self.alerted_bits.clear();
         } else {
             self.dirty.append(&mut held);
         }
-        Ok(())
     }
 
     /// Whether the event at input `offset`, for customer `slot` (`None`: not tracked), is
@@ -1428,12 +1426,7 @@ mod tests {
         assert!(again.iter().all(|(o, _)| *o > k as i64), "{again:?}");
         // What a checkpoint now writes holds everything up to the last offset processed.
         let last = evs.len() as i64 - 1;
-        second
-            .drain_dirty(last, true, |_, _, applied| {
-                assert_eq!(applied, last);
-                Ok::<(), ()>(())
-            })
-            .unwrap();
+        second.drain_dirty(last, true, |_, _, applied| assert_eq!(applied, last));
     }
 
     #[test]
@@ -1479,9 +1472,7 @@ mod tests {
                     state: c.clone(),
                 }),
             ));
-            Ok::<(), ()>(())
-        })
-        .unwrap();
+        });
         out
     }
 
@@ -1491,9 +1482,7 @@ mod tests {
         p.drain_dirty(at, false, |id, c, _| {
             assert!(c.is_some(), "no tombstone between checkpoints");
             out.push(id.to_string());
-            Ok::<(), ()>(())
-        })
-        .unwrap();
+        });
         out.sort();
         out
     }

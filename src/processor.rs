@@ -36,10 +36,13 @@ use crate::config::{Config, Guarantee};
 use crate::event::{decode, DecodeLimits, InvalidEvent, InvalidReason};
 use crate::http::Health;
 use crate::kafka::sink::PendingAck;
-use crate::kafka::{producer_config, DeadLetter, KafkaPipelineError, Sink, SinkError};
+use crate::kafka::{
+    producer_config, ChangelogBatch, ChangelogWriter, DeadLetter, KafkaPipelineError, Sink,
+    SinkError, Writing,
+};
 use crate::metrics::Metrics;
 use crate::partition::PartitionState;
-use crate::state::record::{encode_customer, encode_partition, StoredPartition, META_KEY};
+use crate::state::record::{encode_partition, StoredPartition, META_KEY};
 use crate::state::{changelog_topic, Changelog, Record, StateError, StoredCustomer};
 use crate::status::{AtRisk, CustomerSource, CustomerView};
 use crate::time::now_ms;
@@ -53,6 +56,8 @@ pub enum PipelineError {
     Sink(#[from] SinkError),
     #[error(transparent)]
     State(#[from] StateError),
+    #[error("could not start the changelog's producing thread: {0}")]
+    Thread(#[source] std::io::Error),
     #[error("gave up after {recoveries} recoveries within {window:?}; the last failure: {last}")]
     GaveUp {
         recoveries: usize,
@@ -117,6 +122,9 @@ type Offsets = Vec<(String, i32, i64)>;
 /// An at-least-once checkpoint whose records are written but not all acknowledged: its
 /// offsets are committed once they are.
 struct InFlight {
+    /// Its changelog batches still being handed to the producer, oldest first.
+    writing: Vec<Writing>,
+    /// The acknowledgements of the records handed over.
     acks: Vec<PendingAck>,
     /// As of the checkpoint.
     offsets: Offsets,
@@ -136,33 +144,33 @@ struct Part {
     committed: Option<i64>,
 }
 
-/// Write `part`'s changed customers to its changelog, and `at_checkpoint` (just before its
-/// progress record) also its evicted ones and those who alerted (see
-/// [`PartitionState::drain_dirty`]); acknowledgements are appended to `acks`. Returns the input
-/// offset their states hold.
-fn drain_changed(
-    part: &mut Part,
-    at_checkpoint: bool,
-    sink: &Sink,
-    buf: &mut Vec<u8>,
-    acks: &mut Vec<PendingAck>,
-) -> Result<i64, SinkError> {
+/// Add `part`'s changed customers to `batch`, and `at_checkpoint` (just before its progress
+/// record) also its evicted ones and those who alerted (see [`PartitionState::drain_dirty`]).
+/// Returns the input offset their states hold.
+fn drain_changed(part: &mut Part, at_checkpoint: bool, batch: &mut ChangelogBatch) -> i64 {
     let at = part.processed.unwrap_or(part.restored_at);
-    part.state
-        .drain_dirty(at, at_checkpoint, |id, c, applied| {
-            let value = c.map(|c| {
-                encode_customer(buf, applied, c);
-                &buf[..]
-            });
-            acks.push(sink.send_changelog(
-                &part.changelog_topic,
-                part.partition,
-                id.as_bytes(),
-                value,
-            )?);
-            Ok::<(), SinkError>(())
-        })?;
-    Ok(at)
+    batch.to(&part.changelog_topic, part.partition);
+    part.state.drain_dirty(at, at_checkpoint, |id, c, applied| {
+        batch.push_customer(id, applied, c)
+    });
+    at
+}
+
+/// The changed customers and the progress of every partition that moved, to write at a
+/// checkpoint.
+fn changelog_batch(parts: &mut [Part], metrics: &Metrics) -> ChangelogBatch {
+    let mut batch = ChangelogBatch::default();
+    for part in parts {
+        if part.state.dirty_len() == 0
+            && (part.processed.is_none() || part.processed == part.committed)
+        {
+            continue;
+        }
+        let at = drain_changed(part, true, &mut batch);
+        batch.push(META_KEY, &encode_partition(&part.state.progress(at)));
+    }
+    metrics.changelog_records_total.inc_by(batch.len() as u64);
+    batch
 }
 
 /// Everything the consumer thread owns.
@@ -172,6 +180,11 @@ pub struct Processor {
     health: Arc<Health>,
     sink: Sink,
     changelog: Option<Changelog>,
+    /// Produces the changelog's batches (with the changelog on).
+    writer: Option<ChangelogWriter>,
+    /// Batches written between checkpoints, and their records: they join the next checkpoint.
+    writing: Vec<Writing>,
+    writing_records: usize,
     parts: Vec<Part>,
     /// The consumer's assignment (a superset of `parts` while a restore is failing).
     assigned: Vec<(String, i32)>,
@@ -183,7 +196,6 @@ pub struct Processor {
     paused: bool,
     last_checkpoint: Instant,
     max_event_ms: Option<i64>,
-    buf: Vec<u8>,
     /// When the recent recoveries happened.
     recoveries: Vec<Instant>,
     /// An error raised inside a rebalance callback, for the loop to act on.
@@ -264,10 +276,11 @@ impl Processor {
             k.alerts_topic.clone(),
             k.dead_letter_topic.clone(),
         );
-        let changelog = if cfg.state.changelog {
-            Some(Changelog::new(&cfg)?)
+        let (changelog, writer) = if cfg.state.changelog {
+            let writer = ChangelogWriter::start(sink.clone()).map_err(PipelineError::Thread)?;
+            (Some(Changelog::new(&cfg)?), Some(writer))
         } else {
-            None
+            (None, None)
         };
         Ok(Processor {
             cfg,
@@ -275,6 +288,9 @@ impl Processor {
             health,
             sink,
             changelog,
+            writer,
+            writing: Vec::new(),
+            writing_records: 0,
             parts: Vec::new(),
             assigned: Vec::new(),
             alerts: Vec::new(),
@@ -284,7 +300,6 @@ impl Processor {
             paused: false,
             last_checkpoint: Instant::now(),
             max_event_ms: None,
-            buf: Vec::new(),
             recoveries: Vec::new(),
             fatal: None,
             summary: RunSummary::default(),
@@ -451,7 +466,7 @@ impl Processor {
         }
         self.enforce_capacity();
         self.emit()?;
-        self.write_changed_customers()?;
+        self.write_changed_customers();
         self.checkpoint_if_due(consumer)
     }
 
@@ -460,25 +475,26 @@ impl Processor {
     /// input up to it for that customer), so that a checkpoint has little left to write and
     /// processing never pauses long. Their acknowledgements join the next checkpoint's. Under
     /// exactly-once every record belongs to the checkpoint's transaction instead.
-    fn write_changed_customers(&mut self) -> Result<(), PipelineError> {
-        if self.changelog.is_none() || self.eos() {
-            return Ok(());
-        }
+    fn write_changed_customers(&mut self) {
+        let Some(writer) = self.writer.as_ref().filter(|_| !self.eos()) else {
+            return;
+        };
         let after = self.cfg.state.write_changed_after;
         let waiting: usize = self.parts.iter().map(|p| p.state.changed_len()).sum();
         if after == 0 || waiting < after {
-            return Ok(());
+            return;
         }
-        let before = self.pending.len();
+        let mut batch = ChangelogBatch::default();
         for part in &mut self.parts {
             if part.state.changed_len() > 0 {
-                drain_changed(part, false, &self.sink, &mut self.buf, &mut self.pending)?;
+                drain_changed(part, false, &mut batch);
             }
         }
         self.metrics
             .changelog_records_total
-            .inc_by((self.pending.len() - before) as u64);
-        Ok(())
+            .inc_by(batch.len() as u64);
+        self.writing_records += batch.len();
+        self.writing.push(writer.write(batch));
     }
 
     /// Keep the customers tracked within `state.max_customers`: beyond it, evict the least
@@ -510,7 +526,8 @@ impl Processor {
     ) -> Result<(), PipelineError> {
         self.settle(consumer, false)?;
         let interval = Duration::from_millis(self.cfg.kafka.commit_interval_ms);
-        if self.last_checkpoint.elapsed() >= interval || self.pending.len() >= MAX_PENDING {
+        let awaited = self.pending.len() + self.writing_records;
+        if self.last_checkpoint.elapsed() >= interval || awaited >= MAX_PENDING {
             self.checkpoint_with(consumer, false)?;
         }
         Ok(())
@@ -633,9 +650,19 @@ impl Processor {
             let outcome = block_on(ack.future);
             delivered(&self.metrics, ack.topic, outcome)?;
         }
-        let acks = self.write_changelog()?;
+        // The changelog's records are handed to the producer on the writer's thread: processing
+        // goes on meanwhile.
+        let mut writing = std::mem::take(&mut self.writing);
+        self.writing_records = 0;
+        if let Some(w) = &self.writer {
+            writing.push(w.write(changelog_batch(&mut self.parts, &self.metrics)));
+        }
         let offsets = self.uncommitted();
-        self.in_flight = Some(InFlight { acks, offsets });
+        self.in_flight = Some(InFlight {
+            writing,
+            acks: Vec::new(),
+            offsets,
+        });
         if wait {
             self.settle(consumer, true)?;
         }
@@ -653,6 +680,27 @@ impl Processor {
         let Some(cp) = self.in_flight.as_mut() else {
             return Ok(());
         };
+        // The records still being handed to the producer, oldest batch first.
+        while let Some(w) = cp.writing.first_mut() {
+            let produced = if block {
+                cp.writing.remove(0).wait()
+            } else {
+                match w.poll() {
+                    Some(produced) => {
+                        cp.writing.remove(0);
+                        produced
+                    }
+                    None => return Ok(()),
+                }
+            };
+            match produced {
+                Ok(acks) => cp.acks.extend(acks),
+                Err(e) => {
+                    self.in_flight = None;
+                    return Err(e.into());
+                }
+            }
+        }
         // Newest first: once it is acknowledged, nearly all the others are too.
         let mut settled = Ok(());
         while let Some(last) = cp.acks.last_mut() {
@@ -718,8 +766,12 @@ impl Processor {
         consumer: &BaseConsumer<C>,
         offsets: Offsets,
     ) -> Result<(), PipelineError> {
-        // Delivery is settled by the commit; the individual acknowledgements are not needed.
-        let _ = self.write_changelog()?;
+        // Delivery is settled by the commit; the individual acknowledgements are not needed,
+        // only that every record is with the producer before it.
+        if let Some(w) = &self.writer {
+            w.write(changelog_batch(&mut self.parts, &self.metrics))
+                .wait()?;
+        }
         self.pending.clear();
         let step =
             |step: &'static str| move |source| KafkaPipelineError::Transaction { step, source };
@@ -742,34 +794,6 @@ impl Processor {
             self.mark_committed(&offsets);
         }
         Ok(())
-    }
-
-    /// Produce the changed customers and the progress of every partition that moved.
-    fn write_changelog(&mut self) -> Result<Vec<PendingAck>, PipelineError> {
-        let mut acks = Vec::new();
-        if self.changelog.is_none() {
-            return Ok(acks);
-        }
-        for part in &mut self.parts {
-            if part.state.dirty_len() == 0
-                && (part.processed.is_none() || part.processed == part.committed)
-            {
-                continue;
-            }
-            let at = drain_changed(part, true, &self.sink, &mut self.buf, &mut acks)?;
-            let progress = encode_partition(&part.state.progress(at));
-            acks.push(self.sink.send_changelog(
-                &part.changelog_topic,
-                part.partition,
-                META_KEY,
-                Some(&progress),
-            )?);
-        }
-        // One acknowledgement per record written.
-        self.metrics
-            .changelog_records_total
-            .inc_by(acks.len() as u64);
-        Ok(acks)
     }
 
     /// The partitions processed beyond their last commit, and how far.
@@ -1028,9 +1052,18 @@ impl Processor {
 
     /// Forget what is not committed: the open transaction, the acknowledgements awaited.
     fn drop_uncommitted(&mut self) {
+        // Records still being handed to the producer are let through first: a restore must
+        // not read the changelog while they are being appended to it.
+        let in_flight = self.in_flight.take().map(|cp| cp.writing);
+        for w in std::mem::take(&mut self.writing)
+            .into_iter()
+            .chain(in_flight.into_iter().flatten())
+        {
+            let _ = w.wait();
+        }
+        self.writing_records = 0;
         self.abort();
         self.pending.clear();
-        self.in_flight = None;
     }
 
     fn drop_partitions(&mut self) {

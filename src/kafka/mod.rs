@@ -1,10 +1,13 @@
 //! Kafka plumbing on rdkafka: client settings, the consumer's context (rebalances, statistics,
-//! commits) and the sink that produces alerts and dead-letter records.
+//! commits), the sink that produces alerts and dead-letter records, and the thread that
+//! produces the changelog.
 
+pub mod changelog_writer;
 pub mod context;
 pub mod settings;
 pub mod sink;
 
+pub use changelog_writer::{ChangelogBatch, ChangelogWriter, Writing};
 pub use context::ConsumerCtx;
 pub use settings::{base_config, consumer_config, producer_config};
 pub use sink::{DeadLetter, Sink, SinkError};

@@ -71,6 +71,11 @@ struct StoredCustomerRef<'a> {
 /// Encode a customer's record value into `out` (cleared first, reused between records).
 pub fn encode_customer(out: &mut Vec<u8>, applied_offset: i64, state: &CustomerState) {
     out.clear();
+    append_customer(out, applied_offset, state);
+}
+
+/// Append a customer's record value to `out`.
+pub fn append_customer(out: &mut Vec<u8>, applied_offset: i64, state: &CustomerState) {
     out.push(FORMAT);
     // `to_extend` appends byte by byte to the Vec: a third faster than `to_io`, whose every
     // field goes through `io::Write` (the changelog bench).
