@@ -7,7 +7,8 @@
 //! - at-least-once: wait for the acknowledgements of every alert and dead-letter record
 //!   produced since the previous checkpoint (a customer's record must not become durable
 //!   before the alerts its state has raised), write the changed customers and each
-//!   partition's progress to the changelog, and once the broker has acknowledged those,
+//!   partition's progress to the changelog (encoded here, handed to the producer by the
+//!   [`ChangelogWriter`]'s thread), and once the broker has acknowledged those,
 //!   commit the input offsets as of the checkpoint. Processing goes on meanwhile: the
 //!   changelog's acknowledgements are checked after each chunk ([`Processor::settle`]), and a
 //!   checkpoint waits only for the previous one. Revoking partitions and shutting down wait for

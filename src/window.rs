@@ -3,6 +3,13 @@
 //! Buckets are aligned to absolute bucket indices (`ts / bucket_ms`), so two customers' windows
 //! line up and a late event lands in the bucket of its own time. The ring holds the recent and
 //! the baseline window together; a bucket that falls off the end is recycled for the newest one.
+//!
+//! The ring is most of a customer's state, so it keeps each bucket in 4 bytes (`Packed`):
+//! visits and usage events as saturating bytes (255 visits and 127 usage reports per bucket;
+//! more count as that many), and the usage quantity as a 16-bit fixed-point number whose scale
+//! is the customer's own: it starts at 1/256 of a unit and halves whenever a bucket would
+//! overflow, so the quantity keeps 16 significant bits of the customer's largest bucket.
+//! Integer quantities stay exact up to 65,535 per bucket. Readers see the plain [`Bucket`].
 
 use serde::{Deserialize, Serialize};
 use smallvec::SmallVec;
@@ -10,7 +17,7 @@ use smallvec::SmallVec;
 use crate::bits;
 use crate::time::bucket_index;
 
-/// Counts for one bucket of event time. 8 bytes: the ring is most of a customer's state.
+/// Counts for one bucket of event time, as readers see it (the ring keeps it packed).
 ///
 /// Only what the windowed signals read is kept here. Purchases are judged by their rhythm
 /// (the gaps between purchase days, kept in [`crate::customer::PurchaseRhythm`]); the bucket
@@ -25,6 +32,63 @@ pub struct Bucket {
 }
 
 const PURCHASED: u16 = 1 << 15;
+
+/// A bucket as the ring keeps it (see the module doc).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+struct Packed {
+    visits: u8,
+    /// Usage events (low 7 bits, saturating) and whether there was a purchase (top bit).
+    usage_and_purchase: u8,
+    /// The usage quantity in units of 2^-shift.
+    qty: u16,
+}
+
+const PACKED_PURCHASED: u8 = 1 << 7;
+/// The scale a ring of counters starts with: quantities in 1/256ths.
+const FIRST_SHIFT: i8 = 8;
+
+impl Packed {
+    const MARKED: Packed = Packed {
+        visits: 0,
+        usage_and_purchase: PACKED_PURCHASED,
+        qty: 0,
+    };
+
+    fn unpack(self, shift: i8) -> Bucket {
+        let usage = u16::from(self.usage_and_purchase & !PACKED_PURCHASED);
+        let purchased = self.usage_and_purchase & PACKED_PURCHASED != 0;
+        Bucket {
+            visits: u16::from(self.visits),
+            usage_and_purchase: usage | if purchased { PURCHASED } else { 0 },
+            // A power of two times an integer below 2^16: exact in an f32.
+            usage_qty: f32::from(self.qty) * 2f32.powi(-i32::from(shift)),
+        }
+    }
+
+    /// `b` at scale `shift`; `None` when its quantity does not fit.
+    fn pack(b: &Bucket, shift: i8) -> Option<Packed> {
+        let units = (f64::from(b.usage_qty) * 2f64.powi(i32::from(shift))).round();
+        if !(0.0..=f64::from(u16::MAX)).contains(&units) {
+            return None;
+        }
+        let usage = b.usage_events().min(u16::from(!PACKED_PURCHASED)) as u8;
+        Some(Packed {
+            visits: b.visits.min(u16::from(u8::MAX)) as u8,
+            usage_and_purchase: usage | if b.purchased() { PACKED_PURCHASED } else { 0 },
+            qty: units as u16,
+        })
+    }
+
+    /// The same bucket at half the scale (one shift less), rounded to the nearest unit, ties
+    /// to even (unbiased: a run of halvings takes a lone unit to nothing).
+    fn halved(self) -> Packed {
+        let (half, tie) = (self.qty >> 1, self.qty & 1 == 1);
+        Packed {
+            qty: half + u16::from(tie && half & 1 == 1),
+            ..self
+        }
+    }
+}
 
 /// A copy of a run of buckets, for one assessment: on the stack for the default windows (35
 /// buckets and the current one), so an assessment allocates nothing.
@@ -59,11 +123,82 @@ pub struct Windows {
     store: Store,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(from = "StoreRecord")]
 enum Store {
     /// Purchases only: bit `s` ([`bits`]) is slot `s`.
     Purchases(Box<[u64]>),
+    /// Counters, with quantities in units of 2^-`shift` (see the module doc).
+    Counters { buckets: Box<[Packed]>, shift: i8 },
+}
+
+/// As a [`StoreRecord`]: counters are its variant 2 (1 is the 8-byte buckets of changelog
+/// format 4, read but no longer written).
+impl Serialize for Store {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStructVariant;
+        match self {
+            Store::Purchases(marks) => s.serialize_newtype_variant("Store", 0, "Purchases", marks),
+            Store::Counters { buckets, shift } => {
+                let mut v = s.serialize_struct_variant("Store", 2, "Counters", 2)?;
+                v.serialize_field("buckets", buckets)?;
+                v.serialize_field("shift", shift)?;
+                v.end()
+            }
+        }
+    }
+}
+
+/// [`Store`] as changelog records hold it, the 8-byte buckets of format 4 included.
+#[derive(Deserialize)]
+enum StoreRecord {
+    Purchases(Box<[u64]>),
     Buckets(Box<[Bucket]>),
+    Counters { buckets: Box<[Packed]>, shift: i8 },
+}
+
+impl From<StoreRecord> for Store {
+    fn from(r: StoreRecord) -> Store {
+        match r {
+            StoreRecord::Purchases(marks) => Store::Purchases(marks),
+            StoreRecord::Counters { buckets, shift } => Store::Counters { buckets, shift },
+            StoreRecord::Buckets(wide) => {
+                let mut buckets = vec![Packed::default(); wide.len()].into_boxed_slice();
+                let mut shift = FIRST_SHIFT;
+                for (s, b) in wide.iter().enumerate() {
+                    write_packed(&mut buckets, &mut shift, s, b);
+                }
+                Store::Counters { buckets, shift }
+            }
+        }
+    }
+}
+
+/// Write `b` into slot `s`, halving the scale of the whole ring until its quantity fits.
+fn write_packed(buckets: &mut [Packed], shift: &mut i8, s: usize, b: &Bucket) {
+    loop {
+        if let Some(p) = Packed::pack(b, *shift) {
+            buckets[s] = p;
+            return;
+        }
+        if *shift == i8::MIN {
+            // Beyond 65,535 · 2^128 per bucket: hold the largest quantity there is.
+            buckets[s] = Packed::pack(
+                &Bucket {
+                    usage_qty: 0.0,
+                    ..*b
+                },
+                *shift,
+            )
+            .map(|p| Packed { qty: u16::MAX, ..p })
+            .expect("no quantity");
+            return;
+        }
+        *shift -= 1;
+        for p in buckets.iter_mut() {
+            *p = p.halved();
+        }
+    }
 }
 
 /// Outcome of adding to a window.
@@ -99,7 +234,7 @@ impl Windows {
     /// purchase marks.
     #[cfg(test)]
     fn has_counters(&self) -> bool {
-        matches!(self.store, Store::Buckets(_))
+        matches!(self.store, Store::Counters { .. })
     }
 
     pub fn is_empty(&self) -> bool {
@@ -117,21 +252,21 @@ impl Windows {
     /// The bucket in slot `s`.
     fn read(&self, s: usize) -> Bucket {
         match &self.store {
-            Store::Buckets(b) => b[s],
+            Store::Counters { buckets, shift } => buckets[s].unpack(*shift),
             Store::Purchases(marks) => Bucket::marked(bits::get(marks, s)),
         }
     }
 
     fn clear_slot(&mut self, s: usize) {
         match &mut self.store {
-            Store::Buckets(b) => b[s] = Bucket::default(),
+            Store::Counters { buckets, .. } => buckets[s] = Packed::default(),
             Store::Purchases(marks) => bits::put(marks, s, false),
         }
     }
 
     fn clear_all(&mut self) {
         match &mut self.store {
-            Store::Buckets(b) => b.fill(Bucket::default()),
+            Store::Counters { buckets, .. } => buckets.fill(Packed::default()),
             Store::Purchases(marks) => marks.fill(0),
         }
     }
@@ -139,19 +274,25 @@ impl Windows {
     /// Apply `f` to slot `s`; a purchase-only ring becomes one of counters when `f` counts
     /// anything else.
     fn update(&mut self, s: usize, f: impl FnOnce(&mut Bucket)) {
-        if let Store::Buckets(b) = &mut self.store {
-            f(&mut b[s]);
-            return;
-        }
         let mut b = self.read(s);
         f(&mut b);
-        match (b.only_marked(), &mut self.store) {
-            (Some(mark), Store::Purchases(marks)) => bits::put(marks, s, mark),
-            _ => {
-                let mut buckets: Box<[Bucket]> = (0..self.len()).map(|i| self.read(i)).collect();
-                buckets[s] = b;
-                self.store = Store::Buckets(buckets);
-            }
+        let len = self.len();
+        match &mut self.store {
+            Store::Counters { buckets, shift } => write_packed(buckets, shift, s, &b),
+            Store::Purchases(marks) => match b.only_marked() {
+                Some(mark) => bits::put(marks, s, mark),
+                None => {
+                    let mut buckets: Box<[Packed]> = (0..len)
+                        .map(|i| match bits::get(marks, i) {
+                            true => Packed::MARKED,
+                            false => Packed::default(),
+                        })
+                        .collect();
+                    let mut shift = FIRST_SHIFT;
+                    write_packed(&mut buckets, &mut shift, s, &b);
+                    self.store = Store::Counters { buckets, shift };
+                }
+            },
         }
     }
 
@@ -261,9 +402,10 @@ impl Windows {
         let (s, k) = (self.slot(held_from), (held_to - held_from + 1) as usize);
         let first = k.min(len - s);
         match &self.store {
-            Store::Buckets(b) => {
-                out.extend_from_slice(&b[s..s + first]);
-                out.extend_from_slice(&b[..k - first]);
+            Store::Counters { buckets, shift } => {
+                let unpack = |p: &Packed| p.unpack(*shift);
+                out.extend(buckets[s..s + first].iter().map(unpack));
+                out.extend(buckets[..k - first].iter().map(unpack));
             }
             Store::Purchases(_) => {
                 out.extend((s..s + first).chain(0..k - first).map(|i| self.read(i)))
@@ -362,7 +504,10 @@ mod tests {
 
     fn counters(len: usize) -> Windows {
         Windows {
-            store: Store::Buckets(vec![Bucket::default(); len].into_boxed_slice()),
+            store: Store::Counters {
+                buckets: vec![Packed::default(); len].into_boxed_slice(),
+                shift: FIRST_SHIFT,
+            },
             ..Windows::new(len)
         }
     }
@@ -407,8 +552,80 @@ mod tests {
     }
 
     #[test]
-    fn bucket_is_eight_bytes() {
+    fn the_ring_keeps_four_bytes_per_bucket() {
+        assert_eq!(std::mem::size_of::<Packed>(), 4);
         assert_eq!(std::mem::size_of::<Bucket>(), 8);
+    }
+
+    #[test]
+    fn quantities_keep_sixteen_bits_of_the_largest_bucket() {
+        let mut w = counters(8);
+        // Integer quantities are exact, fractions to 1/256 while the buckets are small.
+        w.add(0, B, |b| b.add_usage(3.0));
+        w.add(0, B, |b| b.add_usage(0.37));
+        assert_eq!(w.get(0).usage_qty, 3.0 + 95.0 / 256.0); // 0.37 rounds to 95/256
+        assert_eq!(w.get(0).usage_events(), 2);
+        // A bucket of 1,000 takes two halvings (scale 1/64): the others are rounded to that
+        // scale (863/256 -> 432/128 -> 216/64), integers stay exact.
+        for _ in 0..40 {
+            w.add(B, B, |b| b.add_usage(25.0));
+        }
+        assert_eq!(w.get(1).usage_qty, 1000.0);
+        assert_eq!(w.get(0).usage_qty, 3.0 + 24.0 / 64.0);
+        assert!(matches!(w.store, Store::Counters { shift: 6, .. }));
+        // Beyond 65,535 a bucket still holds its quantity to 16 bits (scale 2^14: 61,035
+        // units); buckets below 2^-16 of it round to nothing.
+        w.add(2 * B, B, |b| b.add_usage(1.0e9));
+        assert_eq!(w.get(2).usage_qty, 61_035.0 * 16_384.0);
+        assert_eq!(w.get(1).usage_qty, 0.0);
+        assert!(matches!(w.store, Store::Counters { shift: -14, .. }));
+        // Counts saturate at what a byte holds; the purchase mark is kept.
+        for _ in 0..300 {
+            w.add(3 * B, B, |b| {
+                b.add_visit();
+                b.add_usage(1.0);
+            });
+        }
+        w.add(3 * B, B, |b| b.add_purchase());
+        let b = w.get(3);
+        assert_eq!(
+            (b.visits, b.usage_events(), b.purchased()),
+            (255, 127, true)
+        );
+    }
+
+    #[test]
+    fn a_format_4_ring_of_eight_byte_buckets_reads_packed() {
+        #[derive(Serialize)]
+        enum OldStore {
+            #[allow(dead_code)]
+            Purchases(Box<[u64]>),
+            Buckets(Box<[Bucket]>),
+        }
+        #[derive(Serialize)]
+        struct OldWindows {
+            head: i64,
+            len: u32,
+            store: OldStore,
+        }
+        let mut wide = [Bucket::default(); 4];
+        wide[1].visits = 3;
+        wide[2].add_usage(7.5);
+        wide[2].add_purchase();
+        let old = OldWindows {
+            head: 9,
+            len: 4,
+            store: OldStore::Buckets(Box::new(wide)),
+        };
+        let bytes = postcard::to_allocvec(&old).unwrap();
+        let w: Windows = postcard::from_bytes(&bytes).unwrap();
+        assert!(w.has_counters());
+        for idx in 6..=9 {
+            assert_eq!(w.get(idx), wide[w.slot(idx)], "bucket {idx}");
+        }
+        // And the packed ring comes back as written.
+        let again: Windows = postcard::from_bytes(&postcard::to_allocvec(&w).unwrap()).unwrap();
+        assert_eq!(again, w);
     }
 
     #[test]

@@ -14,7 +14,10 @@ use crate::customer::CustomerState;
 /// Key of the partition's progress record.
 pub const META_KEY: &[u8] = b"\xff__churnwatch_partition__";
 /// Version of the value encoding; bumped when the state's layout changes.
-pub const FORMAT: u8 = 4;
+pub const FORMAT: u8 = 5;
+/// The formats this build reads: 4 differs only in its ring of 8-byte buckets, which is packed
+/// when read ([`crate::window`]).
+const READS: [u8; 2] = [4, FORMAT];
 
 /// A customer's state as of a checkpoint.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -53,7 +56,7 @@ pub enum RecordError {
     NoKey,
     #[error("changelog key is not a customer id (not UTF-8)")]
     BadKey,
-    #[error("changelog record of format {0}, this build reads format {FORMAT}")]
+    #[error("changelog record of format {0}, this build reads formats {READS:?}")]
     Format(u8),
     #[error("changelog record is empty")]
     Empty,
@@ -99,7 +102,7 @@ pub fn encode_partition(p: &StoredPartition) -> Vec<u8> {
 fn body(v: &[u8]) -> Result<&[u8], RecordError> {
     match v.split_first() {
         None => Err(RecordError::Empty),
-        Some((&FORMAT, rest)) => Ok(rest),
+        Some((f, rest)) if READS.contains(f) => Ok(rest),
         Some((&f, _)) => Err(RecordError::Format(f)),
     }
 }
