@@ -363,14 +363,13 @@ pub fn churn_estimate(c: &CustomerState, as_of_ms: i64, cfg: &Config) -> Option<
     } else {
         &cfg.churn.purchase_model
     };
-    let h = cfg.churn.horizon_days;
     let p = m.params;
-    let (p_alive, p_churn) = m.p_alive_and_no_transaction(x, t_x, t, h);
+    let o = m.outlook(x, t_x, t, cfg.churn.horizon_days);
     Some(ChurnEstimate {
-        p_churn,
-        p_churn_after_last: m.p_no_transaction(x, t_x, t_x, h),
-        p_alive,
-        p_silence: ((p.alpha + t_x) / (p.alpha + t)).powf(p.r + x),
+        p_churn: o.p_churn,
+        p_churn_after_last: o.p_churn_after_last,
+        p_alive: o.p_alive,
+        p_silence: o.p_silence,
         repeat_days: x,
         days_silent: t - t_x,
         usual_gap_days: (p.alpha + t) / (p.r + x),

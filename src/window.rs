@@ -44,6 +44,15 @@ struct Packed {
 }
 
 const PACKED_PURCHASED: u8 = 1 << 7;
+
+/// 2^-shift: the quantity one unit of a packed bucket stands for.
+fn unit_of(shift: i8) -> f32 {
+    match i32::from(shift) {
+        // Built from its exponent bits where that is a normal f32 (every scale in practice).
+        s @ -127..=126 => f32::from_bits(((127 - s) as u32) << 23),
+        s => 2f32.powi(-s),
+    }
+}
 /// The scale a ring of counters starts with: quantities in 1/256ths.
 const FIRST_SHIFT: i8 = 8;
 
@@ -54,20 +63,23 @@ impl Packed {
         qty: 0,
     };
 
-    fn unpack(self, shift: i8) -> Bucket {
+    /// The bucket, with quantities in units of `unit` ([`unit_of`]).
+    fn unpack(self, unit: f32) -> Bucket {
         let usage = u16::from(self.usage_and_purchase & !PACKED_PURCHASED);
         let purchased = self.usage_and_purchase & PACKED_PURCHASED != 0;
         Bucket {
             visits: u16::from(self.visits),
             usage_and_purchase: usage | if purchased { PURCHASED } else { 0 },
             // A power of two times an integer below 2^16: exact in an f32.
-            usage_qty: f32::from(self.qty) * 2f32.powi(-i32::from(shift)),
+            usage_qty: f32::from(self.qty) * unit,
         }
     }
 
     /// `b` at scale `shift`; `None` when its quantity does not fit.
     fn pack(b: &Bucket, shift: i8) -> Option<Packed> {
-        let units = (f64::from(b.usage_qty) * 2f64.powi(i32::from(shift))).round();
+        // 2^shift, built from its exponent bits (a normal f64 for every i8).
+        let per_unit = f64::from_bits(((1023 + i64::from(shift)) as u64) << 52);
+        let units = (f64::from(b.usage_qty) * per_unit).round();
         if !(0.0..=f64::from(u16::MAX)).contains(&units) {
             return None;
         }
@@ -252,7 +264,7 @@ impl Windows {
     /// The bucket in slot `s`.
     fn read(&self, s: usize) -> Bucket {
         match &self.store {
-            Store::Counters { buckets, shift } => buckets[s].unpack(*shift),
+            Store::Counters { buckets, shift } => buckets[s].unpack(unit_of(*shift)),
             Store::Purchases(marks) => Bucket::marked(bits::get(marks, s)),
         }
     }
@@ -403,9 +415,13 @@ impl Windows {
         let first = k.min(len - s);
         match &self.store {
             Store::Counters { buckets, shift } => {
-                let unpack = |p: &Packed| p.unpack(*shift);
-                out.extend(buckets[s..s + first].iter().map(unpack));
-                out.extend(buckets[..k - first].iter().map(unpack));
+                let unit = unit_of(*shift);
+                let at = out.len();
+                out.resize(at + k, Bucket::default());
+                let held = buckets[s..s + first].iter().chain(&buckets[..k - first]);
+                for (to, p) in out[at..].iter_mut().zip(held) {
+                    *to = p.unpack(unit);
+                }
             }
             Store::Purchases(_) => {
                 out.extend((s..s + first).chain(0..k - first).map(|i| self.read(i)))
@@ -555,6 +571,17 @@ mod tests {
     fn the_ring_keeps_four_bytes_per_bucket() {
         assert_eq!(std::mem::size_of::<Packed>(), 4);
         assert_eq!(std::mem::size_of::<Bucket>(), 8);
+    }
+
+    #[test]
+    fn units_are_the_powers_of_two_of_every_scale() {
+        for shift in i8::MIN..=i8::MAX {
+            assert_eq!(
+                unit_of(shift),
+                2f32.powi(-i32::from(shift)),
+                "shift {shift}"
+            );
+        }
     }
 
     #[test]

@@ -223,6 +223,18 @@ fn sigmoid(v: f64) -> f64 {
     }
 }
 
+/// `(sigmoid(v), sigmoid(-v))` from one exponential, each as [`sigmoid`] computes it.
+#[inline]
+fn sigmoid_pair(v: f64) -> (f64, f64) {
+    if v >= 0.0 {
+        let e = (-v).exp();
+        (1.0 / (1.0 + e), e / (1.0 + e))
+    } else {
+        let e = v.exp();
+        (e / (1.0 + e), 1.0 / (1.0 + e))
+    }
+}
+
 /// `(e^v - 1) / v`, 1 at `v = 0`.
 #[inline]
 fn exprel(v: f64) -> f64 {
@@ -246,6 +258,20 @@ fn log_add_exp(u: f64, v: f64) -> f64 {
 /// Hard cap on the terms of the hypergeometric series in `expected_given_alive`.
 const MAX_SERIES_TERMS: usize = 1_000_000;
 
+/// One customer's outlook under the model ([`Model::outlook`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Outlook {
+    /// P(alive at `T`).
+    pub p_alive: f64,
+    /// P(no transaction in `(T, T+h]`).
+    pub p_churn: f64,
+    /// P(no transaction in the horizon) right after the latest transaction (`T = t_x`).
+    pub p_churn_after_last: f64,
+    /// `((α+t_x)/(α+T))^(r+x)` (with `t_x` and `T` as given): P(no transaction in `(t_x, T]`)
+    /// for a customer alive with the rate expected after `t_x`.
+    pub p_silence: f64,
+}
+
 impl Model {
     /// A model from a variant and parameters (not validated: see [`Params::validate`]).
     pub const fn new(variant: Variant, params: Params) -> Self {
@@ -256,12 +282,28 @@ impl Model {
     /// alive (BG/NBD with `x = 0`). Inputs must already be tidied.
     #[inline]
     fn log_odds_dead(&self, x: f64, t_x: f64, t: f64) -> f64 {
-        let Params { r, alpha, a, b } = self.params;
+        self.log_odds_dead_from(self.log_odds_dead_at_last(x), x, t_x, t)
+    }
+
+    /// The part of [`log_odds_dead`](Model::log_odds_dead) that depends on `x` alone (its
+    /// value right after the latest transaction).
+    #[inline]
+    fn log_odds_dead_at_last(&self, x: f64) -> f64 {
+        let Params { a, b, .. } = self.params;
         if self.variant == Variant::BgNbd && x == 0.0 {
             return f64::NEG_INFINITY;
         }
-        let d = self.variant.delta();
-        a.ln() - (b + x - 1.0 + d).ln() + (r + x) * ((t - t_x) / (alpha + t_x)).ln_1p()
+        a.ln() - (b + x - 1.0 + self.variant.delta()).ln()
+    }
+
+    /// [`log_odds_dead`](Model::log_odds_dead) from its part at the latest transaction.
+    #[inline]
+    fn log_odds_dead_from(&self, at_last: f64, x: f64, t_x: f64, t: f64) -> f64 {
+        let Params { r, alpha, .. } = self.params;
+        if at_last == f64::NEG_INFINITY {
+            return at_last;
+        }
+        at_last + (r + x) * ((t - t_x) / (alpha + t_x)).ln_1p()
     }
 
     /// Log-likelihood of one customer's summary, `ln L(r, α, a, b | x, t_x, T)`.
@@ -318,13 +360,45 @@ impl Model {
     /// sharing the posterior odds (what a scorer that reports both needs).
     pub fn p_alive_and_no_transaction(&self, x: f64, t_x: f64, t: f64, h: f64) -> (f64, f64) {
         let (x, t_x, t) = tidy(x, t_x, t);
-        let h = if h < 0.0 { 0.0 } else { h };
         let lod = self.log_odds_dead(x, t_x, t);
-        let alive = sigmoid(-lod);
+        self.alive_and_quiet(lod, x, t, h)
+    }
+
+    /// `(P(alive), P(no transaction in (T, T+h]))` from the log odds of dead at `T`.
+    #[inline]
+    fn alive_and_quiet(&self, lod: f64, x: f64, t: f64, h: f64) -> (f64, f64) {
+        let h = if h < 0.0 { 0.0 } else { h };
+        let (dead, alive) = sigmoid_pair(lod);
         let quiet_if_alive = (-(self.params.r + x) * (h / (self.params.alpha + t)).ln_1p()).exp();
-        let p = sigmoid(lod) + alive * quiet_if_alive;
+        let p = dead + alive * quiet_if_alive;
         // Rounding can push the sum a hair above 1 (and NaN must stay NaN, so no `min`).
         (alive, if p > 1.0 { 1.0 } else { p })
+    }
+
+    /// What a scorer reads at `T` for horizon `h`, computed together (the terms that depend on
+    /// `x` alone once): the same values as [`p_alive_and_no_transaction`] at `T` and right
+    /// after the latest transaction (`T = t_x`), and the chance of a silence this long.
+    ///
+    /// [`p_alive_and_no_transaction`]: Model::p_alive_and_no_transaction
+    pub fn outlook(&self, x: f64, t_x: f64, t: f64, h: f64) -> Outlook {
+        let (x, t_x_now, t_now) = tidy(x, t_x, t);
+        let (_, t_x_last, t_last) = tidy(x, t_x, t_x);
+        let at_last = self.log_odds_dead_at_last(x);
+        let (p_alive, p_churn) = self.alive_and_quiet(
+            self.log_odds_dead_from(at_last, x, t_x_now, t_now),
+            x,
+            t_now,
+            h,
+        );
+        let lod_last = self.log_odds_dead_from(at_last, x, t_x_last, t_last);
+        let (_, p_churn_after_last) = self.alive_and_quiet(lod_last, x, t_last, h);
+        let Params { r, alpha, .. } = self.params;
+        Outlook {
+            p_alive,
+            p_churn,
+            p_churn_after_last,
+            p_silence: (-(r + x) * ((t - t_x) / (alpha + t_x)).ln_1p()).exp(),
+        }
     }
 
     /// Expected number of transactions in `(T, T + h]` given the history (the conditional

@@ -70,8 +70,8 @@ pub mod bgnbd;
 pub mod priors;
 
 pub use bgnbd::{
-    fit, fit_weighted, FitError, FitOptions, FitReport, FrequencyRow, InvalidParam, Model, Params,
-    Summary, Variant,
+    fit, fit_weighted, FitError, FitOptions, FitReport, FrequencyRow, InvalidParam, Model, Outlook,
+    Params, Summary, Variant,
 };
 pub use priors::{ModelSpec, Priors, PriorsError, DEFAULT_ACTIVITY, DEFAULT_PURCHASES};
 

@@ -609,3 +609,29 @@ fn unidentified_data_is_reported_not_fitted() {
         }
     }
 }
+
+#[test]
+fn outlook_is_the_separate_evaluations_computed_together() {
+    for (variant, params) in [
+        (Variant::BgNbd, FHL_BG),
+        (Variant::ModifiedBgNbd, BTYDPLUS_MBG),
+    ] {
+        let m = Model::new(variant, params);
+        for x in [0.0, 1.0, 2.0, 7.0, 40.0] {
+            for (t_x, t) in [(0.0, 0.0), (0.3, 0.3), (0.3, 5.0), (3.0, 3.5), (10.0, 60.0)] {
+                for h in [0.0, 4.0, 30.0] {
+                    let o = m.outlook(x, t_x, t, h);
+                    let (alive, churn) = m.p_alive_and_no_transaction(x, t_x, t, h);
+                    let case = format!("{variant:?} x={x} t_x={t_x} T={t} h={h}");
+                    // Bit for bit: the backtest must not move.
+                    assert_eq!(o.p_alive.to_bits(), alive.to_bits(), "{case}");
+                    assert_eq!(o.p_churn.to_bits(), churn.to_bits(), "{case}");
+                    let after = m.p_no_transaction(x, t_x, t_x, h);
+                    assert_eq!(o.p_churn_after_last.to_bits(), after.to_bits(), "{case}");
+                    let silence = ((params.alpha + t_x) / (params.alpha + t)).powf(params.r + x);
+                    assert_close(&case, o.p_silence, silence, 1e-12 * silence.max(1e-300));
+                }
+            }
+        }
+    }
+}
