@@ -120,22 +120,25 @@ impl PurchaseRhythm {
 }
 
 /// The engagement score's recent and baseline levels, exponentially weighted in event time.
+///
+/// Levels are kept in `f32` (updated in `f64`): seven significant digits are more than a
+/// score carries, and they halve this part of every customer's state.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct EngagementLevel {
     pub count: u32,
     pub last_ms: i64,
-    pub last_score: f64,
+    pub last_score: f32,
     /// Recent level (short half-life).
-    pub recent: f64,
+    pub recent: f32,
     /// Sum of squared normalised weights of the scores in `recent` (1 / effective count).
-    pub recent_weight_sq: f64,
+    pub recent_weight_sq: f32,
     /// Baseline level (long half-life) and the spread of scores around it.
-    pub baseline: f64,
-    pub baseline_var: f64,
+    pub baseline: f32,
+    pub baseline_var: f32,
     /// Page's CUSUM of the scores' standardised shortfall below the baseline level (in
     /// standard deviations, minus a slack of half of one), and where its current run began:
     /// the estimated onset of a fall of the score.
-    pub drop_cusum: f64,
+    pub drop_cusum: f32,
     pub drop_onset_ms: i64,
 }
 
@@ -146,19 +149,21 @@ const ENGAGEMENT_CUSUM_SLACK: f64 = 0.5;
 impl EngagementLevel {
     pub fn record(&mut self, ts_ms: i64, score: f64, recent_hl_days: f64, baseline_hl_days: f64) {
         self.count = self.count.saturating_add(1);
-        self.last_score = score;
+        self.last_score = score as f32;
         if self.count == 1 {
             self.last_ms = ts_ms;
-            self.recent = score;
+            self.recent = score as f32;
             self.recent_weight_sq = 1.0;
-            self.baseline = score;
+            self.baseline = score as f32;
             self.baseline_var = 0.0;
             return;
         }
-        if self.count > 3 && self.baseline_var > 0.0 {
-            let z = (score - self.baseline) / self.baseline_var.sqrt();
+        let (recent, recent_weight_sq) = (f64::from(self.recent), f64::from(self.recent_weight_sq));
+        let (baseline, baseline_var) = (f64::from(self.baseline), f64::from(self.baseline_var));
+        if self.count > 3 && baseline_var > 0.0 {
+            let z = (score - baseline) / baseline_var.sqrt();
             let before = self.drop_cusum;
-            self.drop_cusum = (before - z - ENGAGEMENT_CUSUM_SLACK).max(0.0);
+            self.drop_cusum = (f64::from(before) - z - ENGAGEMENT_CUSUM_SLACK).max(0.0) as f32;
             if before <= 0.0 && self.drop_cusum > 0.0 {
                 self.drop_onset_ms = ts_ms;
             }
@@ -167,12 +172,12 @@ impl EngagementLevel {
         let floor = 1.0 / self.count as f64; // behaves like a running mean while data is scarce
         let a_recent = (1.0 - 0.5f64.powf(dt_days / recent_hl_days)).max(floor);
         let a_base = (1.0 - 0.5f64.powf(dt_days / baseline_hl_days)).max(floor);
-        self.recent += a_recent * (score - self.recent);
+        self.recent = (recent + a_recent * (score - recent)) as f32;
         self.recent_weight_sq =
-            (1.0 - a_recent).powi(2) * self.recent_weight_sq + a_recent * a_recent;
-        let diff = score - self.baseline;
-        self.baseline += a_base * diff;
-        self.baseline_var = (1.0 - a_base) * (self.baseline_var + a_base * diff * diff);
+            ((1.0 - a_recent).powi(2) * recent_weight_sq + a_recent * a_recent) as f32;
+        let diff = score - baseline;
+        self.baseline = (baseline + a_base * diff) as f32;
+        self.baseline_var = ((1.0 - a_base) * (baseline_var + a_base * diff * diff)) as f32;
         self.last_ms = self.last_ms.max(ts_ms);
     }
 }
@@ -235,7 +240,8 @@ pub struct GaugeContribution {
     pub lifecycle: Lifecycle,
     /// The tier while at risk.
     pub at_risk_tier: Option<crate::scoring::Tier>,
-    pub value_at_risk: f64,
+    /// In `f32` (seven significant digits: a gauge's precision).
+    pub value_at_risk: f32,
 }
 
 impl CustomerState {

@@ -710,7 +710,7 @@ impl PartitionState {
             lifecycle,
             at_risk_tier: tier,
             value_at_risk: if tier.is_some() {
-                a.value_at_risk()
+                a.value_at_risk() as f32
             } else {
                 0.0
             },
@@ -737,7 +737,7 @@ impl PartitionState {
     pub fn at_risk(&self) -> impl Iterator<Item = (&str, f64)> {
         self.customers()
             .filter(|(_, c)| c.gauge.at_risk_tier.is_some())
-            .map(|(id, c)| (id, c.gauge.value_at_risk))
+            .map(|(id, c)| (id, f64::from(c.gauge.value_at_risk)))
     }
 
     /// A fresh look at one customer, at the partition's stream time (or their latest event,
@@ -868,7 +868,7 @@ fn apply_gauge_delta(
         if let Some(t) = o.at_risk_tier {
             hot.at_risk[t as usize - 1].dec();
             if o.value_at_risk != 0.0 {
-                hot.revenue_at_risk[t as usize - 1].sub(o.value_at_risk);
+                hot.revenue_at_risk[t as usize - 1].sub(f64::from(o.value_at_risk));
             }
         }
     }
@@ -878,7 +878,7 @@ fn apply_gauge_delta(
         if let Some(t) = n.at_risk_tier {
             hot.at_risk[t as usize - 1].inc();
             if n.value_at_risk != 0.0 {
-                hot.revenue_at_risk[t as usize - 1].add(n.value_at_risk);
+                hot.revenue_at_risk[t as usize - 1].add(f64::from(n.value_at_risk));
             }
         }
     }

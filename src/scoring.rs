@@ -748,13 +748,14 @@ fn engagement_signal(c: &CustomerState, cfg: &Config) -> Option<Reason> {
     if e.count < sc.min_events {
         return None;
     }
-    let scale = e.baseline.abs().max(1e-9);
-    let sd = e.baseline_var.sqrt().max(0.01 * scale).max(1e-9);
+    let (recent, baseline) = (f64::from(e.recent), f64::from(e.baseline));
+    let scale = baseline.abs().max(1e-9);
+    let sd = f64::from(e.baseline_var).sqrt().max(0.01 * scale).max(1e-9);
     // The recent level is a weighted mean of several scores: test it with its standard error.
-    let se = sd * e.recent_weight_sq.sqrt();
-    let z = (e.recent - e.baseline) / se;
+    let se = sd * f64::from(e.recent_weight_sq).sqrt();
+    let z = (recent - baseline) / se;
     let p = normal_cdf(z);
-    let drop = (e.baseline - e.recent) / scale;
+    let drop = (baseline - recent) / scale;
     let strength = if drop >= sc.min_drop {
         confidence(p, cfg) * (drop / sc.full_drop).min(1.0)
     } else {
@@ -762,8 +763,8 @@ fn engagement_signal(c: &CustomerState, cfg: &Config) -> Option<Reason> {
     };
     Some(Reason {
         signal: Signal::Engagement,
-        baseline: e.baseline,
-        recent: e.recent,
+        baseline,
+        recent,
         change_pct: -drop * 100.0,
         statistic: z,
         p_value: p,

@@ -29,6 +29,7 @@
 //! [`changelog`] holds the topic handling and the restore reader.
 
 pub mod changelog;
+mod format4;
 pub mod record;
 
 pub use changelog::{changelog_topic, Changelog, RestoreCount, StateError};

@@ -9,14 +9,14 @@
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+use super::format4::StoredCustomer4;
 use crate::customer::CustomerState;
 
 /// Key of the partition's progress record.
 pub const META_KEY: &[u8] = b"\xff__churnwatch_partition__";
 /// Version of the value encoding; bumped when the state's layout changes.
 pub const FORMAT: u8 = 5;
-/// The formats this build reads: 4 differs only in its ring of 8-byte buckets, which is packed
-/// when read ([`crate::window`]).
+/// The formats this build reads: 4 is converted when read ([`super::format4`]).
 const READS: [u8; 2] = [4, FORMAT];
 
 /// A customer's state as of a checkpoint.
@@ -98,11 +98,11 @@ pub fn encode_partition(p: &StoredPartition) -> Vec<u8> {
     out
 }
 
-/// The value after its format byte.
-fn body(v: &[u8]) -> Result<&[u8], RecordError> {
+/// The value's format and what follows it.
+fn body(v: &[u8]) -> Result<(u8, &[u8]), RecordError> {
     match v.split_first() {
         None => Err(RecordError::Empty),
-        Some((f, rest)) if READS.contains(f) => Ok(rest),
+        Some((&f, rest)) if READS.contains(&f) => Ok((f, rest)),
         Some((&f, _)) => Err(RecordError::Format(f)),
     }
 }
@@ -111,22 +111,25 @@ pub fn decode(key: Option<&[u8]>, value: Option<&[u8]>) -> Result<Record, Record
     let key = key.ok_or(RecordError::NoKey)?;
     if key == META_KEY {
         let v = value.ok_or(RecordError::Empty)?;
-        return Ok(Record::Partition(postcard::from_bytes(body(v)?)?));
+        // The same layout in both formats.
+        return Ok(Record::Partition(postcard::from_bytes(body(v)?.1)?));
     }
     let id = std::str::from_utf8(key)
         .map_err(|_| RecordError::BadKey)?
         .to_string();
-    match value {
-        None => Ok(Record::Removed(id)),
-        Some(v) => Ok(Record::Customer(
-            id,
-            Box::new(postcard::from_bytes(body(v)?)?),
-        )),
-    }
+    let Some(v) = value else {
+        return Ok(Record::Removed(id));
+    };
+    let stored = match body(v)? {
+        (FORMAT, rest) => postcard::from_bytes(rest)?,
+        (_, rest) => postcard::from_bytes::<StoredCustomer4>(rest)?.into(),
+    };
+    Ok(Record::Customer(id, Box::new(stored)))
 }
 
 #[cfg(test)]
 mod tests {
+    use super::super::format4::StoredCustomer4;
     use super::*;
     use crate::config::Config;
     use crate::event::{Activity, Event};
@@ -189,6 +192,47 @@ mod tests {
             decode(Some(b"gone"), None).unwrap(),
             Record::Removed("gone".into())
         );
+    }
+
+    #[test]
+    fn a_format_4_record_reads_as_the_state_it_held() {
+        let cfg = Config::default();
+        let mut c = CustomerState::new(&cfg, 1_700_000_000_000);
+        for i in 0..30 {
+            let activity = match i % 3 {
+                0 => Activity::Engagement {
+                    score: 70.0 - i as f64,
+                },
+                1 => Activity::Usage { quantity: 2.5 },
+                _ => Activity::Visit,
+            };
+            let ev = Event {
+                customer_id: Cow::Borrowed("c1"),
+                ts_ms: 1_700_000_000_000 + i * 20_000_000,
+                activity,
+                event_id: None,
+            };
+            c.apply(&ev, &cfg);
+        }
+        c.gauge.value_at_risk = 123.25;
+        let stored = StoredCustomer {
+            applied_offset: 12,
+            state: c,
+        };
+        assert!(stored.state.engagement.count >= 10);
+        let mut v4 = vec![4];
+        v4.extend(postcard::to_allocvec(&StoredCustomer4::from(&stored)).unwrap());
+        match decode(Some(b"c1"), Some(&v4)).unwrap() {
+            Record::Customer(id, back) => {
+                assert_eq!(id, "c1");
+                assert_eq!(*back, stored);
+            }
+            other => panic!("{other:?}"),
+        }
+        // The same state as format 5 is smaller: f32 levels.
+        let mut v5 = Vec::new();
+        encode_customer(&mut v5, 12, &stored.state);
+        assert!(v5.len() < v4.len(), "{} {}", v5.len(), v4.len());
     }
 
     #[test]

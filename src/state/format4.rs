@@ -1,0 +1,144 @@
+//! Changelog records of format 4, read and converted, so that an upgrade restores the state
+//! its predecessor wrote.
+//!
+//! Format 5 packs the ring's buckets into 4 bytes (format 4's 8-byte buckets are packed when
+//! read, in [`crate::window`]) and keeps the engagement levels and the value at risk in `f32`.
+//! Everything else is laid out as before: postcard is positional, so these mirrors list the
+//! fields of [`CustomerState`] in its order.
+
+use serde::Deserialize;
+
+use crate::alerting::AlertState;
+use crate::customer::{
+    ActiveDays, CustomerState, EngagementLevel, GaugeContribution, PurchaseRhythm, RecentIds,
+};
+use crate::scoring::{Lifecycle, Tier};
+use crate::time::MaybeMs;
+use crate::window::Windows;
+
+use super::record::StoredCustomer;
+
+#[derive(Deserialize)]
+#[cfg_attr(test, derive(serde::Serialize))]
+pub struct StoredCustomer4 {
+    applied_offset: i64,
+    state: CustomerState4,
+}
+
+#[derive(Deserialize)]
+#[cfg_attr(test, derive(serde::Serialize))]
+struct CustomerState4 {
+    windows: Windows,
+    first_seen_ms: i64,
+    last_seen_ms: i64,
+    events: u64,
+    activity: ActiveDays,
+    engaged: bool,
+    purchases: PurchaseRhythm,
+    engagement: EngagementLevel4,
+    alert: AlertState,
+    next_check_ms: MaybeMs,
+    gauge: GaugeContribution4,
+    recent_ids: RecentIds,
+}
+
+#[derive(Deserialize)]
+#[cfg_attr(test, derive(serde::Serialize))]
+struct EngagementLevel4 {
+    count: u32,
+    last_ms: i64,
+    last_score: f64,
+    recent: f64,
+    recent_weight_sq: f64,
+    baseline: f64,
+    baseline_var: f64,
+    drop_cusum: f64,
+    drop_onset_ms: i64,
+}
+
+#[derive(Deserialize)]
+#[cfg_attr(test, derive(serde::Serialize))]
+struct GaugeContribution4 {
+    lifecycle: Lifecycle,
+    at_risk_tier: Option<Tier>,
+    value_at_risk: f64,
+}
+
+impl From<StoredCustomer4> for StoredCustomer {
+    fn from(r: StoredCustomer4) -> StoredCustomer {
+        let c = r.state;
+        let e = c.engagement;
+        StoredCustomer {
+            applied_offset: r.applied_offset,
+            state: CustomerState {
+                windows: c.windows,
+                first_seen_ms: c.first_seen_ms,
+                last_seen_ms: c.last_seen_ms,
+                events: c.events,
+                activity: c.activity,
+                engaged: c.engaged,
+                purchases: c.purchases,
+                engagement: EngagementLevel {
+                    count: e.count,
+                    last_ms: e.last_ms,
+                    last_score: e.last_score as f32,
+                    recent: e.recent as f32,
+                    recent_weight_sq: e.recent_weight_sq as f32,
+                    baseline: e.baseline as f32,
+                    baseline_var: e.baseline_var as f32,
+                    drop_cusum: e.drop_cusum as f32,
+                    drop_onset_ms: e.drop_onset_ms,
+                },
+                alert: c.alert,
+                next_check_ms: c.next_check_ms,
+                gauge: GaugeContribution {
+                    lifecycle: c.gauge.lifecycle,
+                    at_risk_tier: c.gauge.at_risk_tier,
+                    value_at_risk: c.gauge.value_at_risk as f32,
+                },
+                recent_ids: c.recent_ids,
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+impl From<&StoredCustomer> for StoredCustomer4 {
+    /// The record a format-4 build would have written (but for the ring, written packed, which
+    /// the format-4 reader takes too: its 8-byte buckets are tested in [`crate::window`]).
+    fn from(r: &StoredCustomer) -> StoredCustomer4 {
+        let c = r.state.clone();
+        let e = c.engagement;
+        StoredCustomer4 {
+            applied_offset: r.applied_offset,
+            state: CustomerState4 {
+                windows: c.windows,
+                first_seen_ms: c.first_seen_ms,
+                last_seen_ms: c.last_seen_ms,
+                events: c.events,
+                activity: c.activity,
+                engaged: c.engaged,
+                purchases: c.purchases,
+                engagement: EngagementLevel4 {
+                    count: e.count,
+                    last_ms: e.last_ms,
+                    last_score: e.last_score.into(),
+                    recent: e.recent.into(),
+                    recent_weight_sq: e.recent_weight_sq.into(),
+                    baseline: e.baseline.into(),
+                    baseline_var: e.baseline_var.into(),
+                    drop_cusum: e.drop_cusum.into(),
+                    drop_onset_ms: e.drop_onset_ms,
+                },
+                alert: c.alert,
+                next_check_ms: c.next_check_ms,
+                gauge: GaugeContribution4 {
+                    lifecycle: c.gauge.lifecycle,
+                    at_risk_tier: c.gauge.at_risk_tier,
+                    value_at_risk: c.gauge.value_at_risk.into(),
+                },
+                recent_ids: c.recent_ids,
+            },
+        }
+    }
+}
