@@ -92,7 +92,7 @@ impl CustomerView {
             first_seen: format_rfc3339_ms(c.first_seen_ms),
             last_seen: format_rfc3339_ms(c.last_seen_ms),
             days_since_last_active: a.days_since_last_active,
-            events: c.events,
+            events: c.events.into(),
             since: in_episode.then(|| format_rfc3339_ms(alert.since_ms)),
             episodes: alert.episode,
             config_version: cfg.version.clone(),
