@@ -183,9 +183,8 @@ pub struct Processor {
     changelog: Option<Changelog>,
     /// Produces the changelog's batches (with the changelog on).
     writer: Option<ChangelogWriter>,
-    /// Batches written between checkpoints, and their records: they join the next checkpoint.
+    /// Batches written between checkpoints: they join the next checkpoint.
     writing: Vec<Writing>,
-    writing_records: usize,
     parts: Vec<Part>,
     /// The consumer's assignment (a superset of `parts` while a restore is failing).
     assigned: Vec<(String, i32)>,
@@ -291,7 +290,6 @@ impl Processor {
             changelog,
             writer,
             writing: Vec::new(),
-            writing_records: 0,
             parts: Vec::new(),
             assigned: Vec::new(),
             alerts: Vec::new(),
@@ -494,7 +492,6 @@ impl Processor {
         self.metrics
             .changelog_records_total
             .inc_by(batch.len() as u64);
-        self.writing_records += batch.len();
         self.writing.push(writer.write(batch));
     }
 
@@ -527,7 +524,7 @@ impl Processor {
     ) -> Result<(), PipelineError> {
         self.settle(consumer, false)?;
         let interval = Duration::from_millis(self.cfg.kafka.commit_interval_ms);
-        let awaited = self.pending.len() + self.writing_records;
+        let awaited = self.pending.len() + self.writing.iter().map(|w| w.records).sum::<usize>();
         if self.last_checkpoint.elapsed() >= interval || awaited >= MAX_PENDING {
             self.checkpoint_with(consumer, false)?;
         }
@@ -654,7 +651,6 @@ impl Processor {
         // The changelog's records are handed to the producer on the writer's thread: processing
         // goes on meanwhile.
         let mut writing = std::mem::take(&mut self.writing);
-        self.writing_records = 0;
         if let Some(w) = &self.writer {
             writing.push(w.write(changelog_batch(&mut self.parts, &self.metrics)));
         }
@@ -1062,7 +1058,6 @@ impl Processor {
         {
             let _ = w.wait();
         }
-        self.writing_records = 0;
         self.abort();
         self.pending.clear();
     }

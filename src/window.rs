@@ -44,6 +44,8 @@ struct Packed {
 }
 
 const PACKED_PURCHASED: u8 = 1 << 7;
+/// The scale a ring of counters starts with: quantities in 1/256ths.
+const FIRST_SHIFT: i8 = 8;
 
 /// 2^-shift: the quantity one unit of a packed bucket stands for.
 fn unit_of(shift: i8) -> f32 {
@@ -53,8 +55,6 @@ fn unit_of(shift: i8) -> f32 {
         s => 2f32.powi(-s),
     }
 }
-/// The scale a ring of counters starts with: quantities in 1/256ths.
-const FIRST_SHIFT: i8 = 8;
 
 impl Packed {
     const MARKED: Packed = Packed {
@@ -189,26 +189,33 @@ impl From<StoreRecord> for Store {
 /// Write `b` into slot `s`, halving the scale of the whole ring until its quantity fits.
 fn write_packed(buckets: &mut [Packed], shift: &mut i8, s: usize, b: &Bucket) {
     loop {
-        if let Some(p) = Packed::pack(b, *shift) {
-            buckets[s] = p;
-            return;
-        }
-        if *shift == i8::MIN {
-            // Beyond 65,535 · 2^128 per bucket: hold the largest quantity there is.
-            buckets[s] = Packed::pack(
-                &Bucket {
-                    usage_qty: 0.0,
-                    ..*b
-                },
-                *shift,
-            )
-            .map(|p| Packed { qty: u16::MAX, ..p })
-            .expect("no quantity");
-            return;
-        }
-        *shift -= 1;
-        for p in buckets.iter_mut() {
-            *p = p.halved();
+        match Packed::pack(b, *shift) {
+            Some(p) => {
+                buckets[s] = p;
+                return;
+            }
+            None if *shift > i8::MIN => {
+                *shift -= 1;
+                for p in buckets.iter_mut() {
+                    *p = p.halved();
+                }
+            }
+            // No scale holds it (an infinite quantity: a report is at most 1e12): the most
+            // there is.
+            None => {
+                let counts = Packed::pack(
+                    &Bucket {
+                        usage_qty: 0.0,
+                        ..*b
+                    },
+                    0,
+                );
+                buckets[s] = Packed {
+                    qty: u16::MAX,
+                    ..counts.expect("no quantity fits any scale")
+                };
+                return;
+            }
         }
     }
 }
@@ -619,6 +626,15 @@ mod tests {
             (b.visits, b.usage_events(), b.purchased()),
             (255, 127, true)
         );
+        // An infinite quantity (not from validated events, at most 1e12 each) is the most
+        // the smallest scale holds, and the counts stay.
+        w.add(4 * B, B, |b| {
+            b.add_visit();
+            b.usage_qty = f32::INFINITY;
+        });
+        assert!(matches!(w.store, Store::Counters { shift: i8::MIN, .. }));
+        assert_eq!(w.get(4).visits, 1);
+        assert!(w.get(4).usage_qty.is_infinite());
     }
 
     #[test]

@@ -132,10 +132,11 @@ impl ChangelogWriter {
     /// Queue `batch` behind those written before it.
     pub fn write(&self, batch: ChangelogBatch) -> Writing {
         let (done, produced) = oneshot::channel();
+        let records = batch.len();
         let sender = self.batches.as_ref().expect("open until dropped");
         // A thread that is gone drops `done`: the batch then reads as failed.
         let _ = sender.send((batch, done));
-        Writing(produced)
+        Writing { produced, records }
     }
 }
 
@@ -149,18 +150,22 @@ impl Drop for ChangelogWriter {
 }
 
 /// A batch being handed to the producer.
-pub struct Writing(oneshot::Receiver<Produced>);
+pub struct Writing {
+    produced: oneshot::Receiver<Produced>,
+    /// Records in the batch.
+    pub records: usize,
+}
 
 impl Writing {
     /// The batch's acknowledgements once all its records are with the producer; `None` until
     /// then.
     pub fn poll(&mut self) -> Option<Produced> {
-        (&mut self.0).now_or_never().map(outcome)
+        (&mut self.produced).now_or_never().map(outcome)
     }
 
     /// Wait until all its records are with the producer.
     pub fn wait(self) -> Produced {
-        outcome(block_on(self.0))
+        outcome(block_on(self.produced))
     }
 }
 
