@@ -709,9 +709,10 @@ fn purchase_signal(c: &CustomerState, as_of_ms: i64, cfg: &Config) -> Option<Rea
     let last = r.last_ms()?;
     let g = r.gaps as f64;
     let k0 = sc.prior_strength;
-    let mean = ((g * r.gap_mean_days + k0 * sc.prior_mean_gap_days) / (g + k0)).max(1.0 / 24.0);
+    let gap_mean = f64::from(r.gap_mean_days);
+    let mean = ((g * gap_mean + k0 * sc.prior_mean_gap_days) / (g + k0)).max(1.0 / 24.0);
     let shape_hat = match r.gap_variance() {
-        Some(v) if v > 1e-9 => (r.gap_mean_days * r.gap_mean_days / v).clamp(0.2, 50.0),
+        Some(v) if v > 1e-9 => (gap_mean * gap_mean / v).clamp(0.2, 50.0),
         Some(_) => 50.0,
         None => 1.0,
     };

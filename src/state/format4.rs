@@ -2,7 +2,8 @@
 //! its predecessor wrote.
 //!
 //! Format 5 packs the ring's buckets into 4 bytes (format 4's 8-byte buckets are packed when
-//! read, in [`crate::window`]) and keeps the engagement levels and the value at risk in `f32`.
+//! read, in [`crate::window`]) and keeps the engagement levels, the purchase gaps' statistics
+//! and the value at risk in `f32`.
 //! Everything else is laid out as before: postcard is positional, so these mirrors list the
 //! fields of [`CustomerState`] in its order.
 
@@ -35,12 +36,23 @@ struct CustomerState4 {
     events: u64,
     activity: ActiveDays,
     engaged: bool,
-    purchases: PurchaseRhythm,
+    purchases: PurchaseRhythm4,
     engagement: EngagementLevel4,
     alert: AlertState,
     next_check_ms: MaybeMs,
     gauge: GaugeContribution4,
     recent_ids: RecentIds,
+}
+
+#[derive(Deserialize)]
+#[cfg_attr(test, derive(serde::Serialize))]
+struct PurchaseRhythm4 {
+    count: u32,
+    days: ActiveDays,
+    gaps: u32,
+    gap_mean_days: f64,
+    gap_m2: f64,
+    total_value: f64,
 }
 
 #[derive(Deserialize)]
@@ -78,7 +90,14 @@ impl From<StoredCustomer4> for StoredCustomer {
                 events: u32::try_from(c.events).unwrap_or(u32::MAX),
                 activity: c.activity,
                 engaged: c.engaged,
-                purchases: c.purchases,
+                purchases: PurchaseRhythm {
+                    count: c.purchases.count,
+                    days: c.purchases.days,
+                    gaps: c.purchases.gaps,
+                    gap_mean_days: c.purchases.gap_mean_days as f32,
+                    gap_m2: c.purchases.gap_m2 as f32,
+                    total_value: c.purchases.total_value,
+                },
                 engagement: EngagementLevel {
                     count: e.count,
                     last_ms: e.last_ms,
@@ -119,7 +138,14 @@ impl From<&StoredCustomer> for StoredCustomer4 {
                 events: c.events.into(),
                 activity: c.activity,
                 engaged: c.engaged,
-                purchases: c.purchases,
+                purchases: PurchaseRhythm4 {
+                    count: c.purchases.count,
+                    days: c.purchases.days,
+                    gaps: c.purchases.gaps,
+                    gap_mean_days: c.purchases.gap_mean_days.into(),
+                    gap_m2: c.purchases.gap_m2.into(),
+                    total_value: c.purchases.total_value,
+                },
                 engagement: EngagementLevel4 {
                     count: e.count,
                     last_ms: e.last_ms,
