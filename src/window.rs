@@ -128,20 +128,34 @@ pub struct Moments {
 /// A customer who has only ever purchased needs no counters (purchases are judged by their
 /// rhythm): their ring is one bit per bucket, whether it saw a purchase. Most of a retailer's
 /// customers are such. The first visit or usage turns the ring into one of counters.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+///
+/// The ring's length is its allocation's (of marks: kept beside them), so that a customer's
+/// windows take 32 bytes beside the allocation.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(from = "WindowsRecord")]
 pub struct Windows {
     head: i64,
-    len: u32,
     store: Store,
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(from = "StoreRecord")]
+#[derive(Debug, Clone, PartialEq)]
 enum Store {
-    /// Purchases only: bit `s` ([`bits`]) is slot `s`.
-    Purchases(Box<[u64]>),
+    /// Purchases only: bit `s` ([`bits`]) is slot `s` of `len`.
+    Purchases { marks: Box<[u64]>, len: u32 },
     /// Counters, with quantities in units of 2^-`shift` (see the module doc).
     Counters { buckets: Box<[Packed]>, shift: i8 },
+}
+
+/// As a [`WindowsRecord`].
+impl Serialize for Windows {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut w = s.serialize_struct("Windows", 3)?;
+        w.serialize_field("head", &self.head)?;
+        w.serialize_field("len", &(self.len() as u32))?;
+        w.serialize_field("store", &self.store)?;
+        w.end()
+    }
 }
 
 /// As a [`StoreRecord`]: counters are its variant 2 (1 is the 8-byte buckets of changelog
@@ -150,7 +164,9 @@ impl Serialize for Store {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeStructVariant;
         match self {
-            Store::Purchases(marks) => s.serialize_newtype_variant("Store", 0, "Purchases", marks),
+            Store::Purchases { marks, .. } => {
+                s.serialize_newtype_variant("Store", 0, "Purchases", marks)
+            }
             Store::Counters { buckets, shift } => {
                 let mut v = s.serialize_struct_variant("Store", 2, "Counters", 2)?;
                 v.serialize_field("buckets", buckets)?;
@@ -161,6 +177,14 @@ impl Serialize for Store {
     }
 }
 
+/// [`Windows`] as changelog records hold it.
+#[derive(Deserialize)]
+struct WindowsRecord {
+    head: i64,
+    len: u32,
+    store: StoreRecord,
+}
+
 /// [`Store`] as changelog records hold it, the 8-byte buckets of format 4 included.
 #[derive(Deserialize)]
 enum StoreRecord {
@@ -169,10 +193,10 @@ enum StoreRecord {
     Counters { buckets: Box<[Packed]>, shift: i8 },
 }
 
-impl From<StoreRecord> for Store {
-    fn from(r: StoreRecord) -> Store {
-        match r {
-            StoreRecord::Purchases(marks) => Store::Purchases(marks),
+impl From<WindowsRecord> for Windows {
+    fn from(r: WindowsRecord) -> Windows {
+        let store = match r.store {
+            StoreRecord::Purchases(marks) => Store::Purchases { marks, len: r.len },
             StoreRecord::Counters { buckets, shift } => Store::Counters { buckets, shift },
             StoreRecord::Buckets(wide) => {
                 let mut buckets = vec![Packed::default(); wide.len()].into_boxed_slice();
@@ -182,6 +206,10 @@ impl From<StoreRecord> for Store {
                 }
                 Store::Counters { buckets, shift }
             }
+        };
+        Windows {
+            head: r.head,
+            store,
         }
     }
 }
@@ -235,8 +263,10 @@ impl Windows {
         assert!(len >= 1);
         Windows {
             head: i64::MIN,
-            len: u32::try_from(len).expect("a ring of at most u32::MAX buckets"),
-            store: Store::Purchases(vec![0; len.div_ceil(64)].into_boxed_slice()),
+            store: Store::Purchases {
+                marks: vec![0; len.div_ceil(64)].into_boxed_slice(),
+                len: u32::try_from(len).expect("a ring of at most u32::MAX buckets"),
+            },
         }
     }
 
@@ -244,8 +274,10 @@ impl Windows {
     pub fn unallocated() -> Self {
         Windows {
             head: i64::MIN,
-            len: 0,
-            store: Store::Purchases(Box::default()),
+            store: Store::Purchases {
+                marks: Box::default(),
+                len: 0,
+            },
         }
     }
 
@@ -257,36 +289,36 @@ impl Windows {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.head == i64::MIN || self.len == 0
+        self.head == i64::MIN || self.len() == 0
     }
 
     fn slot(&self, idx: i64) -> usize {
-        idx.rem_euclid(self.len as i64) as usize
+        idx.rem_euclid(self.len() as i64) as usize
     }
 
     fn holds(&self, idx: i64) -> bool {
-        !self.is_empty() && idx <= self.head && idx > self.head - self.len as i64
+        !self.is_empty() && idx <= self.head && idx > self.head - self.len() as i64
     }
 
     /// The bucket in slot `s`.
     fn read(&self, s: usize) -> Bucket {
         match &self.store {
             Store::Counters { buckets, shift } => buckets[s].unpack(unit_of(*shift)),
-            Store::Purchases(marks) => Bucket::marked(bits::get(marks, s)),
+            Store::Purchases { marks, .. } => Bucket::marked(bits::get(marks, s)),
         }
     }
 
     fn clear_slot(&mut self, s: usize) {
         match &mut self.store {
             Store::Counters { buckets, .. } => buckets[s] = Packed::default(),
-            Store::Purchases(marks) => bits::put(marks, s, false),
+            Store::Purchases { marks, .. } => bits::put(marks, s, false),
         }
     }
 
     fn clear_all(&mut self) {
         match &mut self.store {
             Store::Counters { buckets, .. } => buckets.fill(Packed::default()),
-            Store::Purchases(marks) => marks.fill(0),
+            Store::Purchases { marks, .. } => marks.fill(0),
         }
     }
 
@@ -298,7 +330,7 @@ impl Windows {
         let len = self.len();
         match &mut self.store {
             Store::Counters { buckets, shift } => write_packed(buckets, shift, s, &b),
-            Store::Purchases(marks) => match b.only_marked() {
+            Store::Purchases { marks, .. } => match b.only_marked() {
                 Some(mark) => bits::put(marks, s, mark),
                 None => {
                     let mut buckets: Box<[Packed]> = (0..len)
@@ -324,7 +356,7 @@ impl Windows {
         if idx <= self.head {
             return;
         }
-        let len = self.len as i64;
+        let len = self.len() as i64;
         if idx - self.head >= len {
             self.clear_all();
         } else {
@@ -368,7 +400,7 @@ impl Windows {
         if self.is_empty() || to < from {
             return m;
         }
-        let lo = from.max(self.head - self.len as i64 + 1);
+        let lo = from.max(self.head - self.len() as i64 + 1);
         let hi = to.min(self.head);
         for idx in lo..=hi {
             m.add(&self.read(self.slot(idx)));
@@ -378,7 +410,10 @@ impl Windows {
 
     /// Number of buckets the ring holds.
     pub fn len(&self) -> usize {
-        self.len as usize
+        match &self.store {
+            Store::Purchases { len, .. } => *len as usize,
+            Store::Counters { buckets, .. } => buckets.len(),
+        }
     }
 
     /// The same history in a ring of `len` buckets (`len` >= 1): the newest buckets that fit
@@ -430,7 +465,7 @@ impl Windows {
                     *to = p.unpack(unit);
                 }
             }
-            Store::Purchases(_) => {
+            Store::Purchases { .. } => {
                 out.extend((s..s + first).chain(0..k - first).map(|i| self.read(i)))
             }
         }
@@ -578,6 +613,7 @@ mod tests {
     fn the_ring_keeps_four_bytes_per_bucket() {
         assert_eq!(std::mem::size_of::<Packed>(), 4);
         assert_eq!(std::mem::size_of::<Bucket>(), 8);
+        assert_eq!(std::mem::size_of::<Windows>(), 32);
     }
 
     #[test]
