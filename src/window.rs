@@ -146,7 +146,7 @@ enum Store {
     Counters { buckets: Box<[Packed]>, shift: i8 },
 }
 
-/// As a [`WindowsRecord`].
+/// As a `WindowsRecord` (head, length, store).
 impl Serialize for Windows {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeStruct;
