@@ -196,7 +196,13 @@ enum StoreRecord {
 impl From<WindowsRecord> for Windows {
     fn from(r: WindowsRecord) -> Windows {
         let store = match r.store {
-            StoreRecord::Purchases(marks) => Store::Purchases { marks, len: r.len },
+            StoreRecord::Purchases(marks) => {
+                // No longer than its marks (a record that says otherwise is not trusted).
+                let len = r
+                    .len
+                    .min(u32::try_from(marks.len() * 64).unwrap_or(u32::MAX));
+                Store::Purchases { marks, len }
+            }
             StoreRecord::Counters { buckets, shift } => Store::Counters { buckets, shift },
             StoreRecord::Buckets(wide) => {
                 let mut buckets = vec![Packed::default(); wide.len()].into_boxed_slice();
@@ -677,7 +683,6 @@ mod tests {
     fn a_format_4_ring_of_eight_byte_buckets_reads_packed() {
         #[derive(Serialize)]
         enum OldStore {
-            #[allow(dead_code)]
             Purchases(Box<[u64]>),
             Buckets(Box<[Bucket]>),
         }
@@ -702,6 +707,15 @@ mod tests {
         for idx in 6..=9 {
             assert_eq!(w.get(idx), wide[w.slot(idx)], "bucket {idx}");
         }
+        // A ring of marks is no longer than its marks, whatever its record says.
+        let marks = OldWindows {
+            head: 9,
+            len: 1000,
+            store: OldStore::Purchases(Box::new([1])),
+        };
+        let w: Windows = postcard::from_bytes(&postcard::to_allocvec(&marks).unwrap()).unwrap();
+        assert_eq!(w.len(), 64);
+        assert!(w.get(0).purchased() && !w.get(1).purchased());
         // And the packed ring comes back as written.
         let again: Windows = postcard::from_bytes(&postcard::to_allocvec(&w).unwrap()).unwrap();
         assert_eq!(again, w);
