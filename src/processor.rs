@@ -178,15 +178,20 @@ fn changelog_batch(parts: &mut [Part], metrics: &Metrics) -> ChangelogBatch {
     batch
 }
 
+/// The changelog's two sides: its topics (creation, restore) and the thread that writes it.
+struct ChangelogIo {
+    topics: Changelog,
+    writer: ChangelogWriter,
+}
+
 /// Everything the consumer thread owns.
 pub struct Processor {
     cfg: Arc<Config>,
     metrics: Arc<Metrics>,
     health: Arc<Health>,
     sink: Sink,
-    changelog: Option<Changelog>,
-    /// Produces the changelog's batches (with the changelog on).
-    writer: Option<ChangelogWriter>,
+    /// With `state.changelog` on.
+    changelog: Option<ChangelogIo>,
     /// Batches written between checkpoints: they join the next checkpoint.
     writing: Vec<Writing>,
     parts: Vec<Part>,
@@ -280,11 +285,13 @@ impl Processor {
             k.alerts_topic.clone(),
             k.dead_letter_topic.clone(),
         );
-        let (changelog, writer) = if cfg.state.changelog {
-            let writer = ChangelogWriter::start(sink.clone()).map_err(PipelineError::Thread)?;
-            (Some(Changelog::new(&cfg)?), Some(writer))
+        let changelog = if cfg.state.changelog {
+            Some(ChangelogIo {
+                topics: Changelog::new(&cfg)?,
+                writer: ChangelogWriter::start(sink.clone()).map_err(PipelineError::Thread)?,
+            })
         } else {
-            (None, None)
+            None
         };
         Ok(Processor {
             cfg,
@@ -292,7 +299,6 @@ impl Processor {
             health,
             sink,
             changelog,
-            writer,
             writing: Vec::new(),
             parts: Vec::new(),
             assigned: Vec::new(),
@@ -479,7 +485,7 @@ impl Processor {
     /// processing never pauses long. Their acknowledgements join the next checkpoint's. Under
     /// exactly-once every record belongs to the checkpoint's transaction instead.
     fn write_changed_customers(&mut self) {
-        let Some(writer) = self.writer.as_ref().filter(|_| !self.eos()) else {
+        let Some(cl) = self.changelog.as_ref().filter(|_| !self.eos()) else {
             return;
         };
         let after = self.cfg.state.write_changed_after;
@@ -496,7 +502,7 @@ impl Processor {
         self.metrics
             .changelog_records_total
             .inc_by(batch.len() as u64);
-        self.writing.push(writer.write(batch));
+        self.writing.push(cl.writer.write(batch));
     }
 
     /// Keep the customers tracked within `state.max_customers`: beyond it, evict the least
@@ -670,8 +676,11 @@ impl Processor {
         // The changelog's records are handed to the producer on the writer's thread: processing
         // goes on meanwhile.
         let mut writing = std::mem::take(&mut self.writing);
-        if let Some(w) = &self.writer {
-            writing.push(w.write(changelog_batch(&mut self.parts, &self.metrics)));
+        if let Some(cl) = &self.changelog {
+            writing.push(
+                cl.writer
+                    .write(changelog_batch(&mut self.parts, &self.metrics)),
+            );
         }
         let offsets = self.uncommitted();
         self.in_flight = Some(InFlight {
@@ -784,8 +793,9 @@ impl Processor {
     ) -> Result<(), PipelineError> {
         // Delivery is settled by the commit; the individual acknowledgements are not needed,
         // only that every record is with the producer before it.
-        if let Some(w) = &self.writer {
-            w.write(changelog_batch(&mut self.parts, &self.metrics))
+        if let Some(cl) = &self.changelog {
+            cl.writer
+                .write(changelog_batch(&mut self.parts, &self.metrics))
                 .wait()?;
         }
         self.pending.clear();
@@ -924,9 +934,9 @@ impl Processor {
         let started = Instant::now();
         let counts = match &mut self.changelog {
             Some(cl) => {
-                cl.ensure(topic, &cl_topic)?;
+                cl.topics.ensure(topic, &cl_topic)?;
                 let metrics = &self.metrics;
-                cl.restore(&cl_topic, partitions, |p, rec| {
+                cl.topics.restore(&cl_topic, partitions, |p, rec| {
                     metrics.restore_records_total.inc();
                     let Some(i) = partitions.iter().position(|&q| q == p) else {
                         return;
