@@ -166,7 +166,7 @@ impl Alert {
             lifecycle,
             event_time: format_rfc3339_ms(a.as_of_ms),
             trigger,
-            first_seen: format_rfc3339_ms(c.first_seen_ms),
+            first_seen: format_rfc3339_ms(c.first_seen.ms()),
             last_seen: format_rfc3339_ms(c.last_seen_ms),
             episode: t.episode,
             config_version: cfg.version.clone(),

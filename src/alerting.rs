@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::Config;
 use crate::scoring::{Assessment, Tier};
-use crate::time::MaybeMs;
+use crate::time::{MaybeStamp, Stamp};
 
 /// Alert kinds (the `kind` field of an alert).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -68,9 +68,9 @@ pub struct AlertState {
     /// Highest tier alerted in the current at-risk episode.
     pub alerted_tier: Tier,
     /// Event time the current at-risk episode (or lapse) began.
-    pub since_ms: i64,
+    pub since: Stamp,
     /// Event time of the last `recovered` alert (start of the cooldown).
-    pub recovered_ms: MaybeMs,
+    pub recovered: MaybeStamp,
     /// Number of at-risk episodes and lapses so far (part of the alert id).
     pub episode: u32,
     /// Whether the current cooldown has already held back an alert (counted once).
@@ -82,7 +82,7 @@ pub struct AlertState {
     pub ref_usage_rate: f32,
     /// Since when the risk has stayed at or above the enter threshold while healthy (for the
     /// confirmation period, `alerting.confirm_secs`).
-    pub pending_since_ms: MaybeMs,
+    pub pending_since: MaybeStamp,
     /// Whether the current at-risk episode's win-back outcome has been counted.
     pub winback_noted: bool,
 }
@@ -126,7 +126,7 @@ impl AlertState {
     /// The start of the at-risk episode in progress, if any (call before [`AlertState::decide`],
     /// for [`AlertState::winback`]).
     pub fn at_risk_since(&self) -> Option<i64> {
-        (self.phase == Phase::AtRisk).then_some(self.since_ms)
+        (self.phase == Phase::AtRisk).then_some(self.since.ms())
     }
 
     /// The win-back outcome that a decision at `now_ms` settles, counted once per episode:
@@ -164,7 +164,7 @@ impl AlertState {
         let previous_tier = self.alerted_tier;
         self.phase = Phase::Healthy;
         self.alerted_tier = Tier::None;
-        self.recovered_ms = MaybeMs::some(now);
+        self.recovered = MaybeStamp::some(now);
         self.cooldown_noted = false;
         Transition {
             kind: AlertKind::Recovered,
@@ -194,9 +194,12 @@ impl AlertState {
         let ac = &cfg.alerting;
         let now = a.as_of_ms;
         let silent_ms = now - last_seen_ms;
+        // Activity in a later second than the episode (or lapse) began: times in the state are
+        // kept to the second.
+        let active_since_episode = Stamp::of_ms(last_seen_ms) > self.since;
         match self.phase {
             Phase::Lapsed => {
-                if last_seen_ms > self.since_ms {
+                if active_since_episode {
                     return Ok(Some(self.recover(now)));
                 }
                 Ok(None)
@@ -204,7 +207,7 @@ impl AlertState {
             _ if silent_ms >= cfg.lifecycle.lapse_after_ms => {
                 let previous_tier = self.current_tier().unwrap_or(Tier::None);
                 self.phase = Phase::Lapsed;
-                self.since_ms = now;
+                self.since = Stamp::of_ms(now);
                 self.episode += 1;
                 // Keep the tier the customer lapsed from, for the `recovered` alert's context.
                 self.alerted_tier = previous_tier;
@@ -217,17 +220,17 @@ impl AlertState {
             }
             Phase::Healthy => {
                 if a.risk < ac.enter_threshold {
-                    self.pending_since_ms = MaybeMs::NONE;
+                    self.pending_since = MaybeStamp::NONE;
                     return Ok(None);
                 }
                 // Confirmation: the risk must hold for `confirm_ms` of event time, so that a
                 // short dip (a few days off) does not alert.
-                let since = self.pending_since_ms.get().unwrap_or(now);
-                self.pending_since_ms = MaybeMs::some(since);
+                let since = self.pending_since.get().unwrap_or(now);
+                self.pending_since = MaybeStamp::some(since);
                 if now - since < ac.confirm_ms {
                     return Ok(None);
                 }
-                if let Some(r) = self.recovered_ms.get() {
+                if let Some(r) = self.recovered.get() {
                     if now - r < ac.cooldown_ms {
                         if self.cooldown_noted {
                             return Ok(None);
@@ -237,10 +240,10 @@ impl AlertState {
                     }
                 }
                 let tier = Tier::of_assessment(a, ac);
-                self.pending_since_ms = MaybeMs::NONE;
+                self.pending_since = MaybeStamp::NONE;
                 self.phase = Phase::AtRisk;
                 self.alerted_tier = tier;
-                self.since_ms = now;
+                self.since = Stamp::of_ms(now);
                 self.winback_noted = false;
                 self.ref_visit_rate = a.signals[0].map_or(0.0, |r| r.baseline as f32);
                 self.ref_usage_rate = a.signals[1].map_or(0.0, |r| r.baseline as f32);
@@ -253,9 +256,7 @@ impl AlertState {
                 }))
             }
             Phase::AtRisk => {
-                if a.risk < ac.exit_threshold
-                    && last_seen_ms > self.since_ms
-                    && self.back_to_level(a, cfg)
+                if a.risk < ac.exit_threshold && active_since_episode && self.back_to_level(a, cfg)
                 {
                     return Ok(Some(self.recover(now)));
                 }
@@ -347,6 +348,30 @@ mod tests {
     }
 
     #[test]
+    fn recovery_needs_activity_in_a_later_second_than_the_episode_began() {
+        let cfg = Config::default();
+        let mut s = AlertState::default();
+        // At risk on an event at 12:00:00.500 (kept as 12:00:00).
+        let at = 10 * DAY_MS + 43_200_500;
+        let t = s.decide(&assessment(at, 0.9), at, &cfg).unwrap().unwrap();
+        assert_eq!(t.kind, AlertKind::AtRisk);
+        assert_eq!(s.at_risk_since(), Some(at - 500));
+        // Risk gone, but the latest activity is the event that began the episode (same
+        // second): no recovery yet.
+        assert_eq!(
+            s.decide(&assessment(at + 400, 0.0), at + 400, &cfg),
+            Ok(None)
+        );
+        // Activity in a later second: recovered.
+        let later = at + 600;
+        let t = s
+            .decide(&assessment(later, 0.0), later, &cfg)
+            .unwrap()
+            .unwrap();
+        assert_eq!(t.kind, AlertKind::Recovered);
+    }
+
+    #[test]
     fn winback_outcome_once_per_episode() {
         let h = 30 * DAY_MS;
         let mut s = AlertState::default();
@@ -355,7 +380,7 @@ mod tests {
         // At risk since day 10: nothing before the horizon, not_returned once past it, and the
         // late recovery is not counted again.
         s.phase = Phase::AtRisk;
-        s.since_ms = 10 * DAY_MS;
+        s.since = Stamp::of_ms(10 * DAY_MS);
         let since = s.at_risk_since();
         assert_eq!(s.winback(since, None, 39 * DAY_MS, h), None);
         assert_eq!(

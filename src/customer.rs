@@ -8,7 +8,7 @@ use crate::alerting::AlertState;
 use crate::config::Config;
 use crate::event::{Activity, Event};
 use crate::scoring::Lifecycle;
-use crate::time::{ms_to_days, MaybeMs, DAY_MS};
+use crate::time::{ms_to_days, MaybeStamp, Stamp, DAY_MS};
 use crate::window::{Placement, Windows};
 
 /// Days with activity since the customer's first: the summary `(x, t_x, T)` that the
@@ -18,9 +18,9 @@ use crate::window::{Placement, Windows};
 /// lines, or a session of many clicks, is one occasion.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 pub struct ActiveDays {
-    /// First and latest activity (event time), `None` before any.
-    pub first_ms: MaybeMs,
-    pub last_ms: i64,
+    /// First and latest activity (event time, to the second), `None` before any.
+    pub first: MaybeStamp,
+    pub last: Stamp,
     /// Distinct days with activity after the first one (the models' `x`).
     pub repeat_days: u32,
 }
@@ -30,10 +30,11 @@ impl ActiveDays {
     /// later day (a gap between days ended).
     pub fn record(&mut self, ts_ms: i64) -> Option<i64> {
         let day = |t: i64| t.div_euclid(DAY_MS);
-        match self.first_ms.get() {
+        let last = self.last.ms();
+        match self.first.get() {
             None => {
-                self.first_ms = MaybeMs::some(ts_ms);
-                self.last_ms = ts_ms;
+                self.first = MaybeStamp::some(ts_ms);
+                self.last = Stamp::of_ms(ts_ms);
             }
             Some(first) => {
                 if ts_ms < first {
@@ -41,12 +42,13 @@ impl ActiveDays {
                     if day(ts_ms) < day(first) {
                         self.repeat_days = self.repeat_days.saturating_add(1);
                     }
-                    self.first_ms = MaybeMs::some(ts_ms);
-                } else if day(ts_ms) > day(self.last_ms) {
+                    self.first = MaybeStamp::some(ts_ms);
+                } else if day(ts_ms) > day(last) {
                     self.repeat_days = self.repeat_days.saturating_add(1);
-                    return Some(std::mem::replace(&mut self.last_ms, ts_ms));
-                } else if ts_ms > self.last_ms {
-                    self.last_ms = ts_ms;
+                    self.last = Stamp::of_ms(ts_ms);
+                    return Some(last);
+                } else if ts_ms > last {
+                    self.last = Stamp::of_ms(ts_ms);
                 }
                 // A late event on a day between the first and the latest cannot be told
                 // apart from a day already counted: it is not counted (an underestimate of
@@ -57,8 +59,8 @@ impl ActiveDays {
     }
 
     pub fn last_ms_or(&self, default: i64) -> i64 {
-        if self.first_ms.is_some() {
-            self.last_ms
+        if self.first.is_some() {
+            self.last.ms()
         } else {
             default
         }
@@ -66,9 +68,9 @@ impl ActiveDays {
 
     /// `(x, t_x, T)` in days at `as_of_ms`.
     pub fn summary(&self, as_of_ms: i64) -> Option<(f64, f64, f64)> {
-        let first = self.first_ms.get()?;
+        let first = self.first.get()?;
         let t = ms_to_days((as_of_ms - first).max(0));
-        let t_x = ms_to_days((self.last_ms - first).max(0)).min(t);
+        let t_x = ms_to_days((self.last.ms() - first).max(0)).min(t);
         Some((self.repeat_days as f64, t_x, t))
     }
 }
@@ -105,7 +107,7 @@ impl PurchaseRhythm {
 
     /// Days with a purchase.
     pub fn occasions(&self) -> u32 {
-        if self.days.first_ms.is_some() {
+        if self.days.first.is_some() {
             self.days.repeat_days + 1
         } else {
             0
@@ -114,7 +116,7 @@ impl PurchaseRhythm {
 
     /// Latest purchase.
     pub fn last_ms(&self) -> Option<i64> {
-        self.days.first_ms.get().map(|_| self.days.last_ms)
+        self.days.first.get().map(|_| self.days.last.ms())
     }
 
     /// Sample variance of the gaps (days²), when there are at least two.
@@ -130,7 +132,8 @@ impl PurchaseRhythm {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct EngagementLevel {
     pub count: u32,
-    pub last_ms: i64,
+    /// Latest score's time.
+    pub last: Stamp,
     pub last_score: f32,
     /// Recent level (short half-life).
     pub recent: f32,
@@ -143,7 +146,7 @@ pub struct EngagementLevel {
     /// standard deviations, minus a slack of half of one), and where its current run began:
     /// the estimated onset of a fall of the score.
     pub drop_cusum: f32,
-    pub drop_onset_ms: i64,
+    pub drop_onset: Stamp,
 }
 
 /// Slack of the engagement CUSUM, in standard deviations: shortfalls smaller than this are
@@ -155,7 +158,7 @@ impl EngagementLevel {
         self.count = self.count.saturating_add(1);
         self.last_score = score as f32;
         if self.count == 1 {
-            self.last_ms = ts_ms;
+            self.last = Stamp::of_ms(ts_ms);
             self.recent = score as f32;
             self.recent_weight_sq = 1.0;
             self.baseline = score as f32;
@@ -169,10 +172,10 @@ impl EngagementLevel {
             let before = self.drop_cusum;
             self.drop_cusum = (f64::from(before) - z - ENGAGEMENT_CUSUM_SLACK).max(0.0) as f32;
             if before <= 0.0 && self.drop_cusum > 0.0 {
-                self.drop_onset_ms = ts_ms;
+                self.drop_onset = Stamp::of_ms(ts_ms);
             }
         }
-        let dt_days = ((ts_ms - self.last_ms).max(0)) as f64 / DAY_MS as f64;
+        let dt_days = ((ts_ms - self.last.ms()).max(0)) as f64 / DAY_MS as f64;
         let floor = 1.0 / self.count as f64; // behaves like a running mean while data is scarce
         let a_recent = (1.0 - 0.5f64.powf(dt_days / recent_hl_days)).max(floor);
         let a_base = (1.0 - 0.5f64.powf(dt_days / baseline_hl_days)).max(floor);
@@ -182,7 +185,7 @@ impl EngagementLevel {
         let diff = score - baseline;
         self.baseline = (baseline + a_base * diff) as f32;
         self.baseline_var = ((1.0 - a_base) * (baseline_var + a_base * diff * diff)) as f32;
-        self.last_ms = self.last_ms.max(ts_ms);
+        self.last = self.last.max(Stamp::of_ms(ts_ms));
     }
 }
 
@@ -218,7 +221,8 @@ fn fingerprint(id: &str) -> u32 {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CustomerState {
     pub windows: Windows,
-    pub first_seen_ms: i64,
+    /// First event (to the second).
+    pub first_seen: Stamp,
     pub last_seen_ms: i64,
     /// Events applied (saturating).
     pub events: u32,
@@ -231,8 +235,9 @@ pub struct CustomerState {
     pub purchases: PurchaseRhythm,
     pub engagement: EngagementLevel,
     pub alert: AlertState,
-    /// Due time of this customer's pending re-score timer, if one is pending.
-    pub next_check_ms: MaybeMs,
+    /// Due time of this customer's pending re-score timer, if one is pending (set with
+    /// [`CustomerState::arm_check`]).
+    pub next_check: MaybeStamp,
     /// What this customer currently contributes to the gauges.
     pub gauge: GaugeContribution,
     pub recent_ids: RecentIds,
@@ -258,10 +263,17 @@ impl CustomerState {
         }
     }
 
+    /// Set the re-score timer's due time, and return it as kept: to the second (due times are
+    /// on the grid of whole seconds, so this is `due_ms`), which is the time to queue it at.
+    pub fn arm_check(&mut self, due_ms: i64) -> i64 {
+        self.next_check = MaybeStamp::some(due_ms);
+        Stamp::of_ms(due_ms).ms()
+    }
+
     fn without_ring(first_seen_ms: i64) -> Self {
         CustomerState {
             windows: Windows::unallocated(),
-            first_seen_ms,
+            first_seen: Stamp::of_ms(first_seen_ms),
             last_seen_ms: first_seen_ms,
             events: 0,
             activity: ActiveDays::default(),
@@ -269,7 +281,7 @@ impl CustomerState {
             purchases: PurchaseRhythm::default(),
             engagement: EngagementLevel::default(),
             alert: AlertState::default(),
-            next_check_ms: MaybeMs::NONE,
+            next_check: MaybeStamp::NONE,
             gauge: GaugeContribution {
                 lifecycle: Lifecycle::New,
                 at_risk_tier: None,
@@ -294,13 +306,13 @@ impl CustomerState {
 
     /// Latest activity, or the first time the customer was seen when they have had none.
     pub fn last_active_ms(&self) -> i64 {
-        self.activity.last_ms_or(self.first_seen_ms)
+        self.activity.last_ms_or(self.first_seen.ms())
     }
 
     /// Fold one event into the state. Returns whether its bucket was still held.
     pub fn apply(&mut self, ev: &Event<'_>, cfg: &Config) -> Placement {
         self.events = self.events.saturating_add(1);
-        self.first_seen_ms = self.first_seen_ms.min(ev.ts_ms);
+        self.first_seen = self.first_seen.min(Stamp::of_ms(ev.ts_ms));
         self.last_seen_ms = self.last_seen_ms.max(ev.ts_ms);
         let bucket_ms = cfg.windows.bucket_ms;
         if ev.activity.is_customer_activity() {
@@ -343,8 +355,8 @@ mod tests {
     fn state_stays_small() {
         // Per customer, beside the ring's allocation; a million customers hold a million of
         // these (BENCHMARKS.md, "state per customer"). Grow it only knowingly.
-        assert!(std::mem::size_of::<CustomerState>() <= 248);
-        assert_eq!(std::mem::size_of::<ActiveDays>(), 24);
+        assert!(std::mem::size_of::<CustomerState>() <= 200);
+        assert_eq!(std::mem::size_of::<ActiveDays>(), 12);
     }
 
     #[test]
@@ -414,7 +426,7 @@ mod tests {
         // before it, where its current run began).
         assert!(e.drop_cusum > 5.0, "{e:?}");
         assert!(
-            (38 * DAY_MS..=40 * DAY_MS).contains(&e.drop_onset_ms),
+            (38 * DAY_MS..=40 * DAY_MS).contains(&e.drop_onset.ms()),
             "{e:?}"
         );
     }

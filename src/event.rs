@@ -18,6 +18,9 @@ pub const MAX_CUSTOMER_ID_BYTES: usize = 256;
 pub const MAX_ABS_NUMBER: f64 = 1e12;
 /// Earliest accepted event time: 1970-01-01T00:00:00Z.
 pub const MIN_TS_MS: i64 = 0;
+/// Latest accepted event time, 2106-02-07T06:28:14Z: customer state keeps times to the second
+/// in 32 bits ([`crate::time::Stamp`]).
+pub const MAX_TS_MS: i64 = crate::time::MAX_STAMP_MS;
 
 /// The kind of an event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -362,7 +365,8 @@ fn validate<'a>(wire: Wire<'a>, limits: &DecodeLimits) -> Result<Event<'a>, Inva
             format!("ts {:?} is not an RFC 3339 timestamp", truncate(&ts, 64)),
         )
     })?;
-    if ts_ms < MIN_TS_MS || limits.max_ts_ms.is_some_and(|max| ts_ms > max) {
+    if !(MIN_TS_MS..=MAX_TS_MS).contains(&ts_ms) || limits.max_ts_ms.is_some_and(|max| ts_ms > max)
+    {
         return Err(InvalidEvent::new(
             TimestampOutOfRange,
             format!("ts {ts} is before 1970 or too far in the future"),
@@ -523,6 +527,18 @@ mod tests {
         );
         assert_eq!(
             reason(r#"{"type":"visit","customer_id":"c","ts":"1960-01-01T00:00:00Z"}"#),
+            TimestampOutOfRange
+        );
+        // Past what customer state keeps (seconds in 32 bits), even with no future limit.
+        let unlimited = DecodeLimits {
+            max_ts_ms: None,
+            ..limits()
+        };
+        let last = r#"{"type":"visit","customer_id":"c","ts":"2106-02-07T06:28:14Z"}"#;
+        assert!(decode(last.as_bytes(), &unlimited).is_ok());
+        let after = r#"{"type":"visit","customer_id":"c","ts":"2106-02-07T06:28:15Z"}"#;
+        assert_eq!(
+            decode(after.as_bytes(), &unlimited).unwrap_err().reason,
             TimestampOutOfRange
         );
         assert_eq!(

@@ -85,8 +85,8 @@ pub fn revenue_per_period(c: &CustomerState, as_of_ms: i64, cfg: &Config) -> f64
     if total <= 0.0 {
         return 0.0;
     }
-    let tenure_days =
-        ((as_of_ms - c.first_seen_ms).max(0) as f64 / DAY_MS as f64).max(cfg.value.min_tenure_days);
+    let tenure_days = ((as_of_ms - c.first_seen.ms()).max(0) as f64 / DAY_MS as f64)
+        .max(cfg.value.min_tenure_days);
     total / tenure_days * (cfg.lifecycle.kpi_period_ms as f64 / DAY_MS as f64)
 }
 

@@ -31,7 +31,7 @@ use crate::kpi::{revenue_per_period, PeriodKpis};
 use crate::metrics::{EvictReason, HotMetrics, Metrics};
 use crate::scoring::{inactivity_reason, Lifecycle, Scorer, SignalScorer};
 use crate::state::record::{StoredCustomer, StoredPartition};
-use crate::time::MaybeMs;
+use crate::time::MaybeStamp;
 use crate::timers::{next_grid_time, rearmed, Timers};
 use crate::window::Placement;
 
@@ -358,8 +358,8 @@ impl PartitionState {
             // due time past the time up to which all timers had fired, on the shared grid, as
             // the firing would have. (One that fired after that time, unchanged, fires again:
             // it changes nothing again.)
-            if let (Some(due), Some(fired_to)) = (c.next_check_ms.get(), fired_to) {
-                c.next_check_ms = MaybeMs::some(rearmed(due, fired_to, interval));
+            if let (Some(due), Some(fired_to)) = (c.next_check.get(), fired_to) {
+                c.next_check = MaybeStamp::some(rearmed(due, fired_to, interval));
             }
             apply_gauge_delta(
                 &self.hot,
@@ -367,7 +367,7 @@ impl PartitionState {
                 None,
                 Some(&c.gauge),
             );
-            let due = c.next_check_ms.get();
+            let due = c.next_check.get();
             let slot = self.insert(&id, c);
             if let Some(due) = due {
                 self.timers.schedule(due, slot);
@@ -499,13 +499,13 @@ impl PartitionState {
         // later; only the eviction timer of a lapsed customer can be, and one who shows up
         // again is re-scored daily again.
         let interval = self.cfg.windows.check_interval_ms;
-        let rearm = match c.next_check_ms.get() {
+        let rearm = match c.next_check.get() {
             None => true,
             Some(due) => !late && due - interval > c.last_seen_ms,
         };
         if rearm {
             let due = next_grid_time(c.last_seen_ms, interval);
-            c.next_check_ms = MaybeMs::some(due);
+            let due = c.arm_check(due);
             self.timers.schedule(due, slot);
         }
         if !late {
@@ -591,7 +591,7 @@ impl PartitionState {
             let Some((due, slot)) = self.timers.pop_due(wm) else {
                 break;
             };
-            if self.customers[slot as usize].next_check_ms.get() != Some(due) {
+            if self.customers[slot as usize].next_check.get() != Some(due) {
                 continue; // stale entry
             }
             self.fire_timer(slot, due, out);
@@ -604,7 +604,7 @@ impl PartitionState {
     /// must be the one it would meet had every due timer fired at once). Returns whether it
     /// fired; the queue's entry for it is then stale.
     fn fire_if_due(&mut self, slot: u32, out: &mut Vec<Alert>) -> bool {
-        let due = self.customers[slot as usize].next_check_ms.get();
+        let due = self.customers[slot as usize].next_check.get();
         match (due, self.watermark_ms()) {
             (Some(due), Some(wm)) if due <= wm => {
                 self.fire_timer(slot, due, out);
@@ -614,11 +614,11 @@ impl PartitionState {
         }
     }
 
-    /// Fire the customer's timer due at `due` (their `next_check_ms`).
+    /// Fire the customer's timer due at `due` (their `next_check`).
     fn fire_timer(&mut self, slot: u32, due: i64, out: &mut Vec<Alert>) {
         let interval = self.cfg.windows.check_interval_ms;
         let c = &mut self.customers[slot as usize];
-        c.next_check_ms = MaybeMs::NONE;
+        c.next_check = MaybeStamp::NONE;
         self.hot.timers_fired.inc();
         if let Some(evict_at) = eviction_due(&self.cfg, c) {
             // A lapsed customer's only timer: forget them, or wait longer if a late
@@ -626,8 +626,8 @@ impl PartitionState {
             if due >= evict_at {
                 self.evict(slot, EvictReason::Lapsed);
             } else {
-                c.next_check_ms = MaybeMs::some(evict_at);
-                self.timers.schedule(evict_at, slot);
+                let due = c.arm_check(evict_at);
+                self.timers.schedule(due, slot);
                 self.mark_dirty(slot);
             }
             return;
@@ -644,13 +644,14 @@ impl PartitionState {
             eviction_due(&self.cfg, c)
         };
         let c = &mut self.customers[slot as usize];
-        c.next_check_ms = next.into();
+        c.next_check = MaybeStamp::NONE;
         if let Some(next) = next {
-            self.timers.schedule(next, slot);
+            let due = c.arm_check(next);
+            self.timers.schedule(due, slot);
         }
         // A timer that changed nothing but its own due time is not worth a changelog
         // record: a restore re-arms it on the same grid.
-        if before != (c.alert, c.gauge) || c.next_check_ms.is_none() {
+        if before != (c.alert, c.gauge) || c.next_check.is_none() {
             self.mark_dirty(slot);
         }
     }
@@ -844,7 +845,7 @@ pub fn lifecycle_of(c: &CustomerState, as_of_ms: i64, cfg: &Config) -> Lifecycle
         Lifecycle::Lapsed
     } else if c.alert.phase == Phase::AtRisk {
         Lifecycle::Declining
-    } else if as_of_ms - c.first_seen_ms < cfg.lifecycle.new_customer_ms {
+    } else if as_of_ms - c.first_seen.ms() < cfg.lifecycle.new_customer_ms {
         Lifecycle::New
     } else {
         Lifecycle::Active
@@ -1622,7 +1623,7 @@ mod tests {
         );
         let b = p.customer("b").unwrap();
         assert_ne!(b.alert.phase, Phase::Lapsed);
-        let due = b.next_check_ms.get().unwrap();
+        let due = b.next_check.get().unwrap();
         assert!(due <= T0 + 121 * DAY_MS, "not the eviction timer: {due}");
     }
 

@@ -387,7 +387,7 @@ fn activity_signal(
     let sc = &cfg.signals.activity;
     let w = &cfg.windows;
     let b = w.bucket_ms;
-    let first = c.activity.first_ms.get()?;
+    let first = c.activity.first.get()?;
     let span = (2 * w.recent_buckets as i64).min(w.total_buckets() as i64);
     let from = win.now_idx - span;
     let before_days = ms_to_days(from * b - first);
@@ -462,8 +462,8 @@ fn silence_signal(c: &CustomerState, e: &ChurnEstimate, cfg: &Config) -> Option<
         strength,
         weight: ch.weight,
         recent_days: ch.horizon_days,
-        baseline_days: ms_to_days((c.activity.last_ms - c.activity.first_ms.get()?).max(0)),
-        onset_ms: Some(c.activity.last_ms),
+        baseline_days: ms_to_days((c.activity.last.ms() - c.activity.first.get()?).max(0)),
+        onset_ms: Some(c.activity.last.ms()),
         posterior: Some(e.p_alive),
     })
 }
@@ -491,7 +491,7 @@ pub fn customer_value(c: &CustomerState, as_of_ms: i64, cfg: &Config) -> f64 {
     if c.purchases.total_value <= 0.0 {
         return 0.0;
     }
-    let tenure = ms_to_days((as_of_ms - c.first_seen_ms).max(0)).max(cfg.value.min_tenure_days);
+    let tenure = ms_to_days((as_of_ms - c.first_seen.ms()).max(0)).max(cfg.value.min_tenure_days);
     c.purchases.total_value / tenure * cfg.value.horizon_days
 }
 
@@ -527,7 +527,7 @@ impl RateWindows {
         let w = &cfg.windows;
         let b = w.bucket_ms;
         let now_idx = bucket_index(as_of_ms, b);
-        let first_idx = bucket_index(c.first_seen_ms, b);
+        let first_idx = bucket_index(c.first_seen.ms(), b);
         // Change detection reads complete buckets only: the recent window is the
         // `recent_buckets` before the current one, the baseline the `baseline_buckets` before
         // that, starting no earlier than the customer's first bucket.
@@ -540,9 +540,9 @@ impl RateWindows {
         // only for the part of it that has elapsed.
         let level_from = now_idx - w.recent_buckets as i64 + 1;
         let recent_days =
-            ms_to_days(as_of_ms - (level_from * b).max(c.first_seen_ms)).max(1.0 / 24.0);
+            ms_to_days(as_of_ms - (level_from * b).max(c.first_seen.ms())).max(1.0 / 24.0);
         let recent = Moments::of(&buckets[(level_from - from) as usize..]).totals;
-        let baseline_ms = recent_from * b - (base_from * b).max(c.first_seen_ms);
+        let baseline_ms = recent_from * b - (base_from * b).max(c.first_seen.ms());
         let baseline = (baseline_ms >= w.min_baseline_buckets as i64 * b).then(|| Baseline {
             m: Moments::of(&buckets[(base_from - from) as usize..(recent_from - from) as usize]),
             days: ms_to_days(baseline_ms),
@@ -735,7 +735,7 @@ fn purchase_signal(c: &CustomerState, as_of_ms: i64, cfg: &Config) -> Option<Rea
         strength,
         weight: sc.weight,
         recent_days: since,
-        baseline_days: ms_to_days((last - c.first_seen_ms).max(0)),
+        baseline_days: ms_to_days((last - c.first_seen.ms()).max(0)),
         // The rhythm broke when the next purchase was due.
         onset_ms: (cycles_overdue > 0.0).then(|| last + (mean * DAY_MS as f64) as i64),
         posterior: None,
@@ -773,7 +773,7 @@ fn engagement_signal(c: &CustomerState, cfg: &Config) -> Option<Reason> {
         weight: sc.weight,
         recent_days: sc.recent_half_life_days,
         baseline_days: sc.baseline_half_life_days,
-        onset_ms: (e.drop_cusum > 0.0).then_some(e.drop_onset_ms),
+        onset_ms: (e.drop_cusum > 0.0).then_some(e.drop_onset.ms()),
         posterior: None,
     })
 }

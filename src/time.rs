@@ -36,54 +36,99 @@ pub fn ms_to_days(ms: i64) -> f64 {
     ms as f64 / DAY_MS as f64
 }
 
-/// An optional event time in 8 bytes, where `Option<i64>` takes 16: a customer's state keeps
-/// several, and each is 8 MB of padding per million customers. `i64::MIN` (long before any
-/// valid event time) stands for none. Serialized as an `Option<i64>`.
-#[derive(Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(from = "Option<i64>", into = "Option<i64>")]
-pub struct MaybeMs(i64);
+/// An event time kept to the second in 4 bytes: what a customer's state stores (a dozen of
+/// them per customer, so `i64` milliseconds would cost 48 bytes per customer more). Whole
+/// seconds since the Unix epoch as `u32`, which covers 1970 to 2106: events outside that are
+/// invalid ([`crate::event::MAX_TS_MS`]), and derived times beyond it saturate. Read back as
+/// milliseconds (a multiple of 1,000), and serialized as `i64` milliseconds, so changelog
+/// records keep their layout.
+#[derive(
+    Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
+#[serde(from = "i64", into = "i64")]
+pub struct Stamp(u32);
 
-impl MaybeMs {
-    pub const NONE: MaybeMs = MaybeMs(i64::MIN);
+/// The latest time a [`Stamp`] holds, in milliseconds (`u32::MAX` seconds is
+/// [`MaybeStamp::NONE`]).
+pub const MAX_STAMP_MS: i64 = (u32::MAX as i64 - 1) * 1000;
 
-    /// `ms` (which must not be `i64::MIN`).
-    pub fn some(ms: i64) -> MaybeMs {
-        debug_assert_ne!(ms, i64::MIN);
-        MaybeMs(ms)
+impl Stamp {
+    /// `ms` to the second (rounded down; clamped to 1970..[`MAX_STAMP_MS`]).
+    pub fn of_ms(ms: i64) -> Stamp {
+        Stamp((ms.clamp(0, MAX_STAMP_MS) / 1000) as u32)
     }
 
+    /// In milliseconds since the epoch.
+    pub fn ms(self) -> i64 {
+        i64::from(self.0) * 1000
+    }
+}
+
+impl From<i64> for Stamp {
+    fn from(ms: i64) -> Self {
+        Stamp::of_ms(ms)
+    }
+}
+
+impl From<Stamp> for i64 {
+    fn from(s: Stamp) -> Self {
+        s.ms()
+    }
+}
+
+impl std::fmt::Debug for Stamp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.ms().fmt(f)
+    }
+}
+
+/// An optional [`Stamp`] in 4 bytes (`Option<Stamp>` takes 8): `u32::MAX` stands for none.
+/// Serialized as an `Option<i64>` of milliseconds.
+#[derive(Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(from = "Option<i64>", into = "Option<i64>")]
+pub struct MaybeStamp(u32);
+
+impl MaybeStamp {
+    pub const NONE: MaybeStamp = MaybeStamp(u32::MAX);
+
+    /// `ms`, to the second.
+    pub fn some(ms: i64) -> MaybeStamp {
+        MaybeStamp(Stamp::of_ms(ms).0)
+    }
+
+    /// In milliseconds since the epoch.
     pub fn get(self) -> Option<i64> {
-        (self.0 != i64::MIN).then_some(self.0)
+        self.is_some().then(|| Stamp(self.0).ms())
     }
 
     pub fn is_some(self) -> bool {
-        self.0 != i64::MIN
+        self.0 != u32::MAX
     }
 
     pub fn is_none(self) -> bool {
-        self.0 == i64::MIN
+        self.0 == u32::MAX
     }
 }
 
-impl Default for MaybeMs {
+impl Default for MaybeStamp {
     fn default() -> Self {
-        MaybeMs::NONE
+        MaybeStamp::NONE
     }
 }
 
-impl From<Option<i64>> for MaybeMs {
+impl From<Option<i64>> for MaybeStamp {
     fn from(v: Option<i64>) -> Self {
-        v.map_or(MaybeMs::NONE, MaybeMs)
+        v.map_or(MaybeStamp::NONE, MaybeStamp::some)
     }
 }
 
-impl From<MaybeMs> for Option<i64> {
-    fn from(v: MaybeMs) -> Self {
+impl From<MaybeStamp> for Option<i64> {
+    fn from(v: MaybeStamp) -> Self {
         v.get()
     }
 }
 
-impl std::fmt::Debug for MaybeMs {
+impl std::fmt::Debug for MaybeStamp {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         self.get().fmt(f)
     }
@@ -94,18 +139,31 @@ mod tests {
     use super::*;
 
     #[test]
-    fn maybe_ms_is_eight_bytes_and_stored_as_an_option() {
-        assert_eq!(std::mem::size_of::<MaybeMs>(), 8);
-        for v in [None, Some(0), Some(-5), Some(1_700_000_000_000)] {
-            let m = MaybeMs::from(v);
+    fn stamps_are_four_bytes_to_the_second_and_stored_as_milliseconds() {
+        assert_eq!(std::mem::size_of::<Stamp>(), 4);
+        assert_eq!(std::mem::size_of::<MaybeStamp>(), 4);
+        let ms = 1_700_000_123_456;
+        assert_eq!(Stamp::of_ms(ms).ms(), 1_700_000_123_000, "rounded down");
+        assert_eq!(Stamp::of_ms(-5).ms(), 0);
+        assert_eq!(Stamp::of_ms(i64::MAX).ms(), MAX_STAMP_MS);
+        assert!(
+            MaybeStamp::some(i64::MAX).is_some(),
+            "saturates short of none"
+        );
+        for v in [None, Some(0), Some(1_700_000_000_000), Some(MAX_STAMP_MS)] {
+            let m = MaybeStamp::from(v);
             assert_eq!(m.get(), v);
             assert_eq!(m.is_some(), v.is_some());
             let bytes = postcard::to_allocvec(&m).unwrap();
             assert_eq!(bytes, postcard::to_allocvec(&v).unwrap());
-            assert_eq!(postcard::from_bytes::<MaybeMs>(&bytes).unwrap(), m);
+            assert_eq!(postcard::from_bytes::<MaybeStamp>(&bytes).unwrap(), m);
         }
-        assert_eq!(MaybeMs::default(), MaybeMs::NONE);
-        assert_eq!(format!("{:?}", MaybeMs::some(3)), "Some(3)");
+        let s = Stamp::of_ms(ms);
+        let bytes = postcard::to_allocvec(&s).unwrap();
+        assert_eq!(bytes, postcard::to_allocvec(&1_700_000_123_000i64).unwrap());
+        assert_eq!(postcard::from_bytes::<Stamp>(&bytes).unwrap(), s);
+        assert_eq!(MaybeStamp::default(), MaybeStamp::NONE);
+        assert_eq!(format!("{:?}", MaybeStamp::some(3_000)), "Some(3000)");
     }
 
     #[test]

@@ -9,7 +9,7 @@
 //! it is first popped from (so a burst walks the customers in slot order, which the caches
 //! reward).
 //!
-//! Each customer has at most one live entry: its `next_check_ms`; an entry whose due time no
+//! Each customer has at most one live entry: its `next_check`; an entry whose due time no
 //! longer matches it is stale and skipped by the caller. The queue is therefore bounded by the
 //! number of tracked customers, plus the stale entries not yet reached.
 

@@ -243,7 +243,7 @@ impl Observer for Recorder<'_> {
         let k = self.cutoffs.partition_point(|&c| c < cp);
         let day = DAY_MS as f64;
         state.for_each_assessment(cp, |id, c, a, _| {
-            let Some(first) = c.activity.first_ms.get() else {
+            let Some(first) = c.activity.first.get() else {
                 return;
             };
             if first >= cp {
@@ -254,8 +254,8 @@ impl Observer for Recorder<'_> {
                 customer: self.customers.slot(id),
                 risk: a.risk as f32,
                 p_churn: a.p_churn as f32,
-                days_silent: ((cp - c.activity.last_ms) as f64 / day) as f32,
-                active_base: cp - c.activity.last_ms < self.lapse_ms,
+                days_silent: ((cp - c.activity.last.ms()) as f64 / day) as f32,
+                active_base: cp - c.activity.last.ms() < self.lapse_ms,
             });
         });
     }

@@ -3,7 +3,8 @@
 //!
 //! Format 5 packs the ring's buckets into 4 bytes (format 4's 8-byte buckets are packed when
 //! read, in [`crate::window`]) and keeps the engagement levels, the purchase gaps' statistics
-//! and the value at risk in `f32`.
+//! and the value at risk in `f32`. (Times are read to the second, as format 5's are: both
+//! formats store them as `i64` milliseconds.)
 //! Everything else is laid out as before: postcard is positional, so these mirrors list the
 //! fields of [`CustomerState`] in its order.
 
@@ -14,7 +15,7 @@ use crate::customer::{
     ActiveDays, CustomerState, EngagementLevel, GaugeContribution, PurchaseRhythm, RecentIds,
 };
 use crate::scoring::{Lifecycle, Tier};
-use crate::time::MaybeMs;
+use crate::time::{MaybeStamp, Stamp};
 use crate::window::Windows;
 
 use super::record::StoredCustomer;
@@ -30,7 +31,7 @@ pub struct StoredCustomer4 {
 #[cfg_attr(test, derive(serde::Serialize))]
 struct CustomerState4 {
     windows: Windows,
-    first_seen_ms: i64,
+    first_seen: Stamp,
     last_seen_ms: i64,
     /// A varint like format 5's `u32`: the same bytes below 2^32.
     events: u64,
@@ -39,7 +40,7 @@ struct CustomerState4 {
     purchases: PurchaseRhythm4,
     engagement: EngagementLevel4,
     alert: AlertState,
-    next_check_ms: MaybeMs,
+    next_check: MaybeStamp,
     gauge: GaugeContribution4,
     recent_ids: RecentIds,
 }
@@ -59,14 +60,14 @@ struct PurchaseRhythm4 {
 #[cfg_attr(test, derive(serde::Serialize))]
 struct EngagementLevel4 {
     count: u32,
-    last_ms: i64,
+    last: Stamp,
     last_score: f64,
     recent: f64,
     recent_weight_sq: f64,
     baseline: f64,
     baseline_var: f64,
     drop_cusum: f64,
-    drop_onset_ms: i64,
+    drop_onset: Stamp,
 }
 
 #[derive(Deserialize)]
@@ -85,7 +86,7 @@ impl From<StoredCustomer4> for StoredCustomer {
             applied_offset: r.applied_offset,
             state: CustomerState {
                 windows: c.windows,
-                first_seen_ms: c.first_seen_ms,
+                first_seen: c.first_seen,
                 last_seen_ms: c.last_seen_ms,
                 events: u32::try_from(c.events).unwrap_or(u32::MAX),
                 activity: c.activity,
@@ -100,17 +101,17 @@ impl From<StoredCustomer4> for StoredCustomer {
                 },
                 engagement: EngagementLevel {
                     count: e.count,
-                    last_ms: e.last_ms,
+                    last: e.last,
                     last_score: e.last_score as f32,
                     recent: e.recent as f32,
                     recent_weight_sq: e.recent_weight_sq as f32,
                     baseline: e.baseline as f32,
                     baseline_var: e.baseline_var as f32,
                     drop_cusum: e.drop_cusum as f32,
-                    drop_onset_ms: e.drop_onset_ms,
+                    drop_onset: e.drop_onset,
                 },
                 alert: c.alert,
-                next_check_ms: c.next_check_ms,
+                next_check: c.next_check,
                 gauge: GaugeContribution {
                     lifecycle: c.gauge.lifecycle,
                     at_risk_tier: c.gauge.at_risk_tier,
@@ -133,7 +134,7 @@ impl From<&StoredCustomer> for StoredCustomer4 {
             applied_offset: r.applied_offset,
             state: CustomerState4 {
                 windows: c.windows,
-                first_seen_ms: c.first_seen_ms,
+                first_seen: c.first_seen,
                 last_seen_ms: c.last_seen_ms,
                 events: c.events.into(),
                 activity: c.activity,
@@ -148,17 +149,17 @@ impl From<&StoredCustomer> for StoredCustomer4 {
                 },
                 engagement: EngagementLevel4 {
                     count: e.count,
-                    last_ms: e.last_ms,
+                    last: e.last,
                     last_score: e.last_score.into(),
                     recent: e.recent.into(),
                     recent_weight_sq: e.recent_weight_sq.into(),
                     baseline: e.baseline.into(),
                     baseline_var: e.baseline_var.into(),
                     drop_cusum: e.drop_cusum.into(),
-                    drop_onset_ms: e.drop_onset_ms,
+                    drop_onset: e.drop_onset,
                 },
                 alert: c.alert,
-                next_check_ms: c.next_check_ms,
+                next_check: c.next_check,
                 gauge: GaugeContribution4 {
                     lifecycle: c.gauge.lifecycle,
                     at_risk_tier: c.gauge.at_risk_tier,

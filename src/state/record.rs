@@ -154,7 +154,7 @@ mod tests {
                 &cfg,
             );
         }
-        c.next_check_ms = crate::time::MaybeMs::some(1_700_100_000_000);
+        c.next_check = crate::time::MaybeStamp::some(1_700_100_000_000);
         let stored = StoredCustomer {
             applied_offset: 41,
             state: c,

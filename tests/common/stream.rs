@@ -252,8 +252,8 @@ impl Group {
             .into_iter()
             .map(|(id, (partition, mut c))| {
                 let wm = stream_time[&partition] - cfg.input.allowed_lateness_ms;
-                c.next_check_ms = c
-                    .next_check_ms
+                c.next_check = c
+                    .next_check
                     .get()
                     .map(|due| rearmed(due, wm, cfg.windows.check_interval_ms))
                     .into();
