@@ -144,6 +144,10 @@ impl Batch {
     }
 }
 
+/// Events decoded at a time, then processed with their customers prefetched
+/// ([`PartitionState::prefetching`]), as the pipeline processes a chunk of messages.
+const CHUNK: usize = 256;
+
 /// Feed events `which` (all when `None`) of `batch` to `p`; returns the alerts decided.
 fn feed(
     p: &mut PartitionState,
@@ -153,16 +157,26 @@ fn feed(
     alerts: &mut Vec<Alert>,
 ) -> u64 {
     let mut n = 0;
-    let mut one = |i: usize, alerts: &mut Vec<Alert>| {
-        if let Ok(ev) = decode(batch.payload(i), limits) {
-            p.on_event(&ev, None, alerts);
-        }
-        n += alerts.len() as u64;
-        alerts.clear();
-    };
-    match which {
-        Some(idx) => idx.iter().for_each(|&i| one(i as usize, alerts)),
-        None => (0..batch.len()).for_each(|i| one(i, alerts)),
+    let mut events = Vec::with_capacity(CHUNK);
+    let len = which.map_or(batch.len(), <[u32]>::len);
+    let mut indices = (0..len).map(|i| which.map_or(i, |w| w[i] as usize));
+    for _ in (0..len).step_by(CHUNK) {
+        events.clear();
+        events.extend(
+            indices
+                .by_ref()
+                .take(CHUNK)
+                .filter_map(|i| decode(batch.payload(i), limits).ok()),
+        );
+        p.prefetching(
+            &events,
+            |ev| Some(&ev.customer_id),
+            |p, ev| {
+                p.on_event(ev, None, alerts);
+                n += alerts.len() as u64;
+                alerts.clear();
+            },
+        );
     }
     n
 }

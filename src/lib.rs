@@ -32,6 +32,8 @@
 //! - [`timers`]: event-time timers that re-score silent customers (a calendar queue).
 //! - [`partition`]: everything one Kafka partition owns: customers, stream time, watermark,
 //!   timers, and the per-event entry point used by the live stream and tests alike.
+//! - [`slot_index`]: the partition's customer index (id hash -> slot), prefetchable; and
+//!   [`prefetch`]: the cache hints that let a chunk's lookups overlap.
 //! - [`kpi`]: business KPIs per event-time period (churn, retention, revenue churn counts).
 //! - [`metrics`]: the Prometheus registry and every `churnwatch_` metric.
 //! - [`http`]: `/metrics`, `/healthz`, `/readyz` and the status page's routes.
@@ -75,12 +77,14 @@ pub mod metrics;
 pub mod model;
 pub mod partition;
 pub mod pipeline;
+pub mod prefetch;
 pub mod processor;
 pub mod reload;
 pub mod scoring;
 pub mod shutdown;
 pub mod sim;
 pub mod simulate;
+pub mod slot_index;
 pub mod state;
 pub mod stats;
 pub mod status;

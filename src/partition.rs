@@ -18,7 +18,6 @@ use std::time::Instant;
 use std::hash::Hasher;
 
 use compact_str::CompactString;
-use hashbrown::HashTable;
 use rustc_hash::{FxHashMap, FxHasher};
 
 use crate::alert::{Alert, SourceRef, Trigger};
@@ -30,6 +29,7 @@ use crate::event::Event;
 use crate::kpi::{revenue_per_period, PeriodKpis};
 use crate::metrics::{EvictReason, HotMetrics, Metrics};
 use crate::scoring::{inactivity_reason, Lifecycle, Scorer, SignalScorer};
+use crate::slot_index::{IdHash, SlotIndex};
 use crate::state::record::{StoredCustomer, StoredPartition};
 use crate::time::MaybeStamp;
 use crate::timers::{next_grid_time, rearmed, Timers};
@@ -68,14 +68,61 @@ pub struct Inspection<'a> {
     pub cfg: &'a Config,
 }
 
+/// How many items ahead [`PartitionState::prefetching`] starts loading a customer's index
+/// entry; their state follows at half the distance, their ring one item ahead.
+pub const LOOKAHEAD: usize = 8;
+
+/// A stage of prefetching one customer (each needs the previous one's memory to be loaded).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lookahead {
+    /// The index entry (from the id's hash alone).
+    Index,
+    /// The customer's state (through the index).
+    State,
+    /// The customer's bucket ring (through the state).
+    Ring,
+}
+
+/// One step of [`lookahead`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// Prefetch item `i`'s customer, at this stage.
+    Prefetch(usize, Lookahead),
+    /// Process item `i`.
+    Process(usize),
+}
+
+/// Drive the processing of `len` items in order with their customers prefetched in stages, so
+/// that the cache misses of several customers overlap: the index entry of the item
+/// [`LOOKAHEAD`] ahead, the state of the one half as far, the ring of the next one. Stops at
+/// the first error `step` returns.
+pub fn lookahead<E>(len: usize, mut step: impl FnMut(Step) -> Result<(), E>) -> Result<(), E> {
+    for i in 0..LOOKAHEAD.min(len) {
+        step(Step::Prefetch(i, Lookahead::Index))?;
+    }
+    for i in 0..len {
+        for (ahead, stage) in [
+            (LOOKAHEAD, Lookahead::Index),
+            (LOOKAHEAD / 2, Lookahead::State),
+            (1, Lookahead::Ring),
+        ] {
+            if i + ahead < len {
+                step(Step::Prefetch(i + ahead, stage))?;
+            }
+        }
+        step(Step::Process(i))?;
+    }
+    Ok(())
+}
+
 /// State of one partition.
 pub struct PartitionState {
     cfg: Arc<Config>,
     scorer: Arc<dyn Scorer>,
     hot: HotMetrics,
-    /// Customer id -> slot: the table holds only slots (4 bytes each); the ids live in
+    /// Customer id -> slot: the table holds hashes and slots (8 bytes each); the ids live in
     /// `ids`, inline up to 24 bytes, so a lookup touches no other allocation.
-    index: HashTable<u32>,
+    index: SlotIndex,
     /// Per slot: the customer id (empty: a vacant slot).
     ids: Vec<CompactString>,
     customers: Vec<CustomerState>,
@@ -121,7 +168,7 @@ impl PartitionState {
             scorer,
             kpi: PeriodKpis::new(hot.period.clone()),
             hot,
-            index: HashTable::new(),
+            index: SlotIndex::new(),
             ids: Vec::new(),
             customers: Vec::new(),
             timers: Timers::new(),
@@ -251,12 +298,51 @@ impl PartitionState {
         self.ids[slot as usize].is_empty()
     }
 
+    /// Start loading what an event of customer `id` will read (a hint: nothing changes), in
+    /// [`Lookahead`] stages: see [`PartitionState::prefetching`].
+    #[inline]
+    pub fn prefetch(&self, id: &str, stage: Lookahead) {
+        match stage {
+            Lookahead::Index => self.index.prefetch(id_hash(id)),
+            Lookahead::State => {
+                if let Some(slot) = self.slot_of(id) {
+                    crate::prefetch::read(&self.customers[slot as usize]);
+                }
+            }
+            Lookahead::Ring => {
+                if let Some(slot) = self.slot_of(id) {
+                    self.customers[slot as usize].windows.prefetch();
+                }
+            }
+        }
+    }
+
+    /// Run `each` on every item in order, with the customers of the items a few places ahead
+    /// prefetched ([`lookahead`]). `id` is an item's customer id, where it has one.
+    pub fn prefetching<T>(
+        &mut self,
+        items: &[T],
+        id: impl Fn(&T) -> Option<&str>,
+        mut each: impl FnMut(&mut Self, &T),
+    ) {
+        let steps = lookahead(items.len(), |step| {
+            match step {
+                Step::Prefetch(i, stage) => {
+                    if let Some(x) = id(&items[i]) {
+                        self.prefetch(x, stage);
+                    }
+                }
+                Step::Process(i) => each(self, &items[i]),
+            }
+            Ok::<(), std::convert::Infallible>(())
+        });
+        let Ok(()) = steps;
+    }
+
     /// The slot of customer `id`, if tracked.
     fn slot_of(&self, id: &str) -> Option<u32> {
         let ids = &self.ids;
-        self.index
-            .find(id_hash(id), |&s| ids[s as usize] == id)
-            .copied()
+        self.index.find(id_hash(id), |s| ids[s as usize] == id)
     }
 
     /// Track a new customer, in a vacant slot if there is one.
@@ -275,9 +361,7 @@ impl PartitionState {
                 (self.customers.len() - 1) as u32
             }
         };
-        let ids = &self.ids;
-        self.index
-            .insert_unique(h, slot, |&s| id_hash(&ids[s as usize]));
+        self.index.insert(h, slot);
         slot
     }
 
@@ -294,9 +378,7 @@ impl PartitionState {
         self.kpi.publish();
         self.hot.evicted[reason as usize].inc();
         let id = std::mem::take(&mut self.ids[slot as usize]);
-        if let Ok(entry) = self.index.find_entry(id_hash(&id), |&s| s == slot) {
-            entry.remove();
-        }
+        self.index.remove(id_hash(&id), slot);
         self.applied.remove(&slot);
         if self.tracking {
             self.evicted.push(id);
@@ -817,12 +899,13 @@ impl Drop for PartitionState {
     }
 }
 
-/// Hash of a customer id for the index (FxHash: fast on short keys; the table compares the
-/// ids themselves on a match).
-fn id_hash(id: &str) -> u64 {
+/// Hash of a customer id for the index (FxHash: fast on short keys, then a multiplication
+/// that mixes every bit into the upper half the index uses; the table compares the ids
+/// themselves on a match).
+fn id_hash(id: &str) -> IdHash {
     let mut h = FxHasher::default();
     h.write(id.as_bytes());
-    h.finish()
+    IdHash::of(h.finish().wrapping_mul(0x9E37_79B9_7F4A_7C15))
 }
 
 /// When a lapsed customer is forgotten (`None`: not lapsed, or eviction is off): on the timer
@@ -887,6 +970,48 @@ fn apply_gauge_delta(
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn lookahead_prefetches_every_item_in_stage_order_before_processing_it() {
+        for len in [0, 1, 3, LOOKAHEAD, 50] {
+            let mut seen: Vec<Vec<Step>> = vec![Vec::new(); len];
+            lookahead(len, |step| {
+                let i = match step {
+                    Step::Prefetch(i, _) | Step::Process(i) => i,
+                };
+                seen[i].push(step);
+                Ok::<(), ()>(())
+            })
+            .unwrap();
+            for (i, steps) in seen.iter().enumerate() {
+                assert_eq!(
+                    steps.last(),
+                    Some(&Step::Process(i)),
+                    "processed last, once"
+                );
+                let stages: Vec<Lookahead> = steps
+                    .iter()
+                    .filter_map(|s| match s {
+                        Step::Prefetch(_, st) => Some(*st),
+                        Step::Process(_) => None,
+                    })
+                    .collect();
+                assert_eq!(stages[0], Lookahead::Index, "item {i} of {len}");
+                assert!(stages.windows(2).all(|w| w[0] as u8 <= w[1] as u8));
+            }
+        }
+        let mut n = 0;
+        let stopped = lookahead(50, |step| {
+            n += 1;
+            if step == Step::Process(3) {
+                Err("stop")
+            } else {
+                Ok(())
+            }
+        });
+        assert_eq!(stopped, Err("stop"));
+        assert!(n < 50);
+    }
+
     use super::*;
     use crate::alerting::Winback;
     use crate::event::Activity;

@@ -22,7 +22,7 @@ use rdkafka::error::KafkaResult;
 use rdkafka::message::BorrowedMessage;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
-use tracing::{error, info, warn};
+use tracing::{error, info};
 
 use crate::config::Config;
 use crate::event::DecodeLimits;
@@ -220,21 +220,19 @@ impl<'a> Consume<'a> {
                 continue;
             };
             let limits = DecodeLimits::from_config(&self.cfg.input, now_ms());
-            let mut next = Some(first);
-            let mut n = 0;
-            while let Some(msg) = next {
-                n += 1;
-                match msg {
-                    Ok(m) => self.lock().handle(&m, &limits)?,
-                    Err(e) => warn!(error = %e, "error while consuming"),
+            // The chunk is what librdkafka has already fetched: taken whole, then processed
+            // with each message's customer prefetched a few messages ahead.
+            let mut chunk = Vec::with_capacity(64);
+            chunk.push(first);
+            while chunk.len() < MAX_CHUNK {
+                match self.poll(Duration::ZERO)? {
+                    Some(m) => chunk.push(m),
+                    None => break,
                 }
-                next = if n < MAX_CHUNK {
-                    self.poll(Duration::ZERO)?
-                } else {
-                    None
-                };
             }
-            self.lock().after_chunk(self.consumer)?;
+            let mut processor = self.lock();
+            processor.handle_chunk(&chunk, &limits)?;
+            processor.after_chunk(self.consumer)?;
         }
     }
 }

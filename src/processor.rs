@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use futures::executor::block_on;
 use futures::FutureExt;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, Producer};
 use rdkafka::{Offset, TopicPartitionList};
@@ -42,7 +42,7 @@ use crate::kafka::{
     SinkError, Writing,
 };
 use crate::metrics::Metrics;
-use crate::partition::PartitionState;
+use crate::partition::{lookahead, Lookahead, PartitionState, Step};
 use crate::state::record::{encode_partition, StoredPartition, META_KEY};
 use crate::state::{changelog_topic, Changelog, Record, StateError, StoredCustomer};
 use crate::status::{AtRisk, CustomerSource, CustomerView};
@@ -372,6 +372,45 @@ impl Processor {
         // Not announced by a rebalance (cannot happen with subscribe): restore it now.
         self.assign(&[(topic.to_string(), partition)])?;
         Ok(self.parts.len() - 1)
+    }
+
+    /// Process a chunk of messages in order, each message's customer prefetched a few
+    /// messages ahead ([`crate::partition::lookahead`]) by the message key (the customer id,
+    /// as producers key events; a message keyed otherwise is only not prefetched).
+    pub fn handle_chunk(
+        &mut self,
+        msgs: &[KafkaResult<BorrowedMessage<'_>>],
+        limits: &DecodeLimits,
+    ) -> Result<(), PipelineError> {
+        lookahead(msgs.len(), |step| match step {
+            Step::Prefetch(i, stage) => {
+                if let Ok(m) = &msgs[i] {
+                    self.prefetch(m, stage);
+                }
+                Ok(())
+            }
+            Step::Process(i) => match &msgs[i] {
+                Ok(m) => self.handle(m, limits),
+                Err(e) => {
+                    warn!(error = %e, "error while consuming");
+                    Ok(())
+                }
+            },
+        })
+    }
+
+    fn prefetch(&self, m: &BorrowedMessage<'_>, stage: Lookahead) {
+        let Some(id) = m.key().and_then(|k| std::str::from_utf8(k).ok()) else {
+            return;
+        };
+        let (topic, partition) = (m.topic(), m.partition());
+        if let Some(p) = self
+            .parts
+            .iter()
+            .find(|p| p.partition == partition && p.topic == topic)
+        {
+            p.state.prefetch(id, stage);
+        }
     }
 
     /// Process one message.

@@ -298,6 +298,15 @@ impl Windows {
         self.head == i64::MIN || self.len() == 0
     }
 
+    /// Start loading the ring's buckets (a hint: see [`crate::prefetch`]).
+    #[inline]
+    pub fn prefetch(&self) {
+        match &self.store {
+            Store::Counters { buckets, .. } => crate::prefetch::read_slice(buckets),
+            Store::Purchases { marks, .. } => crate::prefetch::read_slice(marks),
+        }
+    }
+
     fn slot(&self, idx: i64) -> usize {
         idx.rem_euclid(self.len() as i64) as usize
     }
