@@ -586,7 +586,7 @@ impl Processor {
     /// from the position of the last message handled, so nothing is skipped.
     ///
     /// While a checkpoint's changelog records are in flight, the loop first waits up to
-    /// [`CHECKPOINT_DRAIN_WAIT`] for the producer to get back under the limit, as it did when it
+    /// `CHECKPOINT_DRAIN_WAIT` (1 s) for the producer to get back under the limit, as it did when it
     /// produced those records itself: a pause discards the messages prefetched for the
     /// partitions, which are fetched again on resume (against tansu, with the changelog's
     /// records handed over on their own thread, pausing took the broker from ~20 % to ~110 %
