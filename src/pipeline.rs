@@ -222,16 +222,26 @@ impl<'a> Consume<'a> {
             let limits = DecodeLimits::from_config(&self.cfg.input, now_ms());
             // The chunk is what librdkafka has already fetched: taken whole, then processed
             // with each message's customer prefetched a few messages ahead.
+            // A poll that runs a revocation ends the chunk; the messages fetched before it are
+            // checked against the partitions still held (`handle_chunk`).
+            let revocations = self.lock().revocations();
             let mut chunk = Vec::with_capacity(64);
             chunk.push(first);
+            let mut fetched_before_revocation = 0;
             while chunk.len() < MAX_CHUNK {
-                match self.poll(Duration::ZERO)? {
+                let m = self.poll(Duration::ZERO)?;
+                if self.lock().revocations() != revocations {
+                    fetched_before_revocation = chunk.len();
+                    chunk.extend(m);
+                    break;
+                }
+                match m {
                     Some(m) => chunk.push(m),
                     None => break,
                 }
             }
             let mut processor = self.lock();
-            processor.handle_chunk(&chunk, &limits)?;
+            processor.handle_chunk(&chunk, fetched_before_revocation, &limits)?;
             processor.after_chunk(self.consumer)?;
         }
     }

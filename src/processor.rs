@@ -209,6 +209,8 @@ pub struct Processor {
     recoveries: Vec<Instant>,
     /// An error raised inside a rebalance callback, for the loop to act on.
     fatal: Option<PipelineError>,
+    /// Revocations so far (a chunk fetched across one holds messages of partitions gone).
+    revocations: u64,
     pub summary: RunSummary,
 }
 
@@ -311,6 +313,7 @@ impl Processor {
             max_event_ms: None,
             recoveries: Vec::new(),
             fatal: None,
+            revocations: 0,
             summary: RunSummary::default(),
         })
     }
@@ -329,6 +332,11 @@ impl Processor {
     }
 
     /// An error a rebalance callback ran into.
+    /// Revocations so far: see [`Processor::handle_chunk`].
+    pub fn revocations(&self) -> u64 {
+        self.revocations
+    }
+
     pub fn take_fatal(&mut self) -> Option<PipelineError> {
         self.fatal.take()
     }
@@ -377,9 +385,15 @@ impl Processor {
     /// Process a chunk of messages in order, each message's customer prefetched a few
     /// messages ahead ([`crate::partition::lookahead`]) by the message key (the customer id,
     /// as producers key events; a message keyed otherwise is only not prefetched).
+    ///
+    /// The first `fetched_before_revocation` messages were fetched before a partition was
+    /// revoked (in a later poll of the same chunk): those of a partition no longer held are
+    /// skipped, as they would have been purged had they not been fetched yet. The revocation
+    /// committed only what was processed, so the partition's new owner consumes them.
     pub fn handle_chunk(
         &mut self,
         msgs: &[KafkaResult<BorrowedMessage<'_>>],
+        fetched_before_revocation: usize,
         limits: &DecodeLimits,
     ) -> Result<(), PipelineError> {
         lookahead(msgs.len(), |step| match step {
@@ -390,6 +404,15 @@ impl Processor {
                 Ok(())
             }
             Step::Process(i) => match &msgs[i] {
+                Ok(m) if i < fetched_before_revocation && !self.holds(m) => {
+                    debug!(
+                        topic = m.topic(),
+                        partition = m.partition(),
+                        offset = m.offset(),
+                        "message of a partition revoked after it was fetched: skipped"
+                    );
+                    Ok(())
+                }
                 Ok(m) => self.handle(m, limits),
                 Err(e) => {
                     warn!(error = %e, "error while consuming");
@@ -397,6 +420,14 @@ impl Processor {
                 }
             },
         })
+    }
+
+    /// Whether the message's partition is assigned here.
+    fn holds(&self, m: &BorrowedMessage<'_>) -> bool {
+        let (topic, partition) = (m.topic(), m.partition());
+        self.parts
+            .iter()
+            .any(|p| p.partition == partition && p.topic == topic)
     }
 
     fn prefetch(&self, m: &BorrowedMessage<'_>, stage: Lookahead) {
@@ -893,6 +924,7 @@ impl Processor {
         consumer: &BaseConsumer<C>,
         revoked: &[(String, i32)],
     ) {
+        self.revocations += 1;
         if consumer.assignment_lost() {
             warn!(partitions = ?revoked, "assignment lost: dropping the partitions' uncommitted work");
             self.drop_uncommitted();
