@@ -1,11 +1,13 @@
 //! `churnwatch run`: the consumer loop that ties Kafka, the [`Processor`] and shutdown
 //! together.
 //!
-//! Messages are polled on a dedicated thread, in chunks of up to [`MAX_CHUNK`], and handed to
-//! the processor, which decides alerts, produces them, and checkpoints every
-//! `kafka.commit_interval_ms` (see [`crate::processor`] for what a checkpoint guarantees and
-//! [`crate::state`] for recovery). Rebalances run inside `poll` and reach the processor
-//! through the consumer's context.
+//! Messages are polled on a dedicated thread, in chunks of up to [`MAX_CHUNK`] (what
+//! librdkafka has already fetched), and handed to the processor as one chunk, so that it can
+//! prefetch each message's customer a few messages ahead. The processor decides alerts,
+//! produces them, and checkpoints every `kafka.commit_interval_ms` (see [`crate::processor`]
+//! for what a checkpoint guarantees and [`crate::state`] for recovery). Rebalances run inside
+//! `poll` and reach the processor through the consumer's context; a poll that revokes
+//! partitions ends the chunk.
 //!
 //! Back-pressure: the loop does all the work itself, so it fetches no faster than it
 //! processes, and librdkafka's fetch queue (`queued.max.messages.kbytes`) is bounded. When the
