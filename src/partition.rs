@@ -304,13 +304,16 @@ impl PartitionState {
     pub fn prefetch(&self, id: &str, stage: Lookahead) {
         match stage {
             Lookahead::Index => self.index.prefetch(id_hash(id)),
+            // By hash alone, without comparing the id (its load would wait for memory): a
+            // rare other customer with the same hash half only gets prefetched instead.
             Lookahead::State => {
-                if let Some(slot) = self.slot_of(id) {
+                if let Some(slot) = self.index.find(id_hash(id), |_| true) {
+                    crate::prefetch::read(&self.ids[slot as usize]);
                     crate::prefetch::read(&self.customers[slot as usize]);
                 }
             }
             Lookahead::Ring => {
-                if let Some(slot) = self.slot_of(id) {
+                if let Some(slot) = self.index.find(id_hash(id), |_| true) {
                     self.customers[slot as usize].windows.prefetch();
                 }
             }
