@@ -83,6 +83,33 @@ pub enum Lookahead {
     Ring,
 }
 
+/// A customer on their way through the prefetch stages: the id's hash (computed once), then
+/// the slot found for it.
+#[derive(Debug, Clone, Copy)]
+pub struct Ahead {
+    hash: IdHash,
+    slot: Option<u32>,
+}
+
+/// What [`lookahead`]'s stages carry for the items in flight, by item: no more than
+/// `LOOKAHEAD + 1` are (from the one processed to the one whose index entry is loading), so
+/// item `i` lives at `i % (LOOKAHEAD + 1)`.
+#[derive(Debug)]
+pub struct AheadRing<T>([Option<T>; LOOKAHEAD + 1]);
+
+impl<T> Default for AheadRing<T> {
+    fn default() -> Self {
+        AheadRing(std::array::from_fn(|_| None))
+    }
+}
+
+impl<T> AheadRing<T> {
+    /// Item `i`'s entry.
+    pub fn at(&mut self, i: usize) -> &mut Option<T> {
+        &mut self.0[i % (LOOKAHEAD + 1)]
+    }
+}
+
 /// One step of [`lookahead`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Step {
@@ -298,25 +325,34 @@ impl PartitionState {
         self.ids[slot as usize].is_empty()
     }
 
-    /// Start loading what an event of customer `id` will read (a hint: nothing changes), in
-    /// [`Lookahead`] stages: see [`PartitionState::prefetching`].
+    /// Prefetch stage [`Lookahead::Index`] for customer `id`: hash the id once and start
+    /// loading its index entry. The returned [`Ahead`] carries the customer through the later
+    /// stages (a hint throughout: nothing changes).
     #[inline]
-    pub fn prefetch(&self, id: &str, stage: Lookahead) {
-        match stage {
-            Lookahead::Index => self.index.prefetch(id_hash(id)),
-            // By hash alone, without comparing the id (its load would wait for memory): a
-            // rare other customer with the same hash half only gets prefetched instead.
-            Lookahead::State => {
-                if let Some(slot) = self.index.find(id_hash(id), |_| true) {
-                    crate::prefetch::read(&self.ids[slot as usize]);
-                    crate::prefetch::read(&self.customers[slot as usize]);
-                }
-            }
-            Lookahead::Ring => {
-                if let Some(slot) = self.index.find(id_hash(id), |_| true) {
-                    self.customers[slot as usize].windows.prefetch();
-                }
-            }
+    pub fn prefetch_index(&self, id: &str) -> Ahead {
+        let hash = id_hash(id);
+        self.index.prefetch(hash);
+        Ahead { hash, slot: None }
+    }
+
+    /// Stage [`Lookahead::State`]: find the slot by hash alone (comparing the id would wait
+    /// for its load; a rare other customer with the same hash half only gets prefetched
+    /// instead) and start loading the customer's id and state.
+    #[inline]
+    pub fn prefetch_state(&self, a: &mut Ahead) {
+        a.slot = self.index.find(a.hash, |_| true);
+        if let Some(slot) = a.slot {
+            crate::prefetch::read(&self.ids[slot as usize]);
+            crate::prefetch::read(&self.customers[slot as usize]);
+        }
+    }
+
+    /// Stage [`Lookahead::Ring`]: start loading the customer's bucket ring.
+    #[inline]
+    pub fn prefetch_ring(&self, a: &Ahead) {
+        // The slot may have been vacated and reused since: still a valid slot, or none.
+        if let Some(c) = a.slot.and_then(|s| self.customers.get(s as usize)) {
+            c.windows.prefetch();
         }
     }
 
@@ -328,11 +364,20 @@ impl PartitionState {
         id: impl Fn(&T) -> Option<&str>,
         mut each: impl FnMut(&mut Self, &T),
     ) {
+        let mut ahead = AheadRing::default();
         let steps = lookahead(items.len(), |step| {
             match step {
-                Step::Prefetch(i, stage) => {
-                    if let Some(x) = id(&items[i]) {
-                        self.prefetch(x, stage);
+                Step::Prefetch(i, Lookahead::Index) => {
+                    *ahead.at(i) = id(&items[i]).map(|x| self.prefetch_index(x));
+                }
+                Step::Prefetch(i, Lookahead::State) => {
+                    if let Some(a) = ahead.at(i) {
+                        self.prefetch_state(a);
+                    }
+                }
+                Step::Prefetch(i, Lookahead::Ring) => {
+                    if let Some(a) = ahead.at(i) {
+                        self.prefetch_ring(a);
                     }
                 }
                 Step::Process(i) => each(self, &items[i]),
@@ -729,7 +774,6 @@ impl PartitionState {
             eviction_due(&self.cfg, c)
         };
         let c = &mut self.customers[slot as usize];
-        c.next_check = MaybeStamp::NONE;
         if let Some(next) = next {
             let due = c.arm_check(next);
             self.timers.schedule(due, slot);

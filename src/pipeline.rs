@@ -37,6 +37,9 @@ use crate::time::now_ms;
 
 /// Largest number of messages handled as one chunk.
 pub const MAX_CHUNK: usize = 2048;
+
+/// One poll's outcome: a message, or the error librdkafka reported instead.
+type Polled<'a> = KafkaResult<BorrowedMessage<'a>>;
 /// How often idle partitions are checked and gauges refreshed.
 const TICK: Duration = Duration::from_millis(500);
 /// Due timers fired at a time, over all partitions, while no message is waiting (about a
@@ -167,15 +170,14 @@ impl<'a> Consume<'a> {
         self.processor.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Poll once; an error that a rebalance callback met inside the poll comes first.
-    fn poll(
-        &self,
-        timeout: Duration,
-    ) -> Result<Option<KafkaResult<BorrowedMessage<'a>>>, PipelineError> {
+    /// Poll once; an error that a rebalance callback met inside the poll comes first. With
+    /// the message, the processor's count of revocations after the poll.
+    fn poll(&self, timeout: Duration) -> Result<(Option<Polled<'a>>, u64), PipelineError> {
         let m = self.consumer.poll(timeout);
-        match self.lock().take_fatal() {
+        let mut processor = self.lock();
+        match processor.take_fatal() {
             Some(e) => Err(e),
-            None => Ok(m),
+            None => Ok((m, processor.revocations())),
         }
     }
 
@@ -193,6 +195,8 @@ impl<'a> Consume<'a> {
 
     fn until_error(&self) -> Result<(), PipelineError> {
         let mut last_tick = Instant::now();
+        // The chunk's buffer, kept across chunks.
+        let mut chunk: Vec<Polled<'a>> = Vec::new();
         loop {
             if self.shutdown.is_cancelled() {
                 return Ok(());
@@ -215,7 +219,7 @@ impl<'a> Consume<'a> {
             } else {
                 POLL_TIMEOUT
             };
-            let Some(first) = self.poll(wait)? else {
+            let (Some(first), revocations) = self.poll(wait)? else {
                 if timers_due {
                     self.lock().fire_some_timers(TIMERS_BETWEEN_MESSAGES)?;
                 }
@@ -226,13 +230,11 @@ impl<'a> Consume<'a> {
             // with each message's customer prefetched a few messages ahead.
             // A poll that runs a revocation ends the chunk; the messages fetched before it are
             // checked against the partitions still held (`handle_chunk`).
-            let revocations = self.lock().revocations();
-            let mut chunk = Vec::with_capacity(64);
             chunk.push(first);
             let mut fetched_before_revocation = 0;
             while chunk.len() < MAX_CHUNK {
-                let m = self.poll(Duration::ZERO)?;
-                if self.lock().revocations() != revocations {
+                let (m, now) = self.poll(Duration::ZERO)?;
+                if now != revocations {
                     fetched_before_revocation = chunk.len();
                     chunk.extend(m);
                     break;
@@ -243,7 +245,10 @@ impl<'a> Consume<'a> {
                 }
             }
             let mut processor = self.lock();
-            processor.handle_chunk(&chunk, fetched_before_revocation, &limits)?;
+            let handled = processor.handle_chunk(&chunk, fetched_before_revocation, &limits);
+            // librdkafka's messages go back now, not at the next chunk.
+            chunk.clear();
+            handled?;
             processor.after_chunk(self.consumer)?;
         }
     }

@@ -42,7 +42,7 @@ use crate::kafka::{
     SinkError, Writing,
 };
 use crate::metrics::Metrics;
-use crate::partition::{lookahead, Lookahead, PartitionState, Step};
+use crate::partition::{lookahead, Ahead, AheadRing, Lookahead, PartitionState, Step};
 use crate::state::record::{encode_partition, StoredPartition, META_KEY};
 use crate::state::{changelog_topic, Changelog, Record, StateError, StoredCustomer};
 use crate::status::{AtRisk, CustomerSource, CustomerView};
@@ -331,12 +331,12 @@ impl Processor {
         self.fatal.get_or_insert(e);
     }
 
-    /// An error a rebalance callback ran into.
     /// Revocations so far: see [`Processor::handle_chunk`].
     pub fn revocations(&self) -> u64 {
         self.revocations
     }
 
+    /// An error a rebalance callback ran into.
     pub fn take_fatal(&mut self) -> Option<PipelineError> {
         self.fatal.take()
     }
@@ -370,11 +370,7 @@ impl Processor {
     }
 
     fn part_index(&mut self, topic: &str, partition: i32) -> Result<usize, PipelineError> {
-        if let Some(i) = self
-            .parts
-            .iter()
-            .position(|p| p.partition == partition && p.topic == topic)
-        {
+        if let Some(i) = self.position(topic, partition) {
             return Ok(i);
         }
         // Not announced by a rebalance (cannot happen with subscribe): restore it now.
@@ -396,52 +392,54 @@ impl Processor {
         fetched_before_revocation: usize,
         limits: &DecodeLimits,
     ) -> Result<(), PipelineError> {
-        lookahead(msgs.len(), |step| match step {
-            Step::Prefetch(i, stage) => {
-                if let Ok(m) = &msgs[i] {
-                    self.prefetch(m, stage);
+        // Per message in flight: its partition's index and the customer's prefetch state,
+        // found once (at the first stage).
+        let mut ahead: AheadRing<(usize, Ahead)> = AheadRing::default();
+        lookahead(msgs.len(), |step| {
+            match step {
+                Step::Prefetch(i, Lookahead::Index) => {
+                    *ahead.at(i) = msgs[i].as_ref().ok().and_then(|m| {
+                        let id = std::str::from_utf8(m.key()?).ok()?;
+                        let part = self.held(m)?;
+                        Some((part, self.parts[part].state.prefetch_index(id)))
+                    });
                 }
-                Ok(())
+                Step::Prefetch(i, Lookahead::State) => {
+                    if let Some((part, a)) = ahead.at(i) {
+                        self.parts[*part].state.prefetch_state(a);
+                    }
+                }
+                Step::Prefetch(i, Lookahead::Ring) => {
+                    if let Some((part, a)) = ahead.at(i) {
+                        self.parts[*part].state.prefetch_ring(a);
+                    }
+                }
+                Step::Process(i) => match &msgs[i] {
+                    Ok(m) if i < fetched_before_revocation && self.held(m).is_none() => {
+                        debug!(
+                            topic = m.topic(),
+                            partition = m.partition(),
+                            offset = m.offset(),
+                            "message of a partition revoked after it was fetched: skipped"
+                        );
+                    }
+                    Ok(m) => self.handle(m, limits)?,
+                    Err(e) => warn!(error = %e, "error while consuming"),
+                },
             }
-            Step::Process(i) => match &msgs[i] {
-                Ok(m) if i < fetched_before_revocation && !self.holds(m) => {
-                    debug!(
-                        topic = m.topic(),
-                        partition = m.partition(),
-                        offset = m.offset(),
-                        "message of a partition revoked after it was fetched: skipped"
-                    );
-                    Ok(())
-                }
-                Ok(m) => self.handle(m, limits),
-                Err(e) => {
-                    warn!(error = %e, "error while consuming");
-                    Ok(())
-                }
-            },
+            Ok(())
         })
     }
 
-    /// Whether the message's partition is assigned here.
-    fn holds(&self, m: &BorrowedMessage<'_>) -> bool {
-        let (topic, partition) = (m.topic(), m.partition());
-        self.parts
-            .iter()
-            .any(|p| p.partition == partition && p.topic == topic)
+    /// The index of the message's partition among those held here, if held.
+    fn held(&self, m: &BorrowedMessage<'_>) -> Option<usize> {
+        self.position(m.topic(), m.partition())
     }
 
-    fn prefetch(&self, m: &BorrowedMessage<'_>, stage: Lookahead) {
-        let Some(id) = m.key().and_then(|k| std::str::from_utf8(k).ok()) else {
-            return;
-        };
-        let (topic, partition) = (m.topic(), m.partition());
-        if let Some(p) = self
-            .parts
+    fn position(&self, topic: &str, partition: i32) -> Option<usize> {
+        self.parts
             .iter()
-            .find(|p| p.partition == partition && p.topic == topic)
-        {
-            p.state.prefetch(id, stage);
-        }
+            .position(|p| p.partition == partition && p.topic == topic)
     }
 
     /// Process one message.
