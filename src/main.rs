@@ -373,9 +373,10 @@ fn fit(args: FitArgs) -> anyhow::Result<()> {
         .as_deref()
         .map(|s| parse_time("--as-of", s))
         .transpose()?;
-    let input = open_events(&args.input)?;
+    open_events(&args.input)?;
     let started = std::time::Instant::now();
-    let fitted = churnwatch::backtest::fit::fit_priors(input, as_of, cfg)
+    let open = || std::fs::File::open(&args.input).map(|f| std::io::BufReader::with_capacity(1 << 20, f));
+    let fitted = churnwatch::backtest::fit::fit_priors(open, as_of, cfg)
         .with_context(|| format!("fitting priors to {}", args.input.display()))?;
     let as_of = churnwatch::time::format_rfc3339_ms(fitted.as_of_ms);
     println!(
@@ -396,7 +397,7 @@ fn fit(args: FitArgs) -> anyhow::Result<()> {
     ] {
         use churnwatch::backtest::fit::FitOutcome;
         match report {
-            FitOutcome::Fitted(r) => println!("== {name}\n{r}"),
+            FitOutcome::Fitted(r, discount) => println!("== {name}\n{r}\n{discount}"),
             FitOutcome::NoData => {
                 println!("== {name}\nno such customers: the built-in default stays in use\n")
             }

@@ -86,6 +86,16 @@ impl Replay {
         }
     }
 
+    /// A replay that forgets nobody: lapsed customers are not evicted
+    /// (`state.evict_lapsed_after_days` is ignored), so that `fit` sees the whole history and
+    /// `score` writes a row for every customer in it, however long ago they were last active.
+    /// The live pipeline and the backtest evict as production does.
+    pub fn keeping_everyone(cfg: Arc<Config>) -> Replay {
+        let mut cfg = Arc::unwrap_or_clone(cfg);
+        cfg.state.evict_lapsed_after_ms = 0;
+        Replay::new(Arc::new(cfg))
+    }
+
     /// The state (for scoring snapshots).
     pub fn state(&self) -> &PartitionState {
         &self.state

@@ -43,7 +43,9 @@ impl ScoreRow {
         ScoreRow {
             customer_id: id.to_string(),
             risk_score: (a.risk * 1e4).floor() / 1e4,
-            p_churn: (a.p_churn * 1e4).round() / 1e4,
+            // Six decimals: most customers of a retail log sit close to 1, and four decimals
+            // tied thousands of them, which loses the ranking an analyst sorts by.
+            p_churn: (a.p_churn * 1e6).round() / 1e6,
             tier: tier.unwrap_or(Tier::None).as_str(),
             lifecycle: lifecycle.as_str(),
             top_reason,
@@ -67,7 +69,7 @@ pub fn score<R: BufRead, W: Write>(
     cfg: Arc<Config>,
     out: W,
 ) -> Result<ScoreSummary, ScoreError> {
-    let mut replay = Replay::new(cfg);
+    let mut replay = Replay::keeping_everyone(cfg);
     replay.run(input, Some(as_of_ms), &[], &mut ())?;
     let mut alerts = Vec::new();
     replay.advance_to(as_of_ms, &mut alerts);

@@ -186,6 +186,14 @@ pub struct Model {
     pub variant: Variant,
     /// The population parameters.
     pub params: Params,
+    /// How much of the customer's rate history counts for the *current* rate, κ in (0, 1];
+    /// 1 is the textbook model. See [`Model::with_discount`].
+    #[serde(default = "no_discount")]
+    pub discount: f64,
+}
+
+fn no_discount() -> f64 {
+    1.0
 }
 
 /// Clamps a summary into the model's domain (see [`Model`]).
@@ -275,7 +283,46 @@ pub struct Outlook {
 impl Model {
     /// A model from a variant and parameters (not validated: see [`Params::validate`]).
     pub const fn new(variant: Variant, params: Params) -> Self {
-        Model { variant, params }
+        Model {
+            variant,
+            params,
+            discount: 1.0,
+        }
+    }
+
+    /// The same model with the customer's transaction history discounted by κ (`discount`,
+    /// in (0, 1]) when it is used to predict: a power prior (Ibrahim & Chen 2000) on the rate.
+    ///
+    /// The textbook model assumes that a customer's rate λ never changes, so x transactions
+    /// up to t_x pin λ down (posterior `Gamma(r+x, α+T)`), and a silence since t_x that is long
+    /// for that λ is read as death. Real rates drift: buyers come in bursts and slow down.
+    /// With κ < 1 the history before t_x counts for κ of its weight, while the silence since
+    /// t_x, which is about now, counts in full:
+    ///
+    /// ```text
+    /// λ | history, alive ~ Gamma(r + κx, α + κ·t_x + (T − t_x))
+    /// odds(dead) = a/(b+x−1+δ) · ((α + κ·t_x + (T − t_x)) / (α + κ·t_x))^(r+κx)
+    /// ```
+    ///
+    /// κ = 1 gives back the formulas of the module documentation exactly; one-time customers
+    /// (x = 0) are unaffected by κ. The population parameters are still estimated by maximum
+    /// likelihood of the textbook model ([`fit`]); `churnwatch fit` then picks κ by how well
+    /// it predicts a held-out stretch of the history ([`crate::backtest::fit`]). The likelihood
+    /// and the population-level curves ([`Model::log_likelihood`], [`Model::pmf`],
+    /// [`Model::expected_repeat_transactions`]) do not depend on κ.
+    pub const fn with_discount(self, discount: f64) -> Self {
+        Model { discount, ..self }
+    }
+
+    /// The posterior of λ given alive, as `(shape, rate_at_last, silence)`: shape `r + κx`,
+    /// `rate_at_last = α + κ·t_x` and `silence = T − t_x`, so that the posterior rate at `T`
+    /// is `rate_at_last + silence`. Inputs must already be tidied. At κ = 1 the shape and
+    /// `rate_at_last` are bit for bit `r + x` and `α + t_x`.
+    #[inline]
+    fn posterior(&self, x: f64, t_x: f64, t: f64) -> (f64, f64, f64) {
+        let Params { r, alpha, .. } = self.params;
+        let lost = 1.0 - self.discount;
+        (r + x - lost * x, alpha + t_x - lost * t_x, t - t_x)
     }
 
     /// `ln[P(dead) / P(alive)]` given the history: `-inf` when the customer is certainly
@@ -299,11 +346,11 @@ impl Model {
     /// [`log_odds_dead`](Model::log_odds_dead) from its part at the latest transaction.
     #[inline]
     fn log_odds_dead_from(&self, at_last: f64, x: f64, t_x: f64, t: f64) -> f64 {
-        let Params { r, alpha, .. } = self.params;
         if at_last == f64::NEG_INFINITY {
             return at_last;
         }
-        at_last + (r + x) * ((t - t_x) / (alpha + t_x)).ln_1p()
+        let (shape, rate_at_last, silence) = self.posterior(x, t_x, t);
+        at_last + shape * (silence / rate_at_last).ln_1p()
     }
 
     /// Log-likelihood of one customer's summary, `ln L(r, α, a, b | x, t_x, T)`.
@@ -323,7 +370,8 @@ impl Model {
         let a1 = ln_gamma(r + x) - ln_gamma(r) + r * alpha.ln();
         let a2 = ln_beta(a, b + x + d) - ln_beta(a, b);
         let a3 = -(r + x) * (alpha + t).ln();
-        a1 + a2 + a3 + softplus(self.log_odds_dead(x, t_x, t))
+        let textbook = self.with_discount(1.0);
+        a1 + a2 + a3 + softplus(textbook.log_odds_dead(x, t_x, t))
     }
 
     /// Probability that the customer is still alive at `t` (= `T`) given the history.
@@ -361,15 +409,22 @@ impl Model {
     pub fn p_alive_and_no_transaction(&self, x: f64, t_x: f64, t: f64, h: f64) -> (f64, f64) {
         let (x, t_x, t) = tidy(x, t_x, t);
         let lod = self.log_odds_dead(x, t_x, t);
-        self.alive_and_quiet(lod, x, t, h)
+        self.alive_and_quiet(lod, x, t_x, t, h)
     }
 
     /// `(P(alive), P(no transaction in (T, T+h]))` from the log odds of dead at `T`.
     #[inline]
-    fn alive_and_quiet(&self, lod: f64, x: f64, t: f64, h: f64) -> (f64, f64) {
+    fn alive_and_quiet(&self, lod: f64, x: f64, t_x: f64, t: f64, h: f64) -> (f64, f64) {
         let h = if h < 0.0 { 0.0 } else { h };
         let (dead, alive) = sigmoid_pair(lod);
-        let quiet_if_alive = (-(self.params.r + x) * (h / (self.params.alpha + t)).ln_1p()).exp();
+        let (shape, rate_at_last, silence) = self.posterior(x, t_x, t);
+        // At κ = 1, `rate_now` is computed as `α + T` itself, not as `(α + t_x) + (T − t_x)`.
+        let rate_now = if self.discount == 1.0 {
+            self.params.alpha + t
+        } else {
+            rate_at_last + silence
+        };
+        let quiet_if_alive = (-shape * (h / rate_now).ln_1p()).exp();
         let p = dead + alive * quiet_if_alive;
         // Rounding can push the sum a hair above 1 (and NaN must stay NaN, so no `min`).
         (alive, if p > 1.0 { 1.0 } else { p })
@@ -387,17 +442,18 @@ impl Model {
         let (p_alive, p_churn) = self.alive_and_quiet(
             self.log_odds_dead_from(at_last, x, t_x_now, t_now),
             x,
+            t_x_now,
             t_now,
             h,
         );
         let lod_last = self.log_odds_dead_from(at_last, x, t_x_last, t_last);
-        let (_, p_churn_after_last) = self.alive_and_quiet(lod_last, x, t_last, h);
-        let Params { r, alpha, .. } = self.params;
+        let (_, p_churn_after_last) = self.alive_and_quiet(lod_last, x, t_x_last, t_last, h);
+        let (shape, rate_at_last, _) = self.posterior(x, t_x, t);
         Outlook {
             p_alive,
             p_churn,
             p_churn_after_last,
-            p_silence: (-(r + x) * ((t - t_x) / (alpha + t_x)).ln_1p()).exp(),
+            p_silence: (-shape * ((t - t_x) / rate_at_last).ln_1p()).exp(),
         }
     }
 
@@ -420,7 +476,7 @@ impl Model {
     pub fn expected_transactions(&self, x: f64, t_x: f64, t: f64, h: f64) -> f64 {
         let (x, t_x, t) = tidy(x, t_x, t);
         let h = if h < 0.0 { 0.0 } else { h };
-        self.p_alive(x, t_x, t) * self.expected_given_alive(x, t, h)
+        self.p_alive(x, t_x, t) * self.expected_given_alive(x, t_x, t, h)
     }
 
     /// Unconditional expected number of repeat transactions in `(0, t]` for a new customer,
@@ -431,16 +487,17 @@ impl Model {
     }
 
     /// `E[X(h) | alive, x, T]` (see [`Model::expected_transactions`]).
-    fn expected_given_alive(&self, x: f64, t: f64, h: f64) -> f64 {
+    fn expected_given_alive(&self, x: f64, t_x: f64, t: f64, h: f64) -> f64 {
         if h == 0.0 {
             return 0.0;
         }
-        let Params { r, alpha, a, b } = self.params;
-        let big_a = r + x;
+        let Params { a, b, .. } = self.params;
+        let (big_a, rate_at_last, silence) = self.posterior(x, t_x, t);
+        let rate_now = rate_at_last + silence;
         let bp = b + x + self.variant.delta();
         let c = a + bp - 1.0;
-        let w = h / (alpha + t);
-        let z = h / (alpha + t + h);
+        let w = h / rate_now;
+        let z = h / (rate_now + h);
         let u = w.ln_1p();
         let term1 = u * exprel((1.0 - a) * u);
         // Σ s_k with s_1 = (C-A) z, s_{k+1} = s_k (C-A+k)(a+k-1) / ((C+k)(k+1)) z.

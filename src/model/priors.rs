@@ -14,10 +14,11 @@
 //! alpha = 40.0
 //! a = 0.8
 //! b = 2.5
+//! discount = 0.5        # optional, in (0, 1], default 1: see Model::with_discount
 //! ```
 //!
 //! Both sections are optional; unknown keys are rejected, and every parameter must be finite
-//! and > 0 (errors name the key, e.g. `activity.alpha`, and the value).
+//! and > 0, `discount` at most 1 (errors name the key, e.g. `activity.alpha`, and the value).
 
 use serde::{Deserialize, Serialize};
 
@@ -66,6 +67,14 @@ pub struct ModelSpec {
     pub a: f64,
     /// Beta shape `b` of drop-out probabilities.
     pub b: f64,
+    /// Weight of the customer's history in predicting their current rate, in (0, 1]
+    /// ([`Model::with_discount`]); 1 (the default) is the textbook model.
+    #[serde(default = "one")]
+    pub discount: f64,
+}
+
+fn one() -> f64 {
+    1.0
 }
 
 impl ModelSpec {
@@ -75,18 +84,27 @@ impl ModelSpec {
             self.variant,
             Params::new(self.r, self.alpha, self.a, self.b),
         )
+        .with_discount(self.discount)
     }
 
-    /// Checks every parameter is finite and > 0; `section` prefixes the key in the error.
+    /// Checks every parameter is finite and > 0 and the discount in (0, 1]; `section` prefixes
+    /// the key in the error.
     pub fn validate(&self, section: &str) -> Result<(), PriorsError> {
-        match self.model().params.validate() {
-            Ok(()) => Ok(()),
-            Err(e) => Err(PriorsError::Invalid {
+        if let Err(e) = self.model().params.validate() {
+            return Err(PriorsError::Invalid {
                 key: format!("{section}.{}", e.name),
                 value: e.value.to_string(),
                 problem: "must be finite and > 0".to_string(),
-            }),
+            });
         }
+        if !(self.discount > 0.0 && self.discount <= 1.0) {
+            return Err(PriorsError::Invalid {
+                key: format!("{section}.discount"),
+                value: self.discount.to_string(),
+                problem: "must be in (0, 1]".to_string(),
+            });
+        }
+        Ok(())
     }
 }
 
@@ -98,6 +116,7 @@ impl From<Model> for ModelSpec {
             alpha: m.params.alpha,
             a: m.params.a,
             b: m.params.b,
+            discount: m.discount,
         }
     }
 }
@@ -249,6 +268,18 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("`b`"), "{err}");
+        let err = Priors::from_toml_str(
+            "[purchases]\nr = 0.5\nalpha = 5\na = 0.6\nb = 3\ndiscount = 1.5\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("purchases.discount") && err.contains("1.5"),
+            "{err}"
+        );
+        let p = Priors::from_toml_str("[purchases]\nr = 0.5\nalpha = 5\na = 0.6\nb = 3\ndiscount = 0.4\n")
+            .unwrap();
+        assert_eq!(p.purchases_model().unwrap().discount, 0.4);
         let bad = Priors {
             activity: Some(ModelSpec::from(Model::new(
                 Variant::BgNbd,

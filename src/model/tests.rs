@@ -635,3 +635,135 @@ fn outlook_is_the_separate_evaluations_computed_together() {
         }
     }
 }
+
+#[test]
+fn discounted_history_matches_hand_computed_values() {
+    let m = Model::new(Variant::ModifiedBgNbd, Params::new(0.6, 50.0, 0.8, 1.2));
+    // κ = 0.5, x = 4, t_x = 100, T = 250, h = 90, computed by hand:
+    // shape = 0.6 + 0.5·4 = 2.6, rate at t_x = 50 + 0.5·100 = 100, rate at T = 100 + 150 = 250;
+    // odds = 0.8/(1.2+4) · (250/100)^2.6, P(alive) = 1/(1+odds),
+    // p_churn = (1 − P(alive)) + P(alive) · (250/340)^2.6.
+    let d = m.with_discount(0.5);
+    let (alive, churn) = d.p_alive_and_no_transaction(4.0, 100.0, 250.0, 90.0);
+    assert_close("P(alive), κ = 0.5", alive, 0.375_063_728_211_203_7, 1e-14);
+    assert_close("p_churn, κ = 0.5", churn, 0.793_554_260_432_169_9, 1e-14);
+    // The textbook model on the same history: the long silence after a busy spell reads as
+    // death more readily.
+    let (alive1, churn1) = m.p_alive_and_no_transaction(4.0, 100.0, 250.0, 90.0);
+    assert_close("P(alive), κ = 1", alive1, 0.211_372_043_134_758_77, 1e-14);
+    assert_close("p_churn, κ = 1", churn1, 0.851_855_764_705_361_4, 1e-14);
+    // `outlook` computes the same, and its silence term uses the discounted posterior.
+    let o = d.outlook(4.0, 100.0, 250.0, 90.0);
+    assert_eq!(o.p_alive.to_bits(), alive.to_bits());
+    assert_eq!(o.p_churn.to_bits(), churn.to_bits());
+    assert_close("p_silence", o.p_silence, (100.0f64 / 250.0).powf(2.6), 1e-14);
+}
+
+#[test]
+fn discount_one_is_the_textbook_model_and_never_touches_one_time_customers() {
+    for (variant, params) in [
+        (Variant::BgNbd, FHL_BG),
+        (Variant::ModifiedBgNbd, BTYDPLUS_MBG),
+    ] {
+        let m = Model::new(variant, params);
+        let same = m.with_discount(1.0);
+        let half = m.with_discount(0.5);
+        for x in [0.0, 1.0, 7.0] {
+            for (t_x, t) in [(0.0, 5.0), (3.0, 3.5), (10.0, 60.0)] {
+                // A customer's summary has t_x = 0 when x = 0.
+                let t_x = if x == 0.0 { 0.0 } else { t_x };
+                for h in [0.0, 4.0, 30.0] {
+                    let case = format!("{variant:?} x={x} t_x={t_x} T={t} h={h}");
+                    let a = m.outlook(x, t_x, t, h);
+                    let b = same.outlook(x, t_x, t, h);
+                    assert_eq!(a, b, "{case}");
+                    let c = half.outlook(x, t_x, t, h);
+                    if x == 0.0 {
+                        assert_eq!(a, c, "{case}");
+                    } else if t > t_x {
+                        // Less weight on a busy past: a silence is less telling.
+                        assert!(c.p_alive > a.p_alive, "{case}: {c:?} vs {a:?}");
+                    }
+                    assert!((0.0..=1.0).contains(&c.p_churn), "{case}");
+                }
+            }
+        }
+        // The likelihood (what is fitted) does not depend on the discount.
+        for s in cdnow().iter().take(50) {
+            assert_eq!(
+                m.log_likelihood(s.x, s.t_x, s.t).to_bits(),
+                half.log_likelihood(s.x, s.t_x, s.t).to_bits()
+            );
+        }
+    }
+}
+
+/// Buyers of `model` observed on days `[0, split + holdout)`, acquired uniformly over the first
+/// `split` days: each one's summary at the split and whether they made no purchase after it.
+/// With `slowdown`, a buyer's rate falls to that share of itself 60 days after their first
+/// purchase (a burst, then a slower habit), which the textbook model does not know.
+fn held_out_buyers(
+    model: &Model,
+    n: usize,
+    split: f64,
+    holdout: f64,
+    slowdown: Option<f64>,
+    seed: u64,
+) -> Vec<(Summary, bool)> {
+    let Params { r, alpha, a, b } = model.params;
+    let gamma = Gamma::new(r, 1.0 / alpha).unwrap();
+    let beta = Beta::new(a, b).unwrap();
+    let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
+    (0..n)
+        .map(|_| {
+            let start = (split * rng.random::<f64>()).floor();
+            let lambda: f64 = gamma.sample(&mut rng);
+            let p: f64 = beta.sample(&mut rng);
+            let mut alive = rng.random::<f64>() >= p;
+            let (mut x, mut t_x, mut now, mut after) = (0.0, 0.0, start, false);
+            while alive {
+                let rate = match slowdown {
+                    Some(share) if now - start > 60.0 => lambda * share,
+                    _ => lambda,
+                };
+                let e: f64 = rng.sample(Exp1);
+                now += e / rate;
+                if now >= split + holdout {
+                    break;
+                }
+                if now >= split {
+                    after = true;
+                    break;
+                }
+                let day = now.floor() - start;
+                if day > t_x {
+                    x += 1.0;
+                    t_x = day;
+                }
+                alive = rng.random::<f64>() >= p;
+            }
+            (Summary::new(x, t_x, split - start), !after)
+        })
+        .collect()
+}
+
+#[test]
+fn the_held_out_check_keeps_the_textbook_model_for_steady_buyers_and_discounts_bursts() {
+    use crate::backtest::fit::{check_discount, Discount};
+    let truth = Model::new(Variant::ModifiedBgNbd, Params::new(0.8, 30.0, 0.6, 2.5));
+    let steady = held_out_buyers(&truth, 20_000, 270.0, 90.0, None, 11);
+    let Discount::Checked(c) = check_discount(&steady, 0, 90.0) else {
+        panic!("the check should run on 20,000 buyers");
+    };
+    assert_eq!(c.chosen, 1.0, "{c:?}");
+    assert_eq!(c.grid.len(), 10);
+    let bursty = held_out_buyers(&truth, 20_000, 270.0, 90.0, Some(0.25), 12);
+    let Discount::Checked(c) = check_discount(&bursty, 0, 90.0) else {
+        panic!("the check should run on 20,000 buyers");
+    };
+    assert!(c.chosen < 1.0, "{c:?}");
+    // Too few customers: not checked, and the textbook model stays.
+    let few = check_discount(&bursty[..50], 0, 90.0);
+    assert!(matches!(few, Discount::Unchecked(_)), "{few:?}");
+    assert_eq!(few.chosen(), 1.0);
+}
