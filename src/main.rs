@@ -375,7 +375,8 @@ fn fit(args: FitArgs) -> anyhow::Result<()> {
         .transpose()?;
     open_events(&args.input)?;
     let started = std::time::Instant::now();
-    let open = || std::fs::File::open(&args.input).map(|f| std::io::BufReader::with_capacity(1 << 20, f));
+    let open =
+        || std::fs::File::open(&args.input).map(|f| std::io::BufReader::with_capacity(1 << 20, f));
     let fitted = churnwatch::backtest::fit::fit_priors(open, as_of, cfg)
         .with_context(|| format!("fitting priors to {}", args.input.display()))?;
     let as_of = churnwatch::time::format_rfc3339_ms(fitted.as_of_ms);

@@ -58,6 +58,15 @@ fn simulate_fit_score_and_backtest() {
         churnwatch::model::Priors::from_toml_str(&std::fs::read_to_string(&priors).unwrap())
             .expect("fit writes a valid priors file");
     assert!(parsed.purchases.is_some(), "{parsed:?}");
+    // Each fitted model's history discount was checked on held-out history and is written.
+    assert!(
+        fit.stdout.contains("history discount: "),
+        "{}",
+        fit.describe()
+    );
+    for spec in [parsed.activity, parsed.purchases].into_iter().flatten() {
+        assert!(spec.discount > 0.0 && spec.discount <= 1.0, "{spec:?}");
+    }
     let config = dir.path().join("churnwatch.toml");
     std::fs::write(&config, "[churn]\npriors = \"priors.toml\"\n").unwrap();
     let check = ok(&["check-config", path(&config)]);
@@ -209,4 +218,38 @@ fn bad_offline_arguments_are_named() {
         "{}",
         out.describe()
     );
+}
+
+/// `score` (and `fit`) keep every customer of a long history: the live pipeline's eviction of
+/// customers lapsed for `state.evict_lapsed_after_days` (365) does not apply offline.
+#[test]
+fn score_keeps_customers_quiet_for_over_a_year() {
+    let dir = tempfile::tempdir().unwrap();
+    let events = dir.path().join("events.jsonl");
+    let mut lines = String::new();
+    for (id, ts) in [
+        ("c-old", "2024-01-10T10:00:00Z"),
+        ("c-new", "2025-05-01T10:00:00Z"),
+        ("c-new", "2025-06-01T10:00:00Z"),
+    ] {
+        lines.push_str(&format!(
+            "{{\"type\":\"purchase\",\"customer_id\":\"{id}\",\"ts\":\"{ts}\",\"amount\":10}}\n"
+        ));
+    }
+    std::fs::write(&events, lines).unwrap();
+    let scores = dir.path().join("scores.csv");
+    ok(&[
+        "score",
+        "--input",
+        path(&events),
+        "--as-of",
+        "2025-07-01T00:00:00Z",
+        "--out",
+        path(&scores),
+    ]);
+    let text = std::fs::read_to_string(&scores).unwrap();
+    assert_eq!(text.lines().count(), 3, "{text}");
+    let old = text.lines().find(|l| l.starts_with("c-old,")).expect(&text);
+    let p_churn: f64 = old.split(',').nth(2).unwrap().parse().unwrap();
+    assert!(p_churn > 0.9, "{old}");
 }

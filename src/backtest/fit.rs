@@ -134,7 +134,7 @@ impl std::fmt::Display for Discount {
                     c.chosen, c.holdout_days, c.customers, c.quiet
                 )?;
                 let best = c.grid.iter().map(|g| g.1).fold(f64::NEG_INFINITY, f64::max);
-                write!(f, "  discount  held-out log-likelihood\n")?;
+                writeln!(f, "  discount  held-out log-likelihood")?;
                 for (k, ll) in &c.grid {
                     let mark = if *k == c.chosen { "  <- chosen" } else { "" };
                     writeln!(f, "  {k:>8.1}  {ll:>14.2} ({:+.2}){mark}", ll - best)?;
@@ -189,8 +189,8 @@ pub fn fit_priors<R: BufRead>(
     let [activity, purchases] = summaries(&replay, as_of);
 
     // The held-out check: the state at the split, the outcome from the state at `as_of`.
-    let holdout_days = (ms_to_days(as_of - first) * HOLDOUT_SHARE)
-        .clamp(HOLDOUT_MIN_DAYS, HOLDOUT_MAX_DAYS);
+    let holdout_days =
+        (ms_to_days(as_of - first) * HOLDOUT_SHARE).clamp(HOLDOUT_MIN_DAYS, HOLDOUT_MAX_DAYS);
     let split = as_of - (holdout_days * DAY_MS as f64) as i64;
     let mut early = Replay::keeping_everyone(cfg);
     early.run(
@@ -269,7 +269,12 @@ pub fn check_discount(held_out: &[(Summary, bool)], split_ms: i64, holdout_days:
     };
     let grid: Vec<(f64, f64)> = DISCOUNT_GRID
         .iter()
-        .map(|&k| (k, held_out_log_likelihood(model.with_discount(k), held_out, holdout_days)))
+        .map(|&k| {
+            (
+                k,
+                held_out_log_likelihood(model.with_discount(k), held_out, holdout_days),
+            )
+        })
         .collect();
     let textbook = grid[0].1;
     let best = grid

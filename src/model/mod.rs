@@ -50,6 +50,14 @@
 //! Hardie & Lee 2005) is kept so the implementation can be checked against the published
 //! CDNOW estimates.
 //!
+//! # The history discount
+//!
+//! The model holds λ fixed for ever. Real buyers come in bursts and slow down, and then a
+//! repeat buyer's silence reads as death too readily. [`Model::with_discount`] lets the
+//! customer's history count for κ ∈ (0, 1] of its weight when predicting (a power prior:
+//! `λ | alive ~ Gamma(r+κx, α+κt_x+(T−t_x))`); κ = 1 is exactly the formulas above, and
+//! one-time customers are unaffected. `churnwatch fit` chooses κ on held-out history.
+//!
 //! # Fitting and priors
 //!
 //! [`fit`] maximises the summed log-likelihood (identical rows aggregated) over

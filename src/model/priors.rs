@@ -277,8 +277,10 @@ mod tests {
             err.contains("purchases.discount") && err.contains("1.5"),
             "{err}"
         );
-        let p = Priors::from_toml_str("[purchases]\nr = 0.5\nalpha = 5\na = 0.6\nb = 3\ndiscount = 0.4\n")
-            .unwrap();
+        let p = Priors::from_toml_str(
+            "[purchases]\nr = 0.5\nalpha = 5\na = 0.6\nb = 3\ndiscount = 0.4\n",
+        )
+        .unwrap();
         assert_eq!(p.purchases_model().unwrap().discount, 0.4);
         let bad = Priors {
             activity: Some(ModelSpec::from(Model::new(

@@ -656,7 +656,12 @@ fn discounted_history_matches_hand_computed_values() {
     let o = d.outlook(4.0, 100.0, 250.0, 90.0);
     assert_eq!(o.p_alive.to_bits(), alive.to_bits());
     assert_eq!(o.p_churn.to_bits(), churn.to_bits());
-    assert_close("p_silence", o.p_silence, (100.0f64 / 250.0).powf(2.6), 1e-14);
+    assert_close(
+        "p_silence",
+        o.p_silence,
+        (100.0f64 / 250.0).powf(2.6),
+        1e-14,
+    );
 }
 
 #[test]
