@@ -42,8 +42,9 @@ use crate::time::{ms_to_days, DAY_MS};
 
 #[derive(Debug, Error)]
 pub enum FitPriorsError {
-    #[error("reading the events again for the held-out check: {0}")]
-    Reopen(#[source] std::io::Error),
+    /// The events could not be opened (they are read twice: see the module documentation).
+    #[error("opening the events: {0}")]
+    Open(#[source] std::io::Error),
     #[error(transparent)]
     Replay(#[from] ReplayError),
     #[error("the input has no valid event")]
@@ -178,7 +179,7 @@ pub fn fit_priors<R: BufRead>(
 ) -> Result<FittedPriors, FitPriorsError> {
     let mut replay = Replay::keeping_everyone(cfg.clone());
     replay.run(
-        open().map_err(FitPriorsError::Reopen)?,
+        open().map_err(FitPriorsError::Open)?,
         as_of_ms,
         &[],
         &mut (),
@@ -194,7 +195,7 @@ pub fn fit_priors<R: BufRead>(
     let split = as_of - (holdout_days * DAY_MS as f64) as i64;
     let mut early = Replay::keeping_everyone(cfg);
     early.run(
-        open().map_err(FitPriorsError::Reopen)?,
+        open().map_err(FitPriorsError::Open)?,
         Some(split),
         &[],
         &mut (),
