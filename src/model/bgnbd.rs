@@ -275,8 +275,9 @@ pub struct Outlook {
     pub p_churn: f64,
     /// P(no transaction in the horizon) right after the latest transaction (`T = t_x`).
     pub p_churn_after_last: f64,
-    /// `((α+t_x)/(α+T))^(r+x)` (with `t_x` and `T` as given): P(no transaction in `(t_x, T]`)
-    /// for a customer alive with the rate expected after `t_x`.
+    /// `((α+κt_x)/(α+κt_x+T−t_x))^(r+κx)` (with `t_x` and `T` as given; `((α+t_x)/(α+T))^(r+x)`
+    /// at κ = 1): P(no transaction in `(t_x, T]`) for a customer alive with the rate expected
+    /// after `t_x`.
     pub p_silence: f64,
 }
 
@@ -436,24 +437,38 @@ impl Model {
     ///
     /// [`p_alive_and_no_transaction`]: Model::p_alive_and_no_transaction
     pub fn outlook(&self, x: f64, t_x: f64, t: f64, h: f64) -> Outlook {
-        let (x, t_x_now, t_now) = tidy(x, t_x, t);
+        let (x_now, t_x_now, t_now) = tidy(x, t_x, t);
         let (_, t_x_last, t_last) = tidy(x, t_x, t_x);
-        let at_last = self.log_odds_dead_at_last(x);
-        let (p_alive, p_churn) = self.alive_and_quiet(
-            self.log_odds_dead_from(at_last, x, t_x_now, t_now),
-            x,
-            t_x_now,
-            t_now,
-            h,
-        );
-        let lod_last = self.log_odds_dead_from(at_last, x, t_x_last, t_last);
-        let (_, p_churn_after_last) = self.alive_and_quiet(lod_last, x, t_x_last, t_last, h);
-        let (shape, rate_at_last, _) = self.posterior(x, t_x, t);
+        let at_last = self.log_odds_dead_at_last(x_now);
+        // `ln` of how much likelier the silence since t_x is for a dead customer: shared by the
+        // odds now and by `p_silence`.
+        let (shape, rate_at_last, silence) = self.posterior(x_now, t_x_now, t_now);
+        let log_silence = (silence / rate_at_last).ln_1p();
+        let lod_now = if at_last == f64::NEG_INFINITY {
+            at_last
+        } else {
+            at_last + shape * log_silence
+        };
+        let (p_alive, p_churn) = self.alive_and_quiet(lod_now, x_now, t_x_now, t_now, h);
+        // Right after the latest transaction there is no silence (`ln(1 + 0) = 0`).
+        let lod_last = if t_last == t_x_last {
+            at_last
+        } else {
+            self.log_odds_dead_from(at_last, x_now, t_x_last, t_last)
+        };
+        let (_, p_churn_after_last) = self.alive_and_quiet(lod_last, x_now, t_x_last, t_last, h);
+        // `p_silence` takes the summary as given (see [`Outlook::p_silence`]).
+        let (shape, log_silence) = if (x, t_x, t) == (x_now, t_x_now, t_now) {
+            (shape, log_silence)
+        } else {
+            let (shape, rate_at_last, _) = self.posterior(x, t_x, t);
+            (shape, ((t - t_x) / rate_at_last).ln_1p())
+        };
         Outlook {
             p_alive,
             p_churn,
             p_churn_after_last,
-            p_silence: (-shape * ((t - t_x) / rate_at_last).ln_1p()).exp(),
+            p_silence: (-shape * log_silence).exp(),
         }
     }
 
