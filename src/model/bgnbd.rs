@@ -180,7 +180,7 @@ impl Summary {
 /// The per-customer methods take the customer's summary `(x, t_x, t)` (see [`Summary`]) as
 /// plain numbers. Inputs are tidied rather than rejected: negative values count as 0, `t_x`
 /// is clamped into `[0, t]` and ignored when `x = 0`; a NaN input gives a NaN result.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Model {
     /// BG/NBD or MBG/NBD.
     pub variant: Variant,
@@ -188,12 +188,7 @@ pub struct Model {
     pub params: Params,
     /// How much of the customer's rate history counts for the *current* rate, κ in (0, 1];
     /// 1 is the textbook model. See [`Model::with_discount`].
-    #[serde(default = "no_discount")]
     pub discount: f64,
-}
-
-fn no_discount() -> f64 {
-    1.0
 }
 
 /// Clamps a summary into the model's domain (see [`Model`]).
@@ -263,6 +258,49 @@ fn log_add_exp(u: f64, v: f64) -> f64 {
     m + ((u - m).exp() + (v - m).exp()).ln()
 }
 
+/// The posterior of a customer's rate λ given alive at `T`, with the history discounted by κ
+/// ([`Model::with_discount`]): `Gamma(shape, rate_now)`.
+#[derive(Debug, Clone, Copy)]
+struct Posterior {
+    /// `r + κx`.
+    shape: f64,
+    /// `α + κ·t_x`: the rate right after the latest transaction.
+    rate_at_last: f64,
+    /// `α + κ·t_x + (T − t_x)`, computed as `α + T − (1−κ)·t_x` (so `α + T` itself at κ = 1).
+    rate_now: f64,
+}
+
+impl Posterior {
+    /// `ln(1 + silence / (α + κ·t_x))`: per unit of `shape`, how much likelier a silence this
+    /// long since the latest transaction is for a dead customer than for an alive one.
+    #[inline]
+    fn log_silence(&self, silence: f64) -> f64 {
+        (silence / self.rate_at_last).ln_1p()
+    }
+}
+
+/// The log odds of dead at `T` from their value right after the latest transaction and the
+/// silence since ([`Posterior::log_silence`]); `-inf` (certainly alive) stays `-inf`.
+#[inline]
+fn log_odds_dead_from(at_last: f64, shape: f64, log_silence: f64) -> f64 {
+    if at_last == f64::NEG_INFINITY {
+        return at_last;
+    }
+    at_last + shape * log_silence
+}
+
+/// `(P(alive), P(no transaction in (T, T+h]))` from the log odds of dead at `T` and the
+/// posterior of the rate at `T`.
+#[inline]
+fn alive_and_quiet(lod: f64, post: &Posterior, h: f64) -> (f64, f64) {
+    let h = if h < 0.0 { 0.0 } else { h };
+    let (dead, alive) = sigmoid_pair(lod);
+    let quiet_if_alive = (-post.shape * (h / post.rate_now).ln_1p()).exp();
+    let p = dead + alive * quiet_if_alive;
+    // Rounding can push the sum a hair above 1 (and NaN must stay NaN, so no `min`).
+    (alive, if p > 1.0 { 1.0 } else { p })
+}
+
 /// Hard cap on the terms of the hypergeometric series in `expected_given_alive`.
 const MAX_SERIES_TERMS: usize = 1_000_000;
 
@@ -275,9 +313,9 @@ pub struct Outlook {
     pub p_churn: f64,
     /// P(no transaction in the horizon) right after the latest transaction (`T = t_x`).
     pub p_churn_after_last: f64,
-    /// `((α+κt_x)/(α+κt_x+T−t_x))^(r+κx)` (with `t_x` and `T` as given; `((α+t_x)/(α+T))^(r+x)`
-    /// at κ = 1): P(no transaction in `(t_x, T]`) for a customer alive with the rate expected
-    /// after `t_x`.
+    /// `((α+κt_x)/(α+κt_x+T−t_x))^(r+κx)` (`((α+t_x)/(α+T))^(r+x)` at κ = 1), on the tidied
+    /// summary (`t_x = 0` when `x = 0`): P(no transaction in `(t_x, T]`) for a customer alive
+    /// with the rate expected after `t_x`.
     pub p_silence: f64,
 }
 
@@ -315,22 +353,31 @@ impl Model {
         Model { discount, ..self }
     }
 
-    /// The posterior of λ given alive, as `(shape, rate_at_last, silence)`: shape `r + κx`,
-    /// `rate_at_last = α + κ·t_x` and `silence = T − t_x`, so that the posterior rate at `T`
-    /// is `rate_at_last + silence`. Inputs must already be tidied. At κ = 1 the shape and
-    /// `rate_at_last` are bit for bit `r + x` and `α + t_x`.
+    /// The posterior of λ given alive at `T` (see [`Posterior`]). Inputs must already be
+    /// tidied.
     #[inline]
-    fn posterior(&self, x: f64, t_x: f64, t: f64) -> (f64, f64, f64) {
+    fn posterior(&self, x: f64, t_x: f64, t: f64) -> Posterior {
         let Params { r, alpha, .. } = self.params;
+        // The history's weight that is not counted: 0 for the textbook model, where every
+        // product below is exactly 0 and each sum is bit for bit the textbook one.
         let lost = 1.0 - self.discount;
-        (r + x - lost * x, alpha + t_x - lost * t_x, t - t_x)
+        Posterior {
+            shape: r + x - lost * x,
+            rate_at_last: alpha + t_x - lost * t_x,
+            rate_now: alpha + t - lost * t_x,
+        }
     }
 
     /// `ln[P(dead) / P(alive)]` given the history: `-inf` when the customer is certainly
     /// alive (BG/NBD with `x = 0`). Inputs must already be tidied.
     #[inline]
     fn log_odds_dead(&self, x: f64, t_x: f64, t: f64) -> f64 {
-        self.log_odds_dead_from(self.log_odds_dead_at_last(x), x, t_x, t)
+        let post = self.posterior(x, t_x, t);
+        log_odds_dead_from(
+            self.log_odds_dead_at_last(x),
+            post.shape,
+            post.log_silence(t - t_x),
+        )
     }
 
     /// The part of [`log_odds_dead`](Model::log_odds_dead) that depends on `x` alone (its
@@ -342,16 +389,6 @@ impl Model {
             return f64::NEG_INFINITY;
         }
         a.ln() - (b + x - 1.0 + self.variant.delta()).ln()
-    }
-
-    /// [`log_odds_dead`](Model::log_odds_dead) from its part at the latest transaction.
-    #[inline]
-    fn log_odds_dead_from(&self, at_last: f64, x: f64, t_x: f64, t: f64) -> f64 {
-        if at_last == f64::NEG_INFINITY {
-            return at_last;
-        }
-        let (shape, rate_at_last, silence) = self.posterior(x, t_x, t);
-        at_last + shape * (silence / rate_at_last).ln_1p()
     }
 
     /// Log-likelihood of one customer's summary, `ln L(r, α, a, b | x, t_x, T)`.
@@ -409,26 +446,13 @@ impl Model {
     /// sharing the posterior odds (what a scorer that reports both needs).
     pub fn p_alive_and_no_transaction(&self, x: f64, t_x: f64, t: f64, h: f64) -> (f64, f64) {
         let (x, t_x, t) = tidy(x, t_x, t);
-        let lod = self.log_odds_dead(x, t_x, t);
-        self.alive_and_quiet(lod, x, t_x, t, h)
-    }
-
-    /// `(P(alive), P(no transaction in (T, T+h]))` from the log odds of dead at `T`.
-    #[inline]
-    fn alive_and_quiet(&self, lod: f64, x: f64, t_x: f64, t: f64, h: f64) -> (f64, f64) {
-        let h = if h < 0.0 { 0.0 } else { h };
-        let (dead, alive) = sigmoid_pair(lod);
-        let (shape, rate_at_last, silence) = self.posterior(x, t_x, t);
-        // At κ = 1, `rate_now` is computed as `α + T` itself, not as `(α + t_x) + (T − t_x)`.
-        let rate_now = if self.discount == 1.0 {
-            self.params.alpha + t
-        } else {
-            rate_at_last + silence
-        };
-        let quiet_if_alive = (-shape * (h / rate_now).ln_1p()).exp();
-        let p = dead + alive * quiet_if_alive;
-        // Rounding can push the sum a hair above 1 (and NaN must stay NaN, so no `min`).
-        (alive, if p > 1.0 { 1.0 } else { p })
+        let post = self.posterior(x, t_x, t);
+        let lod = log_odds_dead_from(
+            self.log_odds_dead_at_last(x),
+            post.shape,
+            post.log_silence(t - t_x),
+        );
+        alive_and_quiet(lod, &post, h)
     }
 
     /// What a scorer reads at `T` for horizon `h`, computed together (the terms that depend on
@@ -437,38 +461,20 @@ impl Model {
     ///
     /// [`p_alive_and_no_transaction`]: Model::p_alive_and_no_transaction
     pub fn outlook(&self, x: f64, t_x: f64, t: f64, h: f64) -> Outlook {
-        let (x_now, t_x_now, t_now) = tidy(x, t_x, t);
-        let (_, t_x_last, t_last) = tidy(x, t_x, t_x);
-        let at_last = self.log_odds_dead_at_last(x_now);
-        // `ln` of how much likelier the silence since t_x is for a dead customer: shared by the
-        // odds now and by `p_silence`.
-        let (shape, rate_at_last, silence) = self.posterior(x_now, t_x_now, t_now);
-        let log_silence = (silence / rate_at_last).ln_1p();
-        let lod_now = if at_last == f64::NEG_INFINITY {
-            at_last
-        } else {
-            at_last + shape * log_silence
-        };
-        let (p_alive, p_churn) = self.alive_and_quiet(lod_now, x_now, t_x_now, t_now, h);
-        // Right after the latest transaction there is no silence (`ln(1 + 0) = 0`).
-        let lod_last = if t_last == t_x_last {
-            at_last
-        } else {
-            self.log_odds_dead_from(at_last, x_now, t_x_last, t_last)
-        };
-        let (_, p_churn_after_last) = self.alive_and_quiet(lod_last, x_now, t_x_last, t_last, h);
-        // `p_silence` takes the summary as given (see [`Outlook::p_silence`]).
-        let (shape, log_silence) = if (x, t_x, t) == (x_now, t_x_now, t_now) {
-            (shape, log_silence)
-        } else {
-            let (shape, rate_at_last, _) = self.posterior(x, t_x, t);
-            (shape, ((t - t_x) / rate_at_last).ln_1p())
-        };
+        let (x, t_x, t) = tidy(x, t_x, t);
+        let at_last = self.log_odds_dead_at_last(x);
+        let now = self.posterior(x, t_x, t);
+        // Shared by the odds of dead now and by `p_silence`.
+        let log_silence = now.log_silence(t - t_x);
+        let (p_alive, p_churn) =
+            alive_and_quiet(log_odds_dead_from(at_last, now.shape, log_silence), &now, h);
+        // Right after the latest transaction there is no silence: the odds are `at_last`.
+        let (_, p_churn_after_last) = alive_and_quiet(at_last, &self.posterior(x, t_x, t_x), h);
         Outlook {
             p_alive,
             p_churn,
             p_churn_after_last,
-            p_silence: (-shape * log_silence).exp(),
+            p_silence: (-now.shape * log_silence).exp(),
         }
     }
 
@@ -507,8 +513,11 @@ impl Model {
             return 0.0;
         }
         let Params { a, b, .. } = self.params;
-        let (big_a, rate_at_last, silence) = self.posterior(x, t_x, t);
-        let rate_now = rate_at_last + silence;
+        let Posterior {
+            shape: big_a,
+            rate_now,
+            ..
+        } = self.posterior(x, t_x, t);
         let bp = b + x + self.variant.delta();
         let c = a + bp - 1.0;
         let w = h / rate_now;
