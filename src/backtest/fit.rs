@@ -30,7 +30,6 @@
 use std::io::BufRead;
 use std::sync::Arc;
 
-use rustc_hash::FxHashMap;
 use thiserror::Error;
 
 use super::replay::{Replay, ReplayError};
@@ -113,8 +112,7 @@ impl Discount {
 /// The held-out check of the discount (see the module documentation).
 #[derive(Debug, Clone, PartialEq)]
 pub struct DiscountCheck {
-    /// Where the held-out stretch begins (event time), and its length in days.
-    pub split_ms: i64,
+    /// Length of the held-out stretch at the end of the history, in days.
     pub holdout_days: f64,
     /// Customers seen before the split, and those of them with no activity after it.
     pub customers: usize,
@@ -200,11 +198,6 @@ pub fn fit_priors<R: BufRead>(
         &[],
         &mut (),
     )?;
-    let last_active: FxHashMap<&str, i64> = replay
-        .state()
-        .customers()
-        .map(|(id, c)| (id, c.last_active_ms()))
-        .collect();
     let [early_activity, early_purchases] = summaries(&early, split);
 
     let run = |model: &'static str,
@@ -219,9 +212,15 @@ pub fn fit_priors<R: BufRead>(
             Ok(r) => {
                 let held_out: Vec<(Summary, bool)> = early
                     .iter()
-                    .map(|(id, s)| (*s, last_active.get(id).is_none_or(|&t| t < split)))
+                    .map(|(id, s)| {
+                        let quiet = replay
+                            .state()
+                            .customer(id)
+                            .is_none_or(|c| c.last_active_ms() < split);
+                        (*s, quiet)
+                    })
                     .collect();
-                let discount = check_discount(&held_out, split, holdout_days);
+                let discount = check_discount(&held_out, holdout_days);
                 Ok(FitOutcome::Fitted(r, discount))
             }
             Err(FitError::AtBound(r)) => Ok(FitOutcome::AtBound(*r)),
@@ -245,7 +244,7 @@ pub fn fit_priors<R: BufRead>(
 
 /// Choose the history discount on a held-out stretch: `held_out` holds each customer's summary
 /// at the split and whether they were quiet (no activity) for the `holdout_days` after it.
-pub fn check_discount(held_out: &[(Summary, bool)], split_ms: i64, holdout_days: f64) -> Discount {
+pub fn check_discount(held_out: &[(Summary, bool)], holdout_days: f64) -> Discount {
     let quiet = held_out.iter().filter(|h| h.1).count();
     let active = held_out.len() - quiet;
     if held_out.len() < HOLDOUT_MIN_CUSTOMERS
@@ -289,7 +288,6 @@ pub fn check_discount(held_out: &[(Summary, bool)], split_ms: i64, holdout_days:
         1.0
     };
     Discount::Checked(DiscountCheck {
-        split_ms,
         holdout_days,
         customers: held_out.len(),
         quiet,

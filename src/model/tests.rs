@@ -760,18 +760,18 @@ fn the_held_out_check_keeps_the_textbook_model_for_steady_buyers_and_discounts_b
     use crate::backtest::fit::{check_discount, Discount};
     let truth = Model::new(Variant::ModifiedBgNbd, Params::new(0.8, 30.0, 0.6, 2.5));
     let steady = held_out_buyers(&truth, 20_000, 270.0, 90.0, None, 11);
-    let Discount::Checked(c) = check_discount(&steady, 0, 90.0) else {
+    let Discount::Checked(c) = check_discount(&steady, 90.0) else {
         panic!("the check should run on 20,000 buyers");
     };
     assert_eq!(c.chosen, 1.0, "{c:?}");
     assert_eq!(c.grid.len(), 10);
     let bursty = held_out_buyers(&truth, 20_000, 270.0, 90.0, Some(0.25), 12);
-    let Discount::Checked(c) = check_discount(&bursty, 0, 90.0) else {
+    let Discount::Checked(c) = check_discount(&bursty, 90.0) else {
         panic!("the check should run on 20,000 buyers");
     };
     assert!(c.chosen < 1.0, "{c:?}");
     // Too few customers: not checked, and the textbook model stays.
-    let few = check_discount(&bursty[..50], 0, 90.0);
+    let few = check_discount(&bursty[..50], 90.0);
     assert!(matches!(few, Discount::Unchecked(_)), "{few:?}");
     assert_eq!(few.chosen(), 1.0);
 }
