@@ -268,9 +268,16 @@ fn check_config(path: Option<PathBuf>) -> anyhow::Result<()> {
 }
 
 /// An events file (JSON lines), buffered for a replay.
+fn events_reader(path: &std::path::Path) -> std::io::Result<std::io::BufReader<std::fs::File>> {
+    Ok(std::io::BufReader::with_capacity(
+        1 << 20,
+        std::fs::File::open(path)?,
+    ))
+}
+
+/// [`events_reader`], its error naming the file.
 fn open_events(path: &std::path::Path) -> anyhow::Result<std::io::BufReader<std::fs::File>> {
-    let f = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
-    Ok(std::io::BufReader::with_capacity(1 << 20, f))
+    events_reader(path).with_context(|| format!("opening {}", path.display()))
 }
 
 fn parse_time(flag: &str, s: &str) -> anyhow::Result<i64> {
@@ -373,11 +380,8 @@ fn fit(args: FitArgs) -> anyhow::Result<()> {
         .as_deref()
         .map(|s| parse_time("--as-of", s))
         .transpose()?;
-    open_events(&args.input)?;
     let started = std::time::Instant::now();
-    let open =
-        || std::fs::File::open(&args.input).map(|f| std::io::BufReader::with_capacity(1 << 20, f));
-    let fitted = churnwatch::backtest::fit::fit_priors(open, as_of, cfg)
+    let fitted = churnwatch::backtest::fit::fit_priors(|| events_reader(&args.input), as_of, cfg)
         .with_context(|| format!("fitting priors to {}", args.input.display()))?;
     let as_of = churnwatch::time::format_rfc3339_ms(fitted.as_of_ms);
     println!(

@@ -201,6 +201,18 @@ fn bad_offline_arguments_are_named() {
     assert!(!out.status.success());
     assert!(out.stderr.contains("--as-of"), "{}", out.describe());
 
+    // fit reads its input twice (the held-out check): a missing one is named once, up front.
+    let mut cmd = churnwatch();
+    cmd.args(["fit", "--input", "/nonexistent/events.jsonl", "--out"])
+        .arg(dir.path().join("p.toml"));
+    let out = run(cmd, LIMIT);
+    assert!(!out.status.success());
+    assert!(
+        out.stderr.contains("/nonexistent/events.jsonl") && out.stderr.contains("opening"),
+        "{}",
+        out.describe()
+    );
+
     let priors = dir.path().join("bad-priors.toml");
     std::fs::write(
         &priors,
