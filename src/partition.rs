@@ -11,6 +11,18 @@
 //!   is still held, but it neither moves time nor re-scores its customer;
 //! - when a partition receives nothing for `input.idle_partition_timeout_secs` of wall-clock
 //!   time, its stream time advances with the wall clock ([`PartitionState::on_idle`]).
+//!
+//! Assessments: every customer is re-scored by a timer on a grid of
+//! `windows.check_interval_secs` (the first grid time after their latest event), and by each
+//! on-time event, except one case. A *healthy* customer's own activity that lands in the
+//! bucket of their latest assessment, made under the config in force, is not re-assessed
+//! when the scorer says such activity cannot raise the risk
+//! ([`crate::scoring::Scorer::activity_may_raise_risk`]): only their lifecycle gauge is brought up to date (activity only lowers this scorer's risk;
+//! what time alone raises within the bucket, such as an overdue purchase, waits for the next
+//! timer, at most one bucket). Most events are a customer's second or
+//! later of the day, after the midnight timer, so this spares most assessments of the
+//! per-event path. At-risk and lapsed customers, engagement scores, a risk waiting for
+//! confirmation and late events into earlier buckets are assessed as always.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -31,7 +43,7 @@ use crate::metrics::{EvictReason, HotMetrics, Metrics};
 use crate::scoring::{inactivity_reason, Lifecycle, Scorer, SignalScorer};
 use crate::slot_index::{IdHash, SlotIndex};
 use crate::state::record::{StoredCustomer, StoredPartition};
-use crate::time::MaybeStamp;
+use crate::time::{bucket_index, MaybeStamp};
 use crate::timers::{next_grid_time, rearmed, Timers};
 use crate::window::Placement;
 
@@ -180,6 +192,10 @@ pub struct PartitionState {
     evicted: Vec<CompactString>,
     /// Churn and retention per event-time period.
     kpi: PeriodKpis,
+    /// Stream time from which assessments count as made under the config in force: the first
+    /// event's time, or the stream time when a reloaded config took over. Only a customer
+    /// assessed after it may skip a re-assessment (module doc, "Assessments").
+    config_since_ms: Option<i64>,
 }
 
 impl PartitionState {
@@ -212,6 +228,7 @@ impl PartitionState {
             applied_until: i64::MIN,
             free: Vec::new(),
             evicted: Vec::new(),
+            config_since_ms: None,
         }
     }
 
@@ -219,6 +236,7 @@ impl PartitionState {
     /// [`crate::reload`]); the next event or timer is scored with it.
     pub fn set_config(&mut self, cfg: Arc<Config>) {
         self.cfg = cfg;
+        self.config_since_ms = self.stream_time_ms;
     }
 
     /// Track which customers change, for [`PartitionState::drain_dirty`] (the live pipeline
@@ -607,6 +625,7 @@ impl PartitionState {
                 self.insert(&ev.customer_id, c)
             }
         };
+        let config_since = *self.config_since_ms.get_or_insert(ev.ts_ms);
         let c = &mut self.customers[slot as usize];
         if c.is_duplicate(ev) {
             self.hot.duplicate.inc();
@@ -616,6 +635,9 @@ impl PartitionState {
                 duplicate: true,
             };
         }
+        let settled = !late
+            && !self.scorer.activity_may_raise_risk()
+            && settled_for_activity(c, ev, config_since, &self.cfg);
         let placement = c.apply(ev, &self.cfg);
         let outside_window = placement == Placement::TooOld;
         if late {
@@ -638,7 +660,10 @@ impl PartitionState {
             let due = c.arm_check(due);
             self.timers.schedule(due, slot);
         }
-        if !late {
+        if settled {
+            let as_of = c.last_seen_ms;
+            self.refresh_lifecycle(slot, as_of, source, out);
+        } else if !late {
             let as_of = c.last_seen_ms;
             self.evaluate(slot, as_of, Trigger::Event, source, out);
         }
@@ -845,11 +870,39 @@ impl PartitionState {
                 0.0
             },
         };
+        self.set_gauge(slot, new, as_of_ms);
+    }
+
+    /// A healthy customer's event that needs no re-assessment (module doc, "Assessments"):
+    /// bring their lifecycle up to date, or assess them after all if it has changed beyond
+    /// what a healthy customer's can (lapsed).
+    fn refresh_lifecycle(
+        &mut self,
+        slot: u32,
+        as_of_ms: i64,
+        source: Option<SourceRef<'_>>,
+        out: &mut Vec<Alert>,
+    ) {
+        let c = &self.customers[slot as usize];
+        let lifecycle = lifecycle_of(c, as_of_ms, &self.cfg);
+        if lifecycle == Lifecycle::Lapsed {
+            return self.evaluate(slot, as_of_ms, Trigger::Event, source, out);
+        }
+        let new = GaugeContribution {
+            lifecycle,
+            ..c.gauge
+        };
+        self.set_gauge(slot, new, as_of_ms);
+    }
+
+    /// Make `new` the customer's contribution to the gauges and the period's counts.
+    fn set_gauge(&mut self, slot: u32, new: GaugeContribution, as_of_ms: i64) {
+        let c = &mut self.customers[slot as usize];
         let old = std::mem::replace(&mut c.gauge, new);
-        if old.lifecycle != Lifecycle::Lapsed && lifecycle == Lifecycle::Lapsed {
+        if old.lifecycle != Lifecycle::Lapsed && new.lifecycle == Lifecycle::Lapsed {
             let current = &mut self.kpi.periods.current;
             current.lost += 1;
-            current.lost_revenue += revenue_per_period(c, as_of_ms, cfg);
+            current.lost_revenue += revenue_per_period(c, as_of_ms, &self.cfg);
         }
         apply_gauge_delta(
             &self.hot,
@@ -857,7 +910,7 @@ impl PartitionState {
             Some(&old),
             Some(&new),
         );
-        if old.lifecycle != lifecycle {
+        if old.lifecycle != new.lifecycle {
             self.kpi.publish();
         }
     }
@@ -967,6 +1020,38 @@ fn eviction_due(cfg: &Config, c: &CustomerState) -> Option<i64> {
     })
 }
 
+/// Whether `ev`, on time, needs no re-assessment of `c` (before it is applied) by a scorer
+/// whose risk the customer's own activity does not raise (module doc, "Assessments"): it is
+/// activity, `c` is healthy with no risk waiting for confirmation (so their latest assessment
+/// found the risk below the enter threshold), and that assessment was in `ev`'s bucket, after
+/// `config_since_ms`.
+///
+/// The latest assessment is known from the pending re-score timer: one due at `due` was armed
+/// by an assessment at `due - interval` or later (a timer firing, or an on-time event), and
+/// only a restore re-arms one without it, which `config_since_ms` (the first event after it)
+/// rules out. The event must also land in the bucket of the assessment time (the customer's
+/// latest event), else it changes a bucket that assessment read as complete.
+fn settled_for_activity(
+    c: &CustomerState,
+    ev: &Event<'_>,
+    config_since_ms: i64,
+    cfg: &Config,
+) -> bool {
+    let (interval, b) = (cfg.windows.check_interval_ms, cfg.windows.bucket_ms);
+    let Some(due) = c.next_check.get() else {
+        return false;
+    };
+    let assessed_from = due - interval;
+    let bucket = bucket_index(ev.ts_ms, b);
+    ev.activity.is_customer_activity()
+        && c.alert.phase == Phase::Healthy
+        && c.alert.pending_since.is_none()
+        && due == next_grid_time(ev.ts_ms, interval)
+        && assessed_from > config_since_ms
+        && bucket_index(assessed_from, b) == bucket
+        && bucket_index(c.last_seen_ms.max(ev.ts_ms), b) == bucket
+}
+
 /// Lifecycle stage at `as_of_ms`.
 pub fn lifecycle_of(c: &CustomerState, as_of_ms: i64, cfg: &Config) -> Lifecycle {
     if c.alert.phase == Phase::Lapsed
@@ -1062,7 +1147,7 @@ mod tests {
     use super::*;
     use crate::alerting::Winback;
     use crate::event::Activity;
-    use crate::scoring::Signal;
+    use crate::scoring::{Assessment, Signal};
     use crate::time::{DAY_MS, HOUR_MS};
     use std::borrow::Cow;
 
@@ -1324,6 +1409,128 @@ mod tests {
         assert!(
             text.contains("churnwatch_customers{lifecycle=\"active\"} 0"),
             "{text}"
+        );
+    }
+
+    /// The default scorer, counting its assessments, saying as it does or as the default
+    /// (`false`: every event assessed) whether activity may raise its risk.
+    struct Counting {
+        assessments: std::sync::atomic::AtomicUsize,
+        activity_settles: bool,
+    }
+
+    impl Counting {
+        fn new(activity_settles: bool) -> Arc<Counting> {
+            Arc::new(Counting {
+                assessments: Default::default(),
+                activity_settles,
+            })
+        }
+
+        fn taken(&self) -> usize {
+            self.assessments
+                .swap(0, std::sync::atomic::Ordering::Relaxed)
+        }
+    }
+
+    impl Scorer for Counting {
+        fn assess(&self, c: &CustomerState, as_of_ms: i64, cfg: &Config) -> Assessment {
+            self.assessments
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            SignalScorer.assess(c, as_of_ms, cfg)
+        }
+
+        fn activity_may_raise_risk(&self) -> bool {
+            !self.activity_settles
+        }
+    }
+
+    #[test]
+    fn a_healthy_customers_activity_after_their_daily_assessment_is_not_reassessed() {
+        let m = Metrics::new();
+        let cfg = Arc::new(Config::default());
+        let scorer = Counting::new(true);
+        let mut p = PartitionState::with_scorer(cfg.clone(), scorer.clone(), &m);
+        let mut out = Vec::new();
+        let visit = |p: &mut PartitionState, at: i64, out: &mut Vec<Alert>| {
+            p.on_event(&ev("a", at, Activity::Visit), None, out);
+        };
+        // Day 0: the customer is new, and nobody was assessed under this config before the
+        // first event: every event is assessed.
+        for h in [9, 13, 18] {
+            visit(&mut p, T0 + h * HOUR_MS, &mut out);
+        }
+        assert_eq!(scorer.taken(), 3);
+        // Each later day: the midnight timer (fired before the day's first event), then
+        // three visits in the bucket it assessed.
+        // The lifecycle gauge still follows: "new" for 30 days from the first event (day 0,
+        // 9:00), so the midnight timer of day 30 leaves the customer new, and their visit at
+        // 9:00 makes them active.
+        let gauge = |l: &str| m.customers.with_label_values(&[l]).get();
+        for d in 1..40 {
+            for h in [9, 13, 18] {
+                visit(&mut p, T0 + d * DAY_MS + h * HOUR_MS, &mut out);
+            }
+            assert_eq!(scorer.taken(), 1, "day {d}");
+            let new = if d < 30 { (1, 0) } else { (0, 1) };
+            assert_eq!((gauge("new"), gauge("active")), new, "day {d}");
+        }
+        // An engagement score is assessed, and so is a visit in the first hour of a day,
+        // before the midnight timer has fired (the watermark is an hour behind).
+        let e = ev("a", T0 + 40 * DAY_MS + 30 * 60_000, Activity::Visit);
+        p.on_event(&e, None, &mut out);
+        assert_eq!(scorer.taken(), 1);
+        let score = Activity::Engagement { score: 80.0 };
+        p.on_event(
+            &ev("a", T0 + 40 * DAY_MS + 2 * HOUR_MS, score),
+            None,
+            &mut out,
+        );
+        assert_eq!(scorer.taken(), 2, "the timer and the score");
+        // A reloaded config: the rest of the day is assessed under it; from the next
+        // timer on, activity settles again.
+        p.set_config(cfg.clone());
+        for h in [9, 13] {
+            visit(&mut p, T0 + 40 * DAY_MS + h * HOUR_MS, &mut out);
+        }
+        assert_eq!(scorer.taken(), 2);
+        visit(&mut p, T0 + 41 * DAY_MS + 9 * HOUR_MS, &mut out);
+        visit(&mut p, T0 + 41 * DAY_MS + 13 * HOUR_MS, &mut out);
+        assert_eq!(scorer.taken(), 1);
+        // At risk: every event is assessed (it may bring recovery).
+        let slot = p.slot_of("a").unwrap();
+        p.customers[slot as usize].alert.phase = Phase::AtRisk;
+        visit(&mut p, T0 + 41 * DAY_MS + 18 * HOUR_MS, &mut out);
+        assert_eq!(scorer.taken(), 1);
+        assert!(out.iter().all(|a| a.customer_id == "a"));
+    }
+
+    #[test]
+    fn settling_activity_decides_as_assessing_every_event() {
+        let ids = ["steady", "silent", "returning", "stabilised", "weekdays"];
+        let active = |d: i64, id: &str| match id {
+            "steady" => true,
+            "silent" => d < 40,
+            "returning" => !(40..50).contains(&d),
+            "stabilised" => d < 40 || d % 5 == 0,
+            _ => d % 7 < 5 && !(60..63).contains(&d),
+        };
+        let decide = |activity_settles: bool| {
+            let m = Metrics::new();
+            let scorer = Counting::new(activity_settles);
+            let cfg = Arc::new(Config::default());
+            let mut p = PartitionState::with_scorer(cfg, scorer.clone(), &m);
+            let alerts = run(&mut p, 120, active, &ids);
+            (alerts, scorer.taken(), m.render())
+        };
+        let (every, assessed_every, gauges_every) = decide(false);
+        let (settled, assessed_settled, gauges_settled) = decide(true);
+        assert!(every.len() >= 5, "{every:?}");
+        assert_same_alerts(&every, &settled);
+        assert_eq!(gauges_every, gauges_settled);
+        assert!(
+            assessed_settled * 2 < assessed_every,
+            "{assessed_settled} of {assessed_every}"
         );
     }
 

@@ -295,6 +295,15 @@ impl Assessment {
 /// A scoring model: a pure function of a customer's state and a time.
 pub trait Scorer: Send + Sync {
     fn assess(&self, c: &CustomerState, as_of_ms: i64, cfg: &Config) -> Assessment;
+
+    /// Whether a customer's own activity (a visit, usage or a purchase) that lands in the
+    /// bucket of their latest assessment can raise their risk. When it cannot, a healthy
+    /// customer's activity later in that bucket is not re-assessed; their next timer assesses
+    /// them (see [`crate::partition`], "Assessments"). The default, `true`, assesses every
+    /// event.
+    fn activity_may_raise_risk(&self) -> bool {
+        true
+    }
 }
 
 /// The default model: the signal tests and the churn model combined by a weighted noisy-OR.
@@ -334,6 +343,17 @@ impl Scorer for SignalScorer {
             recent_visit_rate: win.recent.visits as f64 / win.recent_days,
             recent_usage_rate: win.recent.usage_qty / win.recent_days,
         }
+    }
+
+    /// Activity in the current bucket does not raise this model's risk:
+    /// - the windowed tests (visits, usage) read complete buckets only;
+    /// - activity ends the silence, and a purchase ends the purchase rhythm's wait;
+    /// - the engagement score moves only with engagement events.
+    ///
+    /// What time alone raises within the bucket (the purchase rhythm's overdue share), and the
+    /// active-day count's new day, are assessed by the next timer, at most one bucket later.
+    fn activity_may_raise_risk(&self) -> bool {
+        false
     }
 }
 
