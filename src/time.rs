@@ -1,16 +1,69 @@
 //! Event-time helpers. Times are milliseconds since the Unix epoch (UTC) as `i64`.
 
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, NaiveDate, SecondsFormat, Utc};
 
 /// One hour / day in milliseconds.
 pub const HOUR_MS: i64 = 3_600_000;
 pub const DAY_MS: i64 = 86_400_000;
 
 /// Parse an RFC 3339 timestamp into milliseconds since the epoch.
+///
+/// The form producers send (`2026-01-01T00:02:54.304Z`: milliseconds or none, `Z` or a
+/// `±HH:MM` offset) is read by position ([`canonical_rfc3339_ms`], a fifth of the cost);
+/// anything else (other fractions, a lower-case `t`, a leap second, a malformed string) is
+/// left to chrono's parser, which decides. Both give the same result wherever the first one
+/// answers (tested against each other).
 pub fn parse_rfc3339_ms(s: &str) -> Option<i64> {
-    DateTime::parse_from_rfc3339(s)
-        .ok()
-        .map(|t| t.timestamp_millis())
+    canonical_rfc3339_ms(s.as_bytes()).or_else(|| {
+        DateTime::parse_from_rfc3339(s)
+            .ok()
+            .map(|t| t.timestamp_millis())
+    })
+}
+
+/// `YYYY-MM-DDTHH:MM:SS[.mmm](Z|±HH:MM)` by position, or `None` for anything else (not
+/// necessarily invalid: see [`parse_rfc3339_ms`]).
+fn canonical_rfc3339_ms(b: &[u8]) -> Option<i64> {
+    let digits = |from: usize, n: usize| -> Option<u32> {
+        b.get(from..from + n)?.iter().try_fold(0u32, |v, &c| {
+            c.is_ascii_digit().then(|| v * 10 + u32::from(c - b'0'))
+        })
+    };
+    let at = |i: usize, c: u8| b.get(i) == Some(&c);
+    if !(at(4, b'-') && at(7, b'-') && at(10, b'T') && at(13, b':') && at(16, b':')) {
+        return None;
+    }
+    let (year, month, day) = (digits(0, 4)?, digits(5, 2)?, digits(8, 2)?);
+    let (hour, minute, second) = (digits(11, 2)?, digits(14, 2)?, digits(17, 2)?);
+    let (milli, zone) = if at(19, b'.') {
+        (digits(20, 3)?, 23)
+    } else {
+        (0, 19)
+    };
+    let offset_secs = match b.get(zone..)? {
+        b"Z" => 0,
+        [sign @ (b'+' | b'-'), _, _, b':', _, _] => {
+            let (h, m) = (digits(zone + 1, 2)?, digits(zone + 4, 2)?);
+            if h > 23 || m > 59 {
+                return None;
+            }
+            let secs = i64::from(h * 3600 + m * 60);
+            if *sign == b'-' {
+                -secs
+            } else {
+                secs
+            }
+        }
+        _ => return None,
+    };
+    if hour > 23 || minute > 59 || second > 59 {
+        return None;
+    }
+    let local = NaiveDate::from_ymd_opt(year as i32, month, day)?
+        .and_hms_opt(hour, minute, second)?
+        .and_utc()
+        .timestamp();
+    Some((local - offset_secs) * 1000 + i64::from(milli))
 }
 
 /// Format milliseconds since the epoch as RFC 3339 UTC with millisecond precision.
@@ -137,6 +190,83 @@ impl std::fmt::Debug for MaybeStamp {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    fn chrono_ms(s: &str) -> Option<i64> {
+        DateTime::parse_from_rfc3339(s)
+            .ok()
+            .map(|t| t.timestamp_millis())
+    }
+
+    #[test]
+    fn timestamps_in_the_producers_form_are_read_by_position() {
+        for (s, ms) in [
+            ("2026-01-01T00:02:54.304Z", Some(1_767_225_774_304)),
+            ("2026-01-01T00:02:54Z", Some(1_767_225_774_000)),
+            ("2026-01-01T01:02:54.304+01:00", Some(1_767_225_774_304)),
+            ("2025-12-31T23:02:54.304-01:00", Some(1_767_225_774_304)),
+            ("1970-01-01T00:00:00.000Z", Some(0)),
+            ("2024-02-29T12:00:00Z", Some(1_709_208_000_000)),
+        ] {
+            assert_eq!(canonical_rfc3339_ms(s.as_bytes()), ms, "{s}");
+            assert_eq!(chrono_ms(s), ms, "{s}");
+        }
+        // Left to chrono: valid in other forms, or invalid.
+        for s in [
+            "2026-01-01t00:02:54Z",
+            "2026-01-01T00:02:54.3Z",
+            "2026-01-01T00:02:54.304123Z",
+            "2016-12-31T23:59:60Z",
+            "2025-02-29T12:00:00Z",
+            "2026-01-01T24:00:00Z",
+            "2026-01-01T00:02:54",
+            "2026-01-01T00:02:54.304Zx",
+            "2026-01-01T00:02:54+24:00",
+            "2026-1-01T00:02:54Z",
+            "",
+        ] {
+            assert_eq!(canonical_rfc3339_ms(s.as_bytes()), None, "{s}");
+        }
+        assert_eq!(
+            parse_rfc3339_ms("2026-01-01T00:02:54.3Z"),
+            Some(1_767_225_774_300)
+        );
+        assert_eq!(parse_rfc3339_ms("2025-02-29T12:00:00Z"), None);
+    }
+
+    proptest! {
+        /// Wherever the positional reader answers, chrono agrees; and the producers' form
+        /// is always answered.
+        #[test]
+        fn the_positional_reader_agrees_with_chrono(
+            year in 0u32..10_000, month in 0u32..14, day in 0u32..33,
+            hour in 0u32..26, minute in 0u32..62, second in 0u32..62,
+            milli in proptest::option::of(0u32..1000),
+            offset in proptest::option::of((any::<bool>(), 0u32..26, 0u32..62)),
+        ) {
+            let mut s = format!(
+                "{year:04}-{month:02}-{day:02}T{hour:02}:{minute:02}:{second:02}"
+            );
+            if let Some(m) = milli {
+                s += &format!(".{m:03}");
+            }
+            match offset {
+                None => s.push('Z'),
+                Some((minus, h, m)) => {
+                    s += &format!("{}{h:02}:{m:02}", if minus { '-' } else { '+' })
+                }
+            }
+            let fast = canonical_rfc3339_ms(s.as_bytes());
+            if fast.is_some() {
+                prop_assert_eq!(fast, chrono_ms(&s), "{}", s);
+            } else {
+                prop_assert!(
+                    chrono_ms(&s).is_none() || second == 60,
+                    "{} is valid but was not read by position", s
+                );
+            }
+        }
+    }
 
     #[test]
     fn stamps_are_four_bytes_to_the_second_and_stored_as_milliseconds() {
