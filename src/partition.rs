@@ -63,6 +63,10 @@ const TIMERS_PER_EVENT: usize = 8;
 /// 0.4 ms.
 const TIMER_RUN: usize = 256;
 
+/// How many timers ahead of the one firing a run loads the customer's state, and their ring.
+const TIMER_STATE_AHEAD: usize = 8;
+const TIMER_RING_AHEAD: usize = 4;
+
 /// What happened to one event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct EventOutcome {
@@ -759,6 +763,15 @@ impl PartitionState {
             let Some((due, slot)) = self.timers.pop_due(wm) else {
                 break;
             };
+            // A run of timers walks the customers in slot order, which the hardware follows;
+            // their rings are scattered: load the ring of one a few timers ahead (and that
+            // customer's state, further ahead) while this one is scored.
+            if let Some(ahead) = self.timers.upcoming(TIMER_STATE_AHEAD) {
+                crate::prefetch::read(&self.customers[ahead as usize]);
+            }
+            if let Some(ahead) = self.timers.upcoming(TIMER_RING_AHEAD) {
+                self.customers[ahead as usize].windows.prefetch();
+            }
             if self.customers[slot as usize].next_check.get() != Some(due) {
                 continue; // stale entry
             }

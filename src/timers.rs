@@ -64,6 +64,16 @@ impl Timers {
         Some((due, slot))
     }
 
+    /// The slot `ahead` entries after the next one to pop, among those due at the earliest due
+    /// time once popping has begun (for prefetching; `None` otherwise).
+    pub fn upcoming(&self, ahead: usize) -> Option<u32> {
+        let (due, slots) = self.by_due.first_key_value()?;
+        if self.sorted_due != Some(*due) {
+            return None;
+        }
+        slots.len().checked_sub(ahead + 1).map(|i| slots[i])
+    }
+
     /// Timers held (stale ones included).
     #[cfg(test)]
     fn len(&self) -> usize {
@@ -141,6 +151,28 @@ mod tests {
             }
         }
         assert_eq!(t.len(), heap.len());
+    }
+
+    #[test]
+    fn upcoming_names_the_slots_popped_next_once_a_due_time_is_being_popped() {
+        let mut t = Timers::new();
+        for slot in [7, 3, 9, 1] {
+            t.schedule(10, slot);
+        }
+        t.schedule(20, 2);
+        assert_eq!(t.upcoming(0), None, "not sorted until the first pop");
+        assert_eq!(t.pop_due(10), Some((10, 1)));
+        assert_eq!(
+            (t.upcoming(0), t.upcoming(1), t.upcoming(2)),
+            (Some(3), Some(7), Some(9))
+        );
+        assert_eq!(t.upcoming(3), None, "only within the due time being popped");
+        t.schedule(10, 5);
+        assert_eq!(t.upcoming(1), Some(5));
+        for expected in [3, 5, 7, 9] {
+            assert_eq!(t.pop_due(10), Some((10, expected)));
+        }
+        assert_eq!(t.upcoming(0), None);
     }
 
     #[test]
