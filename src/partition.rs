@@ -63,9 +63,10 @@ const TIMERS_PER_EVENT: usize = 8;
 /// 0.4 ms.
 const TIMER_RUN: usize = 256;
 
-/// How many timers ahead of the one firing a run loads the customer's state, and their ring.
-const TIMER_STATE_AHEAD: usize = 8;
-const TIMER_RING_AHEAD: usize = 4;
+/// How many customers ahead of the one at hand a run of timers (or of changed customers
+/// drained for the changelog) loads the customer's state, and their ring.
+const STATE_AHEAD: usize = 8;
+const RING_AHEAD: usize = 4;
 
 /// What happened to one event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -302,6 +303,16 @@ impl PartitionState {
             }
         }
         while let Some(slot) = self.dirty.pop() {
+            // The changed customers are scattered over memory: load those a few ahead (their
+            // id and state, then their ring) while this one is handed on.
+            let n = self.dirty.len();
+            if let Some(&ahead) = n.checked_sub(STATE_AHEAD).map(|i| &self.dirty[i]) {
+                crate::prefetch::read(&self.ids[ahead as usize]);
+                crate::prefetch::read(&self.customers[ahead as usize]);
+            }
+            if let Some(&ahead) = n.checked_sub(RING_AHEAD).map(|i| &self.dirty[i]) {
+                self.customers[ahead as usize].windows.prefetch();
+            }
             if !at_checkpoint && bits::get(&self.alerted_bits, slot as usize) {
                 held.push(slot);
                 continue;
@@ -766,10 +777,10 @@ impl PartitionState {
             // A run of timers walks the customers in slot order, which the hardware follows;
             // their rings are scattered: load the ring of one a few timers ahead (and that
             // customer's state, further ahead) while this one is scored.
-            if let Some(ahead) = self.timers.upcoming(TIMER_STATE_AHEAD) {
+            if let Some(ahead) = self.timers.upcoming(STATE_AHEAD) {
                 crate::prefetch::read(&self.customers[ahead as usize]);
             }
-            if let Some(ahead) = self.timers.upcoming(TIMER_RING_AHEAD) {
+            if let Some(ahead) = self.timers.upcoming(RING_AHEAD) {
                 self.customers[ahead as usize].windows.prefetch();
             }
             if self.customers[slot as usize].next_check.get() != Some(due) {
