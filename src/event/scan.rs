@@ -105,6 +105,7 @@ pub(super) fn scan(text: &str) -> Option<Wire<'_>> {
 /// Bytes before the first quote, backslash or control character of `b` (all of `b` if none),
 /// eight at a time (the bit tricks of `serde_json`'s own string scan: a byte's high bit is set
 /// in the mask for each such byte, and any false positives lie after the first true one).
+#[inline]
 fn special_prefix_len(b: &[u8]) -> usize {
     const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
     const HIGH: u64 = u64::from_ne_bytes([0x80; 8]);
@@ -165,6 +166,7 @@ impl<'a> Scanner<'a> {
     }
 
     /// A string without escapes or control characters, borrowed from the payload.
+    #[inline]
     fn string(&mut self) -> Option<&'a str> {
         self.eat(b'"')?;
         let start = self.at;
