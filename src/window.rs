@@ -126,7 +126,8 @@ pub struct Moments {
 /// Ring of buckets; `head` is the absolute index of the newest bucket held.
 ///
 /// A customer who has only ever purchased needs no counters (purchases are judged by their
-/// rhythm): their ring is one bit per bucket, whether it saw a purchase. Most of a retailer's
+/// rhythm): their ring is one bit per bucket, whether it saw a purchase, held inline (no
+/// allocation) up to 64 buckets, which the default windows (36) are. Most of a retailer's
 /// customers are such. The first visit or usage turns the ring into one of counters.
 ///
 /// The ring's length is its allocation's (of marks: kept beside them), so that a customer's
@@ -140,10 +141,42 @@ pub struct Windows {
 
 #[derive(Debug, Clone, PartialEq)]
 enum Store {
-    /// Purchases only: bit `s` ([`bits`]) is slot `s` of `len`.
-    Purchases { marks: Box<[u64]>, len: u32 },
+    /// Purchases only, at most 64 buckets: bit `s` is slot `s` of `len`.
+    Marks { marks: u64, len: u32 },
+    /// Purchases only, a longer ring: bit `s` ([`bits`]) is slot `s` of `len`.
+    LongMarks { marks: Box<[u64]>, len: u32 },
     /// Counters, with quantities in units of 2^-`shift` (see the module doc).
     Counters { buckets: Box<[Packed]>, shift: i8 },
+}
+
+impl Store {
+    /// A purchase-only ring of `len` buckets marked as `words` says (one bit a bucket).
+    fn of_marks(words: Box<[u64]>, len: u32) -> Store {
+        match *words {
+            [] | [_] if len <= 64 => Store::Marks {
+                marks: words.first().copied().unwrap_or(0),
+                len,
+            },
+            _ => Store::LongMarks { marks: words, len },
+        }
+    }
+
+    /// The purchase marks, one bit a bucket (`None` for a ring of counters).
+    fn marks(&self) -> Option<&[u64]> {
+        match self {
+            Store::Marks { marks, .. } => Some(std::slice::from_ref(marks)),
+            Store::LongMarks { marks, .. } => Some(marks),
+            Store::Counters { .. } => None,
+        }
+    }
+
+    fn marks_mut(&mut self) -> Option<&mut [u64]> {
+        match self {
+            Store::Marks { marks, .. } => Some(std::slice::from_mut(marks)),
+            Store::LongMarks { marks, .. } => Some(marks),
+            Store::Counters { .. } => None,
+        }
+    }
 }
 
 /// As a `WindowsRecord` (head, length, store).
@@ -164,7 +197,8 @@ impl Serialize for Store {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeStructVariant;
         match self {
-            Store::Purchases { marks, .. } => {
+            Store::Marks { .. } | Store::LongMarks { .. } => {
+                let marks = self.marks().expect("a ring of marks");
                 s.serialize_newtype_variant("Store", 0, "Purchases", marks)
             }
             Store::Counters { buckets, shift } => {
@@ -201,7 +235,7 @@ impl From<WindowsRecord> for Windows {
                 let len = r
                     .len
                     .min(u32::try_from(marks.len() * 64).unwrap_or(u32::MAX));
-                Store::Purchases { marks, len }
+                Store::of_marks(marks, len)
             }
             StoreRecord::Counters { buckets, shift } => Store::Counters { buckets, shift },
             StoreRecord::Buckets(wide) => {
@@ -269,10 +303,10 @@ impl Windows {
         assert!(len >= 1);
         Windows {
             head: i64::MIN,
-            store: Store::Purchases {
-                marks: vec![0; len.div_ceil(64)].into_boxed_slice(),
-                len: u32::try_from(len).expect("a ring of at most u32::MAX buckets"),
-            },
+            store: Store::of_marks(
+                vec![0; len.div_ceil(64)].into_boxed_slice(),
+                u32::try_from(len).expect("a ring of at most u32::MAX buckets"),
+            ),
         }
     }
 
@@ -280,10 +314,7 @@ impl Windows {
     pub fn unallocated() -> Self {
         Windows {
             head: i64::MIN,
-            store: Store::Purchases {
-                marks: Box::default(),
-                len: 0,
-            },
+            store: Store::Marks { marks: 0, len: 0 },
         }
     }
 
@@ -303,7 +334,8 @@ impl Windows {
     pub fn prefetch(&self) {
         match &self.store {
             Store::Counters { buckets, .. } => crate::prefetch::read_slice(buckets),
-            Store::Purchases { marks, .. } => crate::prefetch::read_slice(marks),
+            Store::LongMarks { marks, .. } => crate::prefetch::read_slice(marks),
+            Store::Marks { .. } => {} // in the customer's state
         }
     }
 
@@ -319,21 +351,22 @@ impl Windows {
     fn read(&self, s: usize) -> Bucket {
         match &self.store {
             Store::Counters { buckets, shift } => buckets[s].unpack(unit_of(*shift)),
-            Store::Purchases { marks, .. } => Bucket::marked(bits::get(marks, s)),
+            Store::Marks { marks, .. } => Bucket::marked(bits::get(std::slice::from_ref(marks), s)),
+            Store::LongMarks { marks, .. } => Bucket::marked(bits::get(marks, s)),
         }
     }
 
     fn clear_slot(&mut self, s: usize) {
         match &mut self.store {
             Store::Counters { buckets, .. } => buckets[s] = Packed::default(),
-            Store::Purchases { marks, .. } => bits::put(marks, s, false),
+            store => bits::put(store.marks_mut().expect("a ring of marks"), s, false),
         }
     }
 
     fn clear_all(&mut self) {
         match &mut self.store {
             Store::Counters { buckets, .. } => buckets.fill(Packed::default()),
-            Store::Purchases { marks, .. } => marks.fill(0),
+            store => store.marks_mut().expect("a ring of marks").fill(0),
         }
     }
 
@@ -343,22 +376,23 @@ impl Windows {
         let mut b = self.read(s);
         f(&mut b);
         let len = self.len();
-        match &mut self.store {
-            Store::Counters { buckets, shift } => write_packed(buckets, shift, s, &b),
-            Store::Purchases { marks, .. } => match b.only_marked() {
-                Some(mark) => bits::put(marks, s, mark),
-                None => {
-                    let mut buckets: Box<[Packed]> = (0..len)
-                        .map(|i| match bits::get(marks, i) {
-                            true => Packed::MARKED,
-                            false => Packed::default(),
-                        })
-                        .collect();
-                    let mut shift = FIRST_SHIFT;
-                    write_packed(&mut buckets, &mut shift, s, &b);
-                    self.store = Store::Counters { buckets, shift };
-                }
-            },
+        if let Store::Counters { buckets, shift } = &mut self.store {
+            return write_packed(buckets, shift, s, &b);
+        }
+        let marks = self.store.marks_mut().expect("a ring of marks");
+        match b.only_marked() {
+            Some(mark) => bits::put(marks, s, mark),
+            None => {
+                let mut buckets: Box<[Packed]> = (0..len)
+                    .map(|i| match bits::get(marks, i) {
+                        true => Packed::MARKED,
+                        false => Packed::default(),
+                    })
+                    .collect();
+                let mut shift = FIRST_SHIFT;
+                write_packed(&mut buckets, &mut shift, s, &b);
+                self.store = Store::Counters { buckets, shift };
+            }
         }
     }
 
@@ -426,7 +460,7 @@ impl Windows {
     /// Number of buckets the ring holds.
     pub fn len(&self) -> usize {
         match &self.store {
-            Store::Purchases { len, .. } => *len as usize,
+            Store::Marks { len, .. } | Store::LongMarks { len, .. } => *len as usize,
             Store::Counters { buckets, .. } => buckets.len(),
         }
     }
@@ -480,7 +514,7 @@ impl Windows {
                     *to = p.unpack(unit);
                 }
             }
-            Store::Purchases { .. } => {
+            Store::Marks { .. } | Store::LongMarks { .. } => {
                 out.extend((s..s + first).chain(0..k - first).map(|i| self.read(i)))
             }
         }
@@ -686,6 +720,55 @@ mod tests {
         assert!(matches!(w.store, Store::Counters { shift: i8::MIN, .. }));
         assert_eq!(w.get(4).visits, 1);
         assert!(w.get(4).usage_qty.is_infinite());
+    }
+
+    #[test]
+    fn purchase_marks_of_a_default_ring_need_no_allocation_and_are_written_as_before() {
+        #[derive(Serialize)]
+        enum OldStore {
+            Purchases(Box<[u64]>),
+        }
+        #[derive(Serialize)]
+        struct OldWindows {
+            head: i64,
+            len: u32,
+            store: OldStore,
+        }
+        for len in [36usize, 64, 65, 150] {
+            let mut w = Windows::new(len);
+            assert_eq!(matches!(w.store, Store::Marks { .. }), len <= 64, "{len}");
+            let days = [3i64, 40, 63, 64, 100, 149];
+            for d in days {
+                w.add(d * 10, 10, |b| b.add_purchase());
+            }
+            assert!(!w.has_counters());
+            let head = 149;
+            for idx in head - len as i64 + 1..=head {
+                assert_eq!(w.get(idx).purchased(), days.contains(&idx), "{len}: {idx}");
+            }
+            // The record is the one a boxed ring of marks wrote (changelog format 5).
+            let mut words = vec![0u64; len.div_ceil(64)];
+            for idx in head - len as i64 + 1..=head {
+                if days.contains(&idx) {
+                    bits::put(&mut words, w.slot(idx), true);
+                }
+            }
+            let old = OldWindows {
+                head,
+                len: len as u32,
+                store: OldStore::Purchases(words.into_boxed_slice()),
+            };
+            let bytes = postcard::to_allocvec(&w).unwrap();
+            assert_eq!(bytes, postcard::to_allocvec(&old).unwrap(), "{len}");
+            let back: Windows = postcard::from_bytes(&bytes).unwrap();
+            assert_eq!(back, w);
+            // A visit turns the marks into counters, keeping them.
+            w.add(head * 10, 10, |b| b.add_visit());
+            assert!(w.has_counters());
+            assert!(w.get(head).purchased() && w.get(head).visits == 1);
+            assert!(w.get(100).purchased() == (head - 100 < len as i64));
+        }
+        assert_eq!(std::mem::size_of::<Windows>(), 32);
     }
 
     #[test]
