@@ -81,7 +81,7 @@ impl Periods {
 /// A customer's purchase revenue per KPI period, over their tenure at `as_of_ms` (at least
 /// `value.min_tenure_days`).
 pub fn revenue_per_period(c: &CustomerState, as_of_ms: i64, cfg: &Config) -> f64 {
-    let total = c.purchases.total_value;
+    let total = f64::from(c.purchases.total_value);
     if total <= 0.0 {
         return 0.0;
     }

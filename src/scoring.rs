@@ -512,7 +512,7 @@ pub fn customer_value(c: &CustomerState, as_of_ms: i64, cfg: &Config) -> f64 {
         return 0.0;
     }
     let tenure = ms_to_days((as_of_ms - c.first_seen.ms()).max(0)).max(cfg.value.min_tenure_days);
-    c.purchases.total_value / tenure * cfg.value.horizon_days
+    f64::from(c.purchases.total_value) / tenure * cfg.value.horizon_days
 }
 
 /// The customer's buckets for one assessment, copied from the ring in one pass: from the start

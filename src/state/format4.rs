@@ -97,7 +97,7 @@ impl From<StoredCustomer4> for StoredCustomer {
                     gaps: c.purchases.gaps,
                     gap_mean_days: c.purchases.gap_mean_days as f32,
                     gap_m2: c.purchases.gap_m2 as f32,
-                    total_value: c.purchases.total_value,
+                    total_value: c.purchases.total_value as f32,
                 },
                 engagement: EngagementLevel {
                     count: e.count,
@@ -145,7 +145,7 @@ impl From<&StoredCustomer> for StoredCustomer4 {
                     gaps: c.purchases.gaps,
                     gap_mean_days: c.purchases.gap_mean_days.into(),
                     gap_m2: c.purchases.gap_m2.into(),
-                    total_value: c.purchases.total_value,
+                    total_value: c.purchases.total_value.into(),
                 },
                 engagement: EngagementLevel4 {
                     count: e.count,
