@@ -52,7 +52,7 @@
 //!   reads and writes its `labels.csv`.
 //! - [`backtest`]: the offline tools on history, all through [`partition`]: replay, `score`,
 //!   `fit` and `backtest` with its accuracy metrics and threshold sweep.
-//! - [`bench`]: `churnwatch bench`, the per-event path measured in process on a simulated
+//! - [`bench`](mod@bench): `churnwatch bench`, the per-event path measured in process on a simulated
 //!   stream (events/s on one core and on all, state bytes per customer).
 //! - [`demo`]: the embedded default: an in-process broker, the simulator and the real pipeline.
 //! - [`shutdown`]: SIGINT/SIGTERM handling shared by `run` and `demo`.

@@ -9,7 +9,7 @@ pub const DAY_MS: i64 = 86_400_000;
 /// Parse an RFC 3339 timestamp into milliseconds since the epoch.
 ///
 /// The form producers send (`2026-01-01T00:02:54.304Z`: milliseconds or none, `Z` or a
-/// `±HH:MM` offset) is read by position ([`canonical_rfc3339_ms`], a fifth of the cost);
+/// `±HH:MM` offset) is read by position (`canonical_rfc3339_ms`, a fifth of the cost);
 /// anything else (other fractions, a lower-case `t`, a leap second, a malformed string) is
 /// left to chrono's parser, which decides. Both give the same result wherever the first one
 /// answers (tested against each other).
