@@ -345,13 +345,15 @@ impl Scorer for SignalScorer {
         }
     }
 
-    /// Activity in the current bucket does not raise this model's risk:
-    /// - the windowed tests (visits, usage) read complete buckets only;
+    /// Activity in the current bucket lowers this model's risk or leaves it as it was:
+    /// - the windowed tests (visits, usage, active days) read complete buckets only;
     /// - activity ends the silence, and a purchase ends the purchase rhythm's wait;
     /// - the engagement score moves only with engagement events.
     ///
-    /// What time alone raises within the bucket (the purchase rhythm's overdue share), and the
-    /// active-day count's new day, are assessed by the next timer, at most one bucket later.
+    /// Left to the next timer (at most one bucket later), with what time alone raises within
+    /// the bucket (the purchase rhythm's overdue share): the active-day test takes the days
+    /// before its recent window as the total less the recent ones, and the day's first
+    /// activity raises the total before its bucket is complete.
     fn activity_may_raise_risk(&self) -> bool {
         false
     }
