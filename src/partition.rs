@@ -19,9 +19,8 @@
 //! bucket of their latest assessment, made under the config in force, is not re-assessed
 //! when the scorer says such activity does not raise the risk
 //! ([`crate::scoring::Scorer::activity_may_raise_risk`]): only their lifecycle gauge is
-//! brought up to date. What the event would still have moved upwards (see that method of
-//! the default scorer), and what time alone raises within the bucket, such as an overdue
-//! purchase, wait for the next timer, at most one bucket. Most events are a customer's second
+//! brought up to date. What time alone raises within the bucket, such as an overdue
+//! purchase, waits for the next timer, at most one bucket. Most events are a customer's second
 //! or later of the day, after the midnight timer, so this spares most assessments of the
 //! per-event path. At-risk and lapsed customers, engagement scores, a risk waiting for
 //! confirmation and late events into earlier buckets are assessed as always.

@@ -346,14 +346,13 @@ impl Scorer for SignalScorer {
     }
 
     /// Activity in the current bucket lowers this model's risk or leaves it as it was:
-    /// - the windowed tests (visits, usage, active days) read complete buckets only;
+    /// - the windowed tests (visits, usage, active days) read complete buckets only (the
+    ///   active-day test leaves the current bucket's day out of its history too);
     /// - activity ends the silence, and a purchase ends the purchase rhythm's wait;
     /// - the engagement score moves only with engagement events.
     ///
-    /// Left to the next timer (at most one bucket later), with what time alone raises within
-    /// the bucket (the purchase rhythm's overdue share): the active-day test takes the days
-    /// before its recent window as the total less the recent ones, and the day's first
-    /// activity raises the total before its bucket is complete.
+    /// What time alone raises within the bucket (the purchase rhythm's overdue share) is left
+    /// to the next timer, at most one bucket later.
     fn activity_may_raise_risk(&self) -> bool {
         false
     }
@@ -422,7 +421,15 @@ fn activity_signal(
         .iter()
         .filter(|k| k.is_active())
         .count() as f64;
-    let before = (repeat_days + 1.0 - recent).max(0.0);
+    // The current bucket is not complete: a day of activity in it is neither recent nor
+    // before (counting it before would make a customer's first visit of the day look like a
+    // higher baseline, so a larger drop).
+    let current = win
+        .slice(win.now_idx, win.now_idx + 1)
+        .iter()
+        .filter(|k| k.is_active())
+        .count() as f64;
+    let before = (repeat_days + 1.0 - recent - current).max(0.0);
     if before < sc.min_baseline_events as f64 {
         return None;
     }
@@ -846,6 +853,36 @@ mod tests {
 
     fn at(day: f64) -> i64 {
         (day * DAY_MS as f64) as i64 + 1_000 * DAY_MS
+    }
+
+    #[test]
+    fn a_first_visit_of_the_day_does_not_raise_the_risk() {
+        // Daily visits for 50 days, then every fourth day: the active-day test has evidence.
+        let cfg = Config::default();
+        let mut evs: Vec<_> = (0..50)
+            .map(|d| ev(d as f64 + 0.3, Activity::Visit))
+            .collect();
+        evs.extend(
+            (50..70)
+                .step_by(4)
+                .map(|d| ev(d as f64 + 0.3, Activity::Visit)),
+        );
+        let mut c = customer(&cfg, &evs);
+        let before = SignalScorer.assess(&c, at(72.0), &cfg);
+        let activity = |a: &Assessment| a.signals[5].expect("the active-day test");
+        assert!(activity(&before).strength > 0.0, "{:?}", activity(&before));
+        // The day's first visit: in the current bucket, neither recent nor before.
+        let visit = ev(72.4, Activity::Visit);
+        c.apply(&visit, &cfg);
+        let after = SignalScorer.assess(&c, visit.ts_ms, &cfg);
+        assert_eq!(activity(&after).baseline, activity(&before).baseline);
+        assert_eq!(activity(&after).strength, activity(&before).strength);
+        assert!(
+            after.risk <= before.risk,
+            "{} > {}",
+            after.risk,
+            before.risk
+        );
     }
 
     #[test]
