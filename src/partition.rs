@@ -305,14 +305,12 @@ impl PartitionState {
         while let Some(slot) = self.dirty.pop() {
             // The changed customers are scattered over memory: load those a few ahead (their
             // id and state, then their ring) while this one is handed on.
-            let n = self.dirty.len();
-            if let Some(&ahead) = n.checked_sub(STATE_AHEAD).map(|i| &self.dirty[i]) {
-                crate::prefetch::read(&self.ids[ahead as usize]);
-                crate::prefetch::read(&self.customers[ahead as usize]);
-            }
-            if let Some(&ahead) = n.checked_sub(RING_AHEAD).map(|i| &self.dirty[i]) {
-                self.customers[ahead as usize].windows.prefetch();
-            }
+            let upcoming = |ahead: usize| {
+                let n = self.dirty.len();
+                n.checked_sub(ahead).map(|i| self.dirty[i])
+            };
+            self.prefetch_slot_state(upcoming(STATE_AHEAD));
+            self.prefetch_slot_ring(upcoming(RING_AHEAD));
             if !at_checkpoint && bits::get(&self.alerted_bits, slot as usize) {
                 held.push(slot);
                 continue;
@@ -381,17 +379,29 @@ impl PartitionState {
     #[inline]
     pub fn prefetch_state(&self, a: &mut Ahead) {
         a.slot = self.index.find(a.hash, |_| true);
-        if let Some(slot) = a.slot {
-            crate::prefetch::read(&self.ids[slot as usize]);
-            crate::prefetch::read(&self.customers[slot as usize]);
-        }
+        self.prefetch_slot_state(a.slot);
     }
 
     /// Stage [`Lookahead::Ring`]: start loading the customer's bucket ring.
     #[inline]
     pub fn prefetch_ring(&self, a: &Ahead) {
-        // The slot may have been vacated and reused since: still a valid slot, or none.
-        if let Some(c) = a.slot.and_then(|s| self.customers.get(s as usize)) {
+        self.prefetch_slot_ring(a.slot);
+    }
+
+    /// Start loading the id and state of the customer in `slot`, if any.
+    #[inline]
+    fn prefetch_slot_state(&self, slot: Option<u32>) {
+        if let Some(slot) = slot {
+            crate::prefetch::read(&self.ids[slot as usize]);
+            crate::prefetch::read(&self.customers[slot as usize]);
+        }
+    }
+
+    /// Start loading the bucket ring of the customer in `slot`, if any (a slot vacated and
+    /// reused since is still a valid slot).
+    #[inline]
+    fn prefetch_slot_ring(&self, slot: Option<u32>) {
+        if let Some(c) = slot.and_then(|s| self.customers.get(s as usize)) {
             c.windows.prefetch();
         }
     }
@@ -656,8 +666,8 @@ impl PartitionState {
             };
         }
         let settled = !late
-            && !self.scorer.activity_may_raise_risk()
-            && settled_for_activity(c, ev, config_since, &self.cfg);
+            && settled_for_activity(c, ev, config_since, &self.cfg)
+            && !self.scorer.activity_may_raise_risk();
         let placement = c.apply(ev, &self.cfg);
         let outside_window = placement == Placement::TooOld;
         if late {
@@ -680,12 +690,13 @@ impl PartitionState {
             let due = c.arm_check(due);
             self.timers.schedule(due, slot);
         }
-        if settled {
+        if !late {
             let as_of = c.last_seen_ms;
-            self.refresh_lifecycle(slot, as_of, source, out);
-        } else if !late {
-            let as_of = c.last_seen_ms;
-            self.evaluate(slot, as_of, Trigger::Event, source, out);
+            if settled {
+                self.refresh_lifecycle(slot, as_of, source, out);
+            } else {
+                self.evaluate(slot, as_of, Trigger::Event, source, out);
+            }
         }
         self.mark_dirty(slot);
         EventOutcome {
@@ -777,12 +788,8 @@ impl PartitionState {
             // A run of timers walks the customers in slot order, which the hardware follows;
             // their rings are scattered: load the ring of one a few timers ahead (and that
             // customer's state, further ahead) while this one is scored.
-            if let Some(ahead) = self.timers.upcoming(STATE_AHEAD) {
-                crate::prefetch::read(&self.customers[ahead as usize]);
-            }
-            if let Some(ahead) = self.timers.upcoming(RING_AHEAD) {
-                self.customers[ahead as usize].windows.prefetch();
-            }
+            self.prefetch_slot_state(self.timers.upcoming(STATE_AHEAD));
+            self.prefetch_slot_ring(self.timers.upcoming(RING_AHEAD));
             if self.customers[slot as usize].next_check.get() != Some(due) {
                 continue; // stale entry
             }
@@ -1079,14 +1086,14 @@ fn settled_for_activity(
         return false;
     };
     let assessed_from = due - interval;
-    let bucket = bucket_index(ev.ts_ms, b);
+    let bucket = || bucket_index(ev.ts_ms, b);
     ev.activity.is_customer_activity()
         && c.alert.phase == Phase::Healthy
         && c.alert.pending_since.is_none()
-        && due == next_grid_time(ev.ts_ms, interval)
         && assessed_from > config_since_ms
-        && bucket_index(assessed_from, b) == bucket
-        && bucket_index(c.last_seen_ms.max(ev.ts_ms), b) == bucket
+        && due == next_grid_time(ev.ts_ms, interval)
+        && bucket_index(assessed_from, b) == bucket()
+        && bucket_index(c.last_seen_ms.max(ev.ts_ms), b) == bucket()
 }
 
 /// Lifecycle stage at `as_of_ms`.
