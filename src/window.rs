@@ -351,8 +351,7 @@ impl Windows {
     fn read(&self, s: usize) -> Bucket {
         match &self.store {
             Store::Counters { buckets, shift } => buckets[s].unpack(unit_of(*shift)),
-            Store::Marks { marks, .. } => Bucket::marked(bits::get(std::slice::from_ref(marks), s)),
-            Store::LongMarks { marks, .. } => Bucket::marked(bits::get(marks, s)),
+            store => Bucket::marked(bits::get(store.marks().expect("a ring of marks"), s)),
         }
     }
 
