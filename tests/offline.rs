@@ -24,6 +24,19 @@ fn ok(args: &[&str]) -> Output {
     out
 }
 
+/// Run churnwatch with `args`; it must fail with a message naming each of `named`.
+fn fails_naming(args: &[&str], named: &[&str]) {
+    let mut cmd = churnwatch();
+    cmd.args(args);
+    let out = run(cmd, LIMIT);
+    assert!(!out.status.success(), "succeeded:\n{}", out.describe());
+    assert!(
+        named.iter().all(|n| out.stderr.contains(n)),
+        "{named:?} not all named:\n{}",
+        out.describe()
+    );
+}
+
 fn path(p: &Path) -> &str {
     p.to_str().unwrap()
 }
@@ -187,31 +200,28 @@ fn simulate_fit_score_and_backtest() {
 #[test]
 fn bad_offline_arguments_are_named() {
     let dir = tempfile::tempdir().unwrap();
-    let mut cmd = churnwatch();
-    cmd.args([
+    let scores = dir.path().join("s.csv");
+    let args = [
         "score",
         "--input",
         "/nonexistent/events.jsonl",
         "--as-of",
         "yesterday",
         "--out",
-    ])
-    .arg(dir.path().join("s.csv"));
-    let out = run(cmd, LIMIT);
-    assert!(!out.status.success());
-    assert!(out.stderr.contains("--as-of"), "{}", out.describe());
+        path(&scores),
+    ];
+    fails_naming(&args, &["--as-of"]);
 
     // fit reads its input twice (the held-out check): a missing one is named once, up front.
-    let mut cmd = churnwatch();
-    cmd.args(["fit", "--input", "/nonexistent/events.jsonl", "--out"])
-        .arg(dir.path().join("p.toml"));
-    let out = run(cmd, LIMIT);
-    assert!(!out.status.success());
-    assert!(
-        out.stderr.contains("/nonexistent/events.jsonl") && out.stderr.contains("opening"),
-        "{}",
-        out.describe()
-    );
+    let priors_out = dir.path().join("p.toml");
+    let args = [
+        "fit",
+        "--input",
+        "/nonexistent/events.jsonl",
+        "--out",
+        path(&priors_out),
+    ];
+    fails_naming(&args, &["/nonexistent/events.jsonl", "opening"]);
 
     let priors = dir.path().join("bad-priors.toml");
     std::fs::write(
@@ -221,14 +231,9 @@ fn bad_offline_arguments_are_named() {
     .unwrap();
     let config = dir.path().join("c.toml");
     std::fs::write(&config, "[churn]\npriors = \"bad-priors.toml\"\n").unwrap();
-    let mut cmd = churnwatch();
-    cmd.arg("check-config").arg(&config);
-    let out = run(cmd, LIMIT);
-    assert!(!out.status.success());
-    assert!(
-        out.stderr.contains("churn.priors") && out.stderr.contains("activity.r"),
-        "{}",
-        out.describe()
+    fails_naming(
+        &["check-config", path(&config)],
+        &["churn.priors", "activity.r"],
     );
 }
 

@@ -13,6 +13,11 @@ use super::*;
 const FHL_BG: Params = Params::new(0.243, 4.414, 0.793, 2.426);
 /// BTYDplus MBG/NBD estimates on CDNOW (weeks), as used by lifetimes' tests.
 const BTYDPLUS_MBG: Params = Params::new(0.525, 6.183, 0.891, 1.614);
+/// Both variants at their published CDNOW estimates.
+const PUBLISHED: [(Variant, Params); 2] = [
+    (Variant::BgNbd, FHL_BG),
+    (Variant::ModifiedBgNbd, BTYDPLUS_MBG),
+];
 
 /// The CDNOW sample summary (2357 customers, weeks), from lifetimes' `cdnow_customers.csv`.
 fn cdnow() -> Vec<Summary> {
@@ -612,10 +617,7 @@ fn unidentified_data_is_reported_not_fitted() {
 
 #[test]
 fn outlook_is_the_separate_evaluations_computed_together() {
-    for (variant, params) in [
-        (Variant::BgNbd, FHL_BG),
-        (Variant::ModifiedBgNbd, BTYDPLUS_MBG),
-    ] {
+    for (variant, params) in PUBLISHED {
         let m = Model::new(variant, params);
         for x in [0.0, 1.0, 2.0, 7.0, 40.0] {
             for (t_x, t) in [(0.0, 0.0), (0.3, 0.3), (0.3, 5.0), (3.0, 3.5), (10.0, 60.0)] {
@@ -669,10 +671,7 @@ fn discounted_history_matches_hand_computed_values() {
 
 #[test]
 fn discount_one_is_the_textbook_model_and_never_touches_one_time_customers() {
-    for (variant, params) in [
-        (Variant::BgNbd, FHL_BG),
-        (Variant::ModifiedBgNbd, BTYDPLUS_MBG),
-    ] {
+    for (variant, params) in PUBLISHED {
         let m = Model::new(variant, params);
         let same = m.with_discount(1.0);
         let half = m.with_discount(0.5);
