@@ -450,13 +450,21 @@ fn extreme_inputs_give_no_nan() {
     }
 }
 
+/// The distributions of `model`'s heterogeneity, the rate (gamma) and the drop-out chance
+/// (beta), and a seeded generator to draw customers with.
+fn population(model: &Model, seed: u64) -> (Gamma<f64>, Beta<f64>, Xoshiro256PlusPlus) {
+    let Params { r, alpha, a, b } = model.params;
+    (
+        Gamma::new(r, 1.0 / alpha).unwrap(),
+        Beta::new(a, b).unwrap(),
+        Xoshiro256PlusPlus::seed_from_u64(seed),
+    )
+}
+
 /// Simulates `n` customers of `model`; `T` uniform on `t_range`. With `daily`, `T` is a whole
 /// number of days and transactions are reduced to distinct active days (real daily data).
 fn simulate(model: &Model, n: usize, t_range: (f64, f64), seed: u64, daily: bool) -> Vec<Summary> {
-    let Params { r, alpha, a, b } = model.params;
-    let gamma = Gamma::new(r, 1.0 / alpha).unwrap();
-    let beta = Beta::new(a, b).unwrap();
-    let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
+    let (gamma, beta, mut rng) = population(model, seed);
     (0..n)
         .map(|_| {
             let mut t_obs = t_range.0 + (t_range.1 - t_range.0) * rng.random::<f64>();
@@ -717,10 +725,7 @@ fn held_out_buyers(
     slowdown: Option<f64>,
     seed: u64,
 ) -> Vec<(Summary, bool)> {
-    let Params { r, alpha, a, b } = model.params;
-    let gamma = Gamma::new(r, 1.0 / alpha).unwrap();
-    let beta = Beta::new(a, b).unwrap();
-    let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
+    let (gamma, beta, mut rng) = population(model, seed);
     (0..n)
         .map(|_| {
             let start = (split * rng.random::<f64>()).floor();
