@@ -11,6 +11,8 @@
 //! overflow, so the quantity keeps 16 significant bits of the customer's largest bucket.
 //! Integer quantities stay exact up to 65,535 per bucket. Readers see the plain [`Bucket`].
 
+use std::ptr::NonNull;
+
 use serde::{Deserialize, Serialize};
 use smallvec::SmallVec;
 
@@ -130,78 +132,246 @@ pub struct Moments {
 /// allocation) up to 64 buckets, which the default windows (36) are. Most of a retailer's
 /// customers are such. The first visit or usage turns the ring into one of counters.
 ///
-/// The ring's length is its allocation's (of marks: kept beside them), so that a customer's
-/// windows take 32 bytes beside the allocation.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(from = "WindowsRecord")]
+/// Every customer has one, so it is kept in 16 bytes: the inline marks or a *thin* pointer to
+/// the ring's allocation (its length is kept here, not beside the pointer), the head as an
+/// `i32` (bucket indices of valid event times are below 2^27: buckets are at least a minute),
+/// the length, the scale and the kind. The allocation is a boxed slice, made and freed as one
+/// ([`Windows::set_long_marks`], [`Windows::set_counters`], `Drop`); everything else reads it
+/// through [`Windows::store`] and [`Windows::store_mut`], the only places that rebuild the
+/// slice from the pointer.
 pub struct Windows {
-    head: i64,
-    store: Store,
+    data: Data,
+    head: i32,
+    len: u16,
+    /// Scale of a ring of counters: quantities in units of 2^-`shift` (see the module doc).
+    shift: i8,
+    kind: Kind,
 }
 
-#[derive(Debug, Clone, PartialEq)]
-enum Store {
-    /// Purchases only, at most 64 buckets: bit `s` is slot `s` of `len`.
-    Marks { marks: u64, len: u32 },
-    /// Purchases only, a longer ring: bit `s` ([`bits`]) is slot `s` of `len`.
-    LongMarks { marks: Box<[u64]>, len: u32 },
-    /// Counters, with quantities in units of 2^-`shift` (see the module doc).
-    Counters { buckets: Box<[Packed]>, shift: i8 },
+/// What [`Windows::data`] holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+enum Kind {
+    /// Purchases only, at most 64 buckets: bit `s` of `marks` is slot `s`.
+    Marks,
+    /// Purchases only, a longer ring: `words` points to `len.div_ceil(64)` words of marks.
+    LongMarks,
+    /// Counters: `buckets` points to `len` packed buckets.
+    Counters,
 }
 
-impl Store {
-    /// A purchase-only ring of `len` buckets marked as `words` says (one bit a bucket).
-    fn of_marks(words: Box<[u64]>, len: u32) -> Store {
-        match *words {
-            [] | [_] if len <= 64 => Store::Marks {
+/// The inline marks, or the ring's allocation (see [`Kind`]).
+union Data {
+    marks: u64,
+    words: NonNull<u64>,
+    buckets: NonNull<Packed>,
+}
+
+/// `head` of a ring that has seen nothing.
+const EMPTY: i32 = i32::MIN;
+
+// SAFETY: `Windows` owns its allocation as a `Box` would (no sharing, no interior
+// mutability), so it may move to and be read from other threads like one.
+unsafe impl Send for Windows {}
+unsafe impl Sync for Windows {}
+
+/// A ring's contents, borrowed.
+enum Store<'a> {
+    /// Purchase marks, one bit a bucket.
+    Marks(&'a [u64]),
+    /// Counters and their scale.
+    Counters(&'a [Packed], i8),
+}
+
+/// A ring's contents, borrowed to change them.
+enum StoreMut<'a> {
+    Marks(&'a mut [u64]),
+    Counters(&'a mut [Packed], &'a mut i8),
+}
+
+impl Windows {
+    /// The ring's contents.
+    #[inline]
+    fn store(&self) -> Store<'_> {
+        let len = usize::from(self.len);
+        // SAFETY: `kind` says which field of `data` is set; a pointer is to an allocation of
+        // the length given (made by `set_long_marks` or `set_counters`) owned by `self`.
+        unsafe {
+            match self.kind {
+                Kind::Marks => Store::Marks(std::slice::from_ref(&self.data.marks)),
+                Kind::LongMarks => Store::Marks(std::slice::from_raw_parts(
+                    self.data.words.as_ptr(),
+                    len.div_ceil(64),
+                )),
+                Kind::Counters => Store::Counters(
+                    std::slice::from_raw_parts(self.data.buckets.as_ptr(), len),
+                    self.shift,
+                ),
+            }
+        }
+    }
+
+    /// The ring's contents, to change them.
+    #[inline]
+    fn store_mut(&mut self) -> StoreMut<'_> {
+        let len = usize::from(self.len);
+        // SAFETY: as in `store`, and `&mut self` makes the borrow exclusive.
+        unsafe {
+            match self.kind {
+                Kind::Marks => StoreMut::Marks(std::slice::from_mut(&mut self.data.marks)),
+                Kind::LongMarks => StoreMut::Marks(std::slice::from_raw_parts_mut(
+                    self.data.words.as_ptr(),
+                    len.div_ceil(64),
+                )),
+                Kind::Counters => StoreMut::Counters(
+                    std::slice::from_raw_parts_mut(self.data.buckets.as_ptr(), len),
+                    &mut self.shift,
+                ),
+            }
+        }
+    }
+
+    /// Free the ring's allocation, if it has one, leaving an empty ring of inline marks.
+    fn release(&mut self) {
+        let len = usize::from(self.len);
+        let kind = std::mem::replace(&mut self.kind, Kind::Marks);
+        // SAFETY: the pointer came from `Box::into_raw` of a boxed slice of this length
+        // (`set_long_marks`, `set_counters`), and `kind` no longer points to it.
+        unsafe {
+            match kind {
+                Kind::Marks => {}
+                Kind::LongMarks => drop(Box::from_raw(std::ptr::slice_from_raw_parts_mut(
+                    self.data.words.as_ptr(),
+                    len.div_ceil(64),
+                ))),
+                Kind::Counters => drop(Box::from_raw(std::ptr::slice_from_raw_parts_mut(
+                    self.data.buckets.as_ptr(),
+                    len,
+                ))),
+            }
+        }
+        self.data = Data { marks: 0 };
+    }
+
+    /// Hold purchase marks for a ring of `len` buckets (`words`: one bit a bucket, at least
+    /// `len.div_ceil(64)` words): inline up to 64 buckets.
+    fn set_marks(&mut self, words: &[u64], len: u16) {
+        self.release();
+        self.len = len;
+        if len <= 64 {
+            self.data = Data {
                 marks: words.first().copied().unwrap_or(0),
-                len,
-            },
-            _ => Store::LongMarks { marks: words, len },
+            };
+        } else {
+            self.set_long_marks(words[..usize::from(len).div_ceil(64)].into());
         }
     }
 
-    /// The purchase marks, one bit a bucket (`None` for a ring of counters).
-    fn marks(&self) -> Option<&[u64]> {
-        match self {
-            Store::Marks { marks, .. } => Some(std::slice::from_ref(marks)),
-            Store::LongMarks { marks, .. } => Some(marks),
-            Store::Counters { .. } => None,
-        }
+    fn set_long_marks(&mut self, words: Box<[u64]>) {
+        self.release();
+        debug_assert_eq!(words.len(), usize::from(self.len).div_ceil(64));
+        let ptr = Box::into_raw(words) as *mut u64;
+        // SAFETY: `Box::into_raw` never returns null.
+        self.data = Data {
+            words: unsafe { NonNull::new_unchecked(ptr) },
+        };
+        self.kind = Kind::LongMarks;
     }
 
-    fn marks_mut(&mut self) -> Option<&mut [u64]> {
-        match self {
-            Store::Marks { marks, .. } => Some(std::slice::from_mut(marks)),
-            Store::LongMarks { marks, .. } => Some(marks),
-            Store::Counters { .. } => None,
-        }
+    /// Hold `buckets` (the ring's length) as counters at scale `shift`.
+    fn set_counters(&mut self, buckets: Box<[Packed]>, shift: i8) {
+        let len = u16::try_from(buckets.len()).expect("a ring of at most u16::MAX buckets");
+        self.release();
+        self.len = len;
+        let ptr = Box::into_raw(buckets) as *mut Packed;
+        // SAFETY: `Box::into_raw` never returns null.
+        self.data = Data {
+            buckets: unsafe { NonNull::new_unchecked(ptr) },
+        };
+        self.shift = shift;
+        self.kind = Kind::Counters;
+    }
+
+    /// An empty ring of purchase marks of `len` buckets, which read as `words` say.
+    fn of_marks(head: i32, words: &[u64], len: u16) -> Windows {
+        let mut w = Windows {
+            data: Data { marks: 0 },
+            head,
+            len: 0,
+            shift: FIRST_SHIFT,
+            kind: Kind::Marks,
+        };
+        w.set_marks(words, len);
+        w
     }
 }
 
-/// As a `WindowsRecord` (head, length, store).
+impl Drop for Windows {
+    fn drop(&mut self) {
+        self.release();
+    }
+}
+
+impl Clone for Windows {
+    fn clone(&self) -> Windows {
+        let mut w = Windows::of_marks(self.head, &[], 0);
+        match self.store() {
+            Store::Marks(marks) => w.set_marks(marks, self.len),
+            Store::Counters(buckets, shift) => w.set_counters(buckets.into(), shift),
+        }
+        w
+    }
+}
+
+impl PartialEq for Windows {
+    fn eq(&self, other: &Windows) -> bool {
+        self.head == other.head
+            && self.len == other.len
+            && match (self.store(), other.store()) {
+                (Store::Marks(a), Store::Marks(b)) => a == b,
+                (Store::Counters(a, sa), Store::Counters(b, sb)) => sa == sb && a == b,
+                _ => false,
+            }
+    }
+}
+
+impl std::fmt::Debug for Windows {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut d = f.debug_struct("Windows");
+        d.field("head", &self.head).field("len", &self.len);
+        match self.store() {
+            Store::Marks(marks) => d.field("marks", &marks),
+            Store::Counters(buckets, shift) => d.field("buckets", &buckets).field("shift", &shift),
+        };
+        d.finish()
+    }
+}
+
+/// As a `WindowsRecord` (head, length, store): the head as the `i64` records have always
+/// held (`i64::MIN` for an empty ring).
 impl Serialize for Windows {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeStruct;
+        let head = match self.head {
+            EMPTY => i64::MIN,
+            h => i64::from(h),
+        };
         let mut w = s.serialize_struct("Windows", 3)?;
-        w.serialize_field("head", &self.head)?;
-        w.serialize_field("len", &(self.len() as u32))?;
-        w.serialize_field("store", &self.store)?;
+        w.serialize_field("head", &head)?;
+        w.serialize_field("len", &u32::from(self.len))?;
+        w.serialize_field("store", &self.store())?;
         w.end()
     }
 }
 
 /// As a [`StoreRecord`]: counters are its variant 2 (1 is the 8-byte buckets of changelog
 /// format 4, read but no longer written).
-impl Serialize for Store {
+impl Serialize for Store<'_> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeStructVariant;
         match self {
-            Store::Marks { .. } | Store::LongMarks { .. } => {
-                let marks = self.marks().expect("a ring of marks");
-                s.serialize_newtype_variant("Store", 0, "Purchases", marks)
-            }
-            Store::Counters { buckets, shift } => {
+            Store::Marks(marks) => s.serialize_newtype_variant("Store", 0, "Purchases", marks),
+            Store::Counters(buckets, shift) => {
                 let mut v = s.serialize_struct_variant("Store", 2, "Counters", 2)?;
                 v.serialize_field("buckets", buckets)?;
                 v.serialize_field("shift", shift)?;
@@ -219,7 +389,7 @@ struct WindowsRecord {
     store: StoreRecord,
 }
 
-/// [`Store`] as changelog records hold it, the 8-byte buckets of format 4 included.
+/// The store as changelog records hold it, the 8-byte buckets of format 4 included.
 #[derive(Deserialize)]
 enum StoreRecord {
     Purchases(Box<[u64]>),
@@ -227,30 +397,42 @@ enum StoreRecord {
     Counters { buckets: Box<[Packed]>, shift: i8 },
 }
 
-impl From<WindowsRecord> for Windows {
-    fn from(r: WindowsRecord) -> Windows {
-        let store = match r.store {
+impl<'de> Deserialize<'de> for Windows {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Windows, D::Error> {
+        use serde::de::Error;
+        let r = WindowsRecord::deserialize(d)?;
+        let too_long = |n: usize| D::Error::custom(format!("a ring of {n} buckets"));
+        // A head no valid event time gives (beyond an `i32`) is a ring that has seen nothing.
+        let head = i32::try_from(r.head).ok().filter(|&h| h != EMPTY);
+        let mut w = Windows::of_marks(head.unwrap_or(EMPTY), &[], 0);
+        match r.store {
             StoreRecord::Purchases(marks) => {
                 // No longer than its marks (a record that says otherwise is not trusted).
-                let len = r
-                    .len
-                    .min(u32::try_from(marks.len() * 64).unwrap_or(u32::MAX));
-                Store::of_marks(marks, len)
+                let len = (r.len as usize).min(marks.len() * 64);
+                w.set_marks(&marks, u16::try_from(len).map_err(|_| too_long(len))?);
             }
-            StoreRecord::Counters { buckets, shift } => Store::Counters { buckets, shift },
+            StoreRecord::Counters { buckets, shift } => {
+                if u16::try_from(buckets.len()).is_err() {
+                    return Err(too_long(buckets.len()));
+                }
+                w.set_counters(buckets, shift)
+            }
             StoreRecord::Buckets(wide) => {
+                if u16::try_from(wide.len()).is_err() {
+                    return Err(too_long(wide.len()));
+                }
                 let mut buckets = vec![Packed::default(); wide.len()].into_boxed_slice();
                 let mut shift = FIRST_SHIFT;
                 for (s, b) in wide.iter().enumerate() {
                     write_packed(&mut buckets, &mut shift, s, b);
                 }
-                Store::Counters { buckets, shift }
+                w.set_counters(buckets, shift);
             }
-        };
-        Windows {
-            head: r.head,
-            store,
         }
+        if head.is_none() {
+            w.clear_all();
+        }
+        Ok(w)
     }
 }
 
@@ -301,41 +483,35 @@ impl Windows {
     /// A ring of `len` empty buckets (`len` >= 1).
     pub fn new(len: usize) -> Self {
         assert!(len >= 1);
-        Windows {
-            head: i64::MIN,
-            store: Store::of_marks(
-                vec![0; len.div_ceil(64)].into_boxed_slice(),
-                u32::try_from(len).expect("a ring of at most u32::MAX buckets"),
-            ),
-        }
+        let len = u16::try_from(len).expect("a ring of at most u16::MAX buckets");
+        Windows::of_marks(EMPTY, &vec![0; usize::from(len).div_ceil(64)], len)
     }
 
     /// A ring without buckets (no allocation): the placeholder of a vacant customer slot.
     pub fn unallocated() -> Self {
-        Windows {
-            head: i64::MIN,
-            store: Store::Marks { marks: 0, len: 0 },
-        }
+        Windows::of_marks(EMPTY, &[], 0)
     }
 
     /// Whether the ring holds counters (the customer has visited or used the product), not only
     /// purchase marks.
     #[cfg(test)]
     fn has_counters(&self) -> bool {
-        matches!(self.store, Store::Counters { .. })
+        self.kind == Kind::Counters
     }
 
     pub fn is_empty(&self) -> bool {
-        self.head == i64::MIN || self.len() == 0
+        self.head == EMPTY || self.len == 0
     }
 
     /// Start loading the ring's buckets (a hint: see [`crate::prefetch`]).
     #[inline]
     pub fn prefetch(&self) {
-        match &self.store {
-            Store::Counters { buckets, .. } => crate::prefetch::read_slice(buckets),
-            Store::LongMarks { marks, .. } => crate::prefetch::read_slice(marks),
-            Store::Marks { .. } => {} // in the customer's state
+        match self.kind {
+            Kind::Marks => {} // in the customer's state
+            _ => match self.store() {
+                Store::Counters(buckets, _) => crate::prefetch::read_slice(buckets),
+                Store::Marks(marks) => crate::prefetch::read_slice(marks),
+            },
         }
     }
 
@@ -343,29 +519,34 @@ impl Windows {
         idx.rem_euclid(self.len() as i64) as usize
     }
 
+    /// The head as the `i64` bucket indices are (meaningless while empty).
+    fn head(&self) -> i64 {
+        i64::from(self.head)
+    }
+
     fn holds(&self, idx: i64) -> bool {
-        !self.is_empty() && idx <= self.head && idx > self.head - self.len() as i64
+        !self.is_empty() && idx <= self.head() && idx > self.head() - self.len() as i64
     }
 
     /// The bucket in slot `s`.
     fn read(&self, s: usize) -> Bucket {
-        match &self.store {
-            Store::Counters { buckets, shift } => buckets[s].unpack(unit_of(*shift)),
-            store => Bucket::marked(bits::get(store.marks().expect("a ring of marks"), s)),
+        match self.store() {
+            Store::Counters(buckets, shift) => buckets[s].unpack(unit_of(shift)),
+            Store::Marks(marks) => Bucket::marked(bits::get(marks, s)),
         }
     }
 
     fn clear_slot(&mut self, s: usize) {
-        match &mut self.store {
-            Store::Counters { buckets, .. } => buckets[s] = Packed::default(),
-            store => bits::put(store.marks_mut().expect("a ring of marks"), s, false),
+        match self.store_mut() {
+            StoreMut::Counters(buckets, _) => buckets[s] = Packed::default(),
+            StoreMut::Marks(marks) => bits::put(marks, s, false),
         }
     }
 
     fn clear_all(&mut self) {
-        match &mut self.store {
-            Store::Counters { buckets, .. } => buckets.fill(Packed::default()),
-            store => store.marks_mut().expect("a ring of marks").fill(0),
+        match self.store_mut() {
+            StoreMut::Counters(buckets, _) => buckets.fill(Packed::default()),
+            StoreMut::Marks(marks) => marks.fill(0),
         }
     }
 
@@ -375,10 +556,10 @@ impl Windows {
         let mut b = self.read(s);
         f(&mut b);
         let len = self.len();
-        if let Store::Counters { buckets, shift } = &mut self.store {
-            return write_packed(buckets, shift, s, &b);
-        }
-        let marks = self.store.marks_mut().expect("a ring of marks");
+        let marks = match self.store_mut() {
+            StoreMut::Counters(buckets, shift) => return write_packed(buckets, shift, s, &b),
+            StoreMut::Marks(marks) => marks,
+        };
         match b.only_marked() {
             Some(mark) => bits::put(marks, s, mark),
             None => {
@@ -390,30 +571,33 @@ impl Windows {
                     .collect();
                 let mut shift = FIRST_SHIFT;
                 write_packed(&mut buckets, &mut shift, s, &b);
-                self.store = Store::Counters { buckets, shift };
+                self.set_counters(buckets, shift);
             }
         }
     }
 
     /// Move the head forward to `idx`, clearing the buckets it passes.
+    ///
+    /// Indices beyond an `i32` (no valid event time has one) are taken as the nearest one.
     pub fn advance_to(&mut self, idx: i64) {
+        let idx = idx.clamp(i64::from(EMPTY) + 1, i64::from(i32::MAX));
         if self.is_empty() {
-            self.head = idx;
+            self.head = idx as i32;
             return;
         }
-        if idx <= self.head {
+        if idx <= self.head() {
             return;
         }
         let len = self.len() as i64;
-        if idx - self.head >= len {
+        if idx - self.head() >= len {
             self.clear_all();
         } else {
-            for i in (self.head + 1)..=idx {
+            for i in (self.head() + 1)..=idx {
                 let s = self.slot(i);
                 self.clear_slot(s);
             }
         }
-        self.head = idx;
+        self.head = idx as i32;
     }
 
     /// Apply `f` to the bucket holding `ts_ms`, advancing the ring when it is newer than the head.
@@ -448,8 +632,8 @@ impl Windows {
         if self.is_empty() || to < from {
             return m;
         }
-        let lo = from.max(self.head - self.len() as i64 + 1);
-        let hi = to.min(self.head);
+        let lo = from.max(self.head() - self.len() as i64 + 1);
+        let hi = to.min(self.head());
         for idx in lo..=hi {
             m.add(&self.read(self.slot(idx)));
         }
@@ -458,10 +642,7 @@ impl Windows {
 
     /// Number of buckets the ring holds.
     pub fn len(&self) -> usize {
-        match &self.store {
-            Store::Marks { len, .. } | Store::LongMarks { len, .. } => *len as usize,
-            Store::Counters { buckets, .. } => buckets.len(),
-        }
+        usize::from(self.len)
     }
 
     /// The same history in a ring of `len` buckets (`len` >= 1): the newest buckets that fit
@@ -473,7 +654,7 @@ impl Windows {
         let mut w = Windows::new(len);
         if !self.is_empty() {
             w.head = self.head;
-            for idx in (self.head - len as i64 + 1)..=self.head {
+            for idx in (self.head() - len as i64 + 1)..=self.head() {
                 let s = w.slot(idx);
                 let b = self.get(idx);
                 w.update(s, |to| *to = b);
@@ -493,8 +674,8 @@ impl Windows {
         let len = self.len();
         // The part of `from..=to` the ring holds (one modulo per copy, not one per bucket: this
         // runs on every assessment); empty buckets around it.
-        let held_from = from.max(self.head.saturating_sub(len as i64 - 1));
-        let held_to = to.min(self.head);
+        let held_from = from.max(self.head() - (len as i64 - 1));
+        let held_to = to.min(self.head());
         if self.is_empty() || held_from > held_to {
             out.resize(n, Bucket::default());
             return;
@@ -503,9 +684,9 @@ impl Windows {
         // The held part is at most two runs of slots: up to the ring's end, then from its start.
         let (s, k) = (self.slot(held_from), (held_to - held_from + 1) as usize);
         let first = k.min(len - s);
-        match &self.store {
-            Store::Counters { buckets, shift } => {
-                let unit = unit_of(*shift);
+        match self.store() {
+            Store::Counters(buckets, shift) => {
+                let unit = unit_of(shift);
                 let at = out.len();
                 out.resize(at + k, Bucket::default());
                 let held = buckets[s..s + first].iter().chain(&buckets[..k - first]);
@@ -513,9 +694,11 @@ impl Windows {
                     *to = p.unpack(unit);
                 }
             }
-            Store::Marks { .. } | Store::LongMarks { .. } => {
-                out.extend((s..s + first).chain(0..k - first).map(|i| self.read(i)))
-            }
+            Store::Marks(marks) => out.extend(
+                (s..s + first)
+                    .chain(0..k - first)
+                    .map(|i| Bucket::marked(bits::get(marks, i))),
+            ),
         }
         out.resize(n, Bucket::default());
     }
@@ -609,13 +792,9 @@ mod tests {
     const B: i64 = 1000;
 
     fn counters(len: usize) -> Windows {
-        Windows {
-            store: Store::Counters {
-                buckets: vec![Packed::default(); len].into_boxed_slice(),
-                shift: FIRST_SHIFT,
-            },
-            ..Windows::new(len)
-        }
+        let mut w = Windows::new(len);
+        w.set_counters(vec![Packed::default(); len].into_boxed_slice(), FIRST_SHIFT);
+        w
     }
 
     #[test]
@@ -661,7 +840,7 @@ mod tests {
     fn the_ring_keeps_four_bytes_per_bucket() {
         assert_eq!(std::mem::size_of::<Packed>(), 4);
         assert_eq!(std::mem::size_of::<Bucket>(), 8);
-        assert_eq!(std::mem::size_of::<Windows>(), 32);
+        assert_eq!(std::mem::size_of::<Windows>(), 16);
     }
 
     #[test]
@@ -690,13 +869,13 @@ mod tests {
         }
         assert_eq!(w.get(1).usage_qty, 1000.0);
         assert_eq!(w.get(0).usage_qty, 3.0 + 24.0 / 64.0);
-        assert!(matches!(w.store, Store::Counters { shift: 6, .. }));
+        assert!(matches!(w.store(), Store::Counters(_, 6)));
         // Beyond 65,535 a bucket still holds its quantity to 16 bits (scale 2^14: 61,035
         // units); buckets below 2^-16 of it round to nothing.
         w.add(2 * B, B, |b| b.add_usage(1.0e9));
         assert_eq!(w.get(2).usage_qty, 61_035.0 * 16_384.0);
         assert_eq!(w.get(1).usage_qty, 0.0);
-        assert!(matches!(w.store, Store::Counters { shift: -14, .. }));
+        assert!(matches!(w.store(), Store::Counters(_, -14)));
         // Counts saturate at what a byte holds; the purchase mark is kept.
         for _ in 0..300 {
             w.add(3 * B, B, |b| {
@@ -716,7 +895,7 @@ mod tests {
             b.add_visit();
             b.usage_qty = f32::INFINITY;
         });
-        assert!(matches!(w.store, Store::Counters { shift: i8::MIN, .. }));
+        assert!(matches!(w.store(), Store::Counters(_, i8::MIN)));
         assert_eq!(w.get(4).visits, 1);
         assert!(w.get(4).usage_qty.is_infinite());
     }
@@ -735,7 +914,7 @@ mod tests {
         }
         for len in [36usize, 64, 65, 150] {
             let mut w = Windows::new(len);
-            assert_eq!(matches!(w.store, Store::Marks { .. }), len <= 64, "{len}");
+            assert_eq!(w.kind == Kind::Marks, len <= 64, "{len}");
             let days = [3i64, 40, 63, 64, 100, 149];
             for d in days {
                 w.add(d * 10, 10, |b| b.add_purchase());
@@ -767,7 +946,7 @@ mod tests {
             assert!(w.get(head).purchased() && w.get(head).visits == 1);
             assert!(w.get(100).purchased() == (head - 100 < len as i64));
         }
-        assert_eq!(std::mem::size_of::<Windows>(), 32);
+        assert_eq!(std::mem::size_of::<Windows>(), 16);
     }
 
     #[test]
@@ -810,6 +989,50 @@ mod tests {
         // And the packed ring comes back as written.
         let again: Windows = postcard::from_bytes(&postcard::to_allocvec(&w).unwrap()).unwrap();
         assert_eq!(again, w);
+    }
+
+    #[test]
+    fn clones_are_equal_and_independent_for_every_kind_of_ring() {
+        // Inline marks, marks of a longer ring, and counters: each clone owns its own copy.
+        for (len, visit) in [(36usize, false), (130, false), (36, true), (130, true)] {
+            let mut w = Windows::new(len);
+            w.add(5 * B, B, |b| b.add_purchase());
+            if visit {
+                w.add(6 * B, B, |b| b.add_visit());
+            }
+            let copy = w.clone();
+            assert_eq!(copy, w, "{len} {visit}");
+            w.add(7 * B, B, |b| b.add_purchase());
+            assert_ne!(copy, w, "{len} {visit}");
+            assert!(copy.get(5).purchased() && !copy.get(7).purchased());
+            assert_eq!(copy.get(6).visits, u16::from(visit));
+            drop(w);
+            assert!(copy.get(5).purchased(), "the clone outlives the original");
+        }
+    }
+
+    #[test]
+    fn a_record_whose_head_no_event_time_gives_is_an_empty_ring() {
+        #[derive(Serialize)]
+        enum OldStore {
+            Purchases(Box<[u64]>),
+        }
+        #[derive(Serialize)]
+        struct OldWindows {
+            head: i64,
+            len: u32,
+            store: OldStore,
+        }
+        for head in [i64::MIN, i64::from(i32::MIN), 1 << 40] {
+            let old = OldWindows {
+                head,
+                len: 36,
+                store: OldStore::Purchases(Box::new([u64::MAX])),
+            };
+            let w: Windows = postcard::from_bytes(&postcard::to_allocvec(&old).unwrap()).unwrap();
+            assert!(w.is_empty(), "{head}");
+            assert_eq!(w, Windows::new(36), "{head}");
+        }
     }
 
     #[test]
