@@ -342,8 +342,11 @@ impl CustomerState {
             }
             Activity::Usage { quantity } => {
                 self.engaged |= quantity > 0.0;
-                self.windows
-                    .add(ev.ts_ms, bucket_ms, |b| b.add_usage(quantity))
+                let placed = self
+                    .windows
+                    .add(ev.ts_ms, bucket_ms, |b| b.add_usage(quantity));
+                self.windows.record_usage(quantity);
+                placed
             }
             Activity::Purchase { amount } => {
                 self.purchases.record(ev.ts_ms, amount);

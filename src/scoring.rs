@@ -529,6 +529,8 @@ pub fn customer_value(c: &CustomerState, as_of_ms: i64, cfg: &Config) -> f64 {
 /// Every windowed signal reads its slice of this.
 #[derive(Debug, Clone)]
 struct RateWindows {
+    /// The customer's typical usage report (0 when none).
+    usage_unit: f64,
     buckets: BucketRun,
     /// Absolute index of `buckets[0]` and of the current bucket (the last one).
     from: i64,
@@ -580,6 +582,7 @@ impl RateWindows {
             recent_from,
         });
         RateWindows {
+            usage_unit: c.windows.usage_unit().map_or(0.0, |u| f64::from(u.mean)),
             buckets,
             from,
             now_idx,
@@ -611,12 +614,16 @@ impl RateWindows {
         let sc = &cfg.signals.usage;
         let base = self.baseline.as_ref()?;
         let t = base.m.totals;
-        if t.usage_events < sc.min_baseline_events as u64 || t.usage_qty <= 0.0 {
+        // Usage in units of the customer's typical report ([`crate::window::UsageUnit`]):
+        // fewer and smaller reports both count, and the baseline must hold about
+        // `min_baseline_events` reports' worth. The dispersion is that of the units per bucket.
+        let unit = self.usage_unit;
+        if t.usage_qty <= 0.0
+            || unit <= 0.0
+            || t.usage_qty / unit < sc.min_baseline_events as f64 - 0.5
+        {
             return None;
         }
-        // Usage in units of the customer's typical event size: fewer and smaller events both
-        // count. The dispersion is that of the units per bucket.
-        let unit = t.usage_qty / t.usage_events as f64;
         let phi = dispersion(
             t.usage_qty / unit,
             base.m.usage_qty_sq / (unit * unit),

@@ -4,12 +4,17 @@
 //! line up and a late event lands in the bucket of its own time. The ring holds the recent and
 //! the baseline window together; a bucket that falls off the end is recycled for the newest one.
 //!
-//! The ring is most of a customer's state, so it keeps each bucket in 4 bytes (`Packed`):
-//! visits and usage events as saturating bytes (255 visits and 127 usage reports per bucket;
-//! more count as that many), and the usage quantity as a 16-bit fixed-point number whose scale
-//! is the customer's own: it starts at 1/256 of a unit and halves whenever a bucket would
-//! overflow, so the quantity keeps 16 significant bits of the customer's largest bucket.
-//! Integer quantities stay exact up to 65,535 per bucket. Readers see the plain [`Bucket`].
+//! The ring is most of a customer's state, so it keeps each bucket in 3 bytes (`Packed`):
+//! visits as a saturating byte (255 a bucket; more count as that many), whether there was a
+//! purchase, and the usage quantity as a 15-bit fixed-point number whose scale is the
+//! customer's own: it starts at 1/256 of a unit and halves whenever a bucket would overflow,
+//! so the quantity keeps 15 significant bits of the customer's largest bucket. Integer
+//! quantities stay exact up to 32,767 per bucket. Readers see the plain [`Bucket`].
+//!
+//! The number of usage reports is not kept per bucket. What the usage test needs of it is the
+//! customer's typical report size, the unit its counts are in: [`UsageUnit`], a running mean
+//! kept in the ring's allocation beside the buckets (6 bytes that the allocator's rounding
+//! would otherwise waste).
 
 use std::ptr::NonNull;
 
@@ -24,28 +29,45 @@ use crate::time::bucket_index;
 /// Only what the windowed signals read is kept here. Purchases are judged by their rhythm
 /// (the gaps between purchase days, kept in [`crate::customer::PurchaseRhythm`]); the bucket
 /// only notes that there was one, for the count of active days.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
-#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Bucket {
     pub visits: u16,
-    /// Usage events (low 15 bits, saturating) and whether there was a purchase (top bit).
-    usage_and_purchase: u16,
+    purchased: bool,
     pub usage_qty: f32,
 }
 
-const PURCHASED: u16 = 1 << 15;
-
-/// A bucket as the ring keeps it (see the module doc).
+/// A bucket as the ring keeps it (see the module doc): visits, then the quantity in units of
+/// 2^-shift (low 15 bits) and the purchase mark (top bit) as a little-endian `u16`. Written
+/// to changelog records as `(visits: u8, qty_and_purchase: u16)`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-struct Packed {
+#[serde(from = "PackedRecord", into = "PackedRecord")]
+struct Packed([u8; 3]);
+
+#[derive(Serialize, Deserialize)]
+struct PackedRecord {
     visits: u8,
-    /// Usage events (low 7 bits, saturating) and whether there was a purchase (top bit).
-    usage_and_purchase: u8,
-    /// The usage quantity in units of 2^-shift.
-    qty: u16,
+    qty_and_purchase: u16,
 }
 
-const PACKED_PURCHASED: u8 = 1 << 7;
+impl From<PackedRecord> for Packed {
+    fn from(r: PackedRecord) -> Packed {
+        let [lo, hi] = r.qty_and_purchase.to_le_bytes();
+        Packed([r.visits, lo, hi])
+    }
+}
+
+impl From<Packed> for PackedRecord {
+    fn from(p: Packed) -> PackedRecord {
+        PackedRecord {
+            visits: p.visits(),
+            qty_and_purchase: p.qty_and_purchase(),
+        }
+    }
+}
+
+const PACKED_PURCHASED: u16 = 1 << 15;
+/// The largest quantity a packed bucket holds, in units of its scale.
+const MAX_UNITS: u16 = PACKED_PURCHASED - 1;
 /// The scale a ring of counters starts with: quantities in 1/256ths.
 const FIRST_SHIFT: i8 = 8;
 
@@ -59,21 +81,32 @@ fn unit_of(shift: i8) -> f32 {
 }
 
 impl Packed {
-    const MARKED: Packed = Packed {
-        visits: 0,
-        usage_and_purchase: PACKED_PURCHASED,
-        qty: 0,
-    };
+    const MARKED: Packed = Packed::new(0, PACKED_PURCHASED);
+
+    const fn new(visits: u8, qty_and_purchase: u16) -> Packed {
+        let [lo, hi] = qty_and_purchase.to_le_bytes();
+        Packed([visits, lo, hi])
+    }
+
+    fn visits(self) -> u8 {
+        self.0[0]
+    }
+
+    fn qty_and_purchase(self) -> u16 {
+        u16::from_le_bytes([self.0[1], self.0[2]])
+    }
+
+    fn qty(self) -> u16 {
+        self.qty_and_purchase() & MAX_UNITS
+    }
 
     /// The bucket, with quantities in units of `unit` ([`unit_of`]).
     fn unpack(self, unit: f32) -> Bucket {
-        let usage = u16::from(self.usage_and_purchase & !PACKED_PURCHASED);
-        let purchased = self.usage_and_purchase & PACKED_PURCHASED != 0;
         Bucket {
-            visits: u16::from(self.visits),
-            usage_and_purchase: usage | if purchased { PURCHASED } else { 0 },
-            // A power of two times an integer below 2^16: exact in an f32.
-            usage_qty: f32::from(self.qty) * unit,
+            visits: u16::from(self.visits()),
+            purchased: self.qty_and_purchase() & PACKED_PURCHASED != 0,
+            // A power of two times an integer below 2^15: exact in an f32.
+            usage_qty: f32::from(self.qty()) * unit,
         }
     }
 
@@ -82,27 +115,105 @@ impl Packed {
         // 2^shift, built from its exponent bits (a normal f64 for every i8).
         let per_unit = f64::from_bits(((1023 + i64::from(shift)) as u64) << 52);
         let units = (f64::from(b.usage_qty) * per_unit).round();
-        if !(0.0..=f64::from(u16::MAX)).contains(&units) {
+        if !(0.0..=f64::from(MAX_UNITS)).contains(&units) {
             return None;
         }
-        let usage = b.usage_events().min(u16::from(!PACKED_PURCHASED)) as u8;
-        Some(Packed {
-            visits: b.visits.min(u16::from(u8::MAX)) as u8,
-            usage_and_purchase: usage | if b.purchased() { PACKED_PURCHASED } else { 0 },
-            qty: units as u16,
-        })
+        Some(Packed::with_qty(
+            b.visits.min(u16::from(u8::MAX)) as u8,
+            units as u16,
+            b.purchased,
+        ))
+    }
+
+    fn with_qty(visits: u8, qty: u16, purchased: bool) -> Packed {
+        Packed::new(visits, qty | if purchased { PACKED_PURCHASED } else { 0 })
     }
 
     /// The same bucket at half the scale (one shift less), rounded to the nearest unit, ties
     /// to even (unbiased: a run of halvings takes a lone unit to nothing).
     fn halved(self) -> Packed {
-        let (half, tie) = (self.qty >> 1, self.qty & 1 == 1);
-        Packed {
-            qty: half + u16::from(tie && half & 1 == 1),
-            ..self
+        let (half, tie) = (self.qty() >> 1, self.qty() & 1 == 1);
+        let purchased = self.qty_and_purchase() & PACKED_PURCHASED != 0;
+        Packed::with_qty(
+            self.visits(),
+            half + u16::from(tie && half & 1 == 1),
+            purchased,
+        )
+    }
+}
+
+/// A bucket as changelog format 5 held it (4 bytes, with the count of usage reports).
+#[derive(Debug, Clone, Copy, Deserialize)]
+struct Packed4 {
+    visits: u8,
+    /// Usage reports (low 7 bits) and the purchase mark (top bit).
+    usage_and_purchase: u8,
+    qty: u16,
+}
+
+/// A bucket as changelog format 4 held it (8 bytes).
+#[derive(Debug, Clone, Copy, Deserialize)]
+struct WideBucket {
+    visits: u16,
+    /// Usage reports (low 15 bits) and the purchase mark (top bit).
+    usage_and_purchase: u16,
+    usage_qty: f32,
+}
+
+/// The customer's typical usage report: the mean quantity of their reports, over all of them
+/// at first and then (from the 64th on) exponentially weighted towards the latest 64 or so.
+///
+/// The usage test counts usage in these units, so that fewer and smaller reports both count
+/// and its counts are about as many as the reports were. Kept with a ring of counters (a
+/// customer whose ring holds only purchase marks has reported no usage worth counting).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct UsageUnit {
+    /// Reports folded in (saturating).
+    pub reports: u16,
+    pub mean: f32,
+}
+
+impl UsageUnit {
+    /// Reports beyond which the mean follows the latest ones (weight 1/64 each).
+    const WINDOW: u16 = 64;
+
+    fn record(&mut self, qty: f64) {
+        self.reports = self.reports.saturating_add(1);
+        let n = self.reports.min(UsageUnit::WINDOW);
+        let mean = f64::from(self.mean);
+        self.mean = (mean + (qty - mean) / f64::from(n)) as f32;
+    }
+
+    /// The unit of old records' rings, which counted reports per bucket: their mean report.
+    fn of_counts(reports: u64, qty: f64) -> UsageUnit {
+        UsageUnit {
+            reports: u16::try_from(reports).unwrap_or(u16::MAX),
+            mean: if reports > 0 {
+                (qty / reports as f64) as f32
+            } else {
+                0.0
+            },
+        }
+    }
+
+    /// In the 6 bytes of [`HEADER`] packed slots.
+    fn to_slots(self) -> [Packed; HEADER] {
+        let [a, b] = self.reports.to_le_bytes();
+        let [c, d, e, f] = self.mean.to_le_bytes();
+        [Packed([a, b, c]), Packed([d, e, f])]
+    }
+
+    fn of_slots(h: &[Packed]) -> UsageUnit {
+        let ([a, b, c], [d, e, f]) = (h[0].0, h[1].0);
+        UsageUnit {
+            reports: u16::from_le_bytes([a, b]),
+            mean: f32::from_le_bytes([c, d, e, f]),
         }
     }
 }
+
+/// Packed slots at the start of a ring of counters' allocation that hold its [`UsageUnit`].
+const HEADER: usize = 2;
 
 /// A copy of a run of buckets, for one assessment: on the stack for the default windows (35
 /// buckets and the current one), so an assessment allocates nothing.
@@ -112,7 +223,6 @@ pub type BucketRun = SmallVec<[Bucket; 48]>;
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Totals {
     pub visits: u64,
-    pub usage_events: u64,
     pub usage_qty: f64,
 }
 
@@ -204,7 +314,7 @@ impl Windows {
                     len.div_ceil(64),
                 )),
                 Kind::Counters => Store::Counters(
-                    std::slice::from_raw_parts(self.data.buckets.as_ptr(), len),
+                    std::slice::from_raw_parts(self.data.buckets.as_ptr().add(HEADER), len),
                     self.shift,
                 ),
             }
@@ -224,7 +334,7 @@ impl Windows {
                     len.div_ceil(64),
                 )),
                 Kind::Counters => StoreMut::Counters(
-                    std::slice::from_raw_parts_mut(self.data.buckets.as_ptr(), len),
+                    std::slice::from_raw_parts_mut(self.data.buckets.as_ptr().add(HEADER), len),
                     &mut self.shift,
                 ),
             }
@@ -246,7 +356,7 @@ impl Windows {
                 ))),
                 Kind::Counters => drop(Box::from_raw(std::ptr::slice_from_raw_parts_mut(
                     self.data.buckets.as_ptr(),
-                    len,
+                    HEADER + len,
                 ))),
             }
         }
@@ -278,9 +388,42 @@ impl Windows {
         self.kind = Kind::LongMarks;
     }
 
-    /// Hold `buckets` (the ring's length) as counters at scale `shift`.
-    fn set_counters(&mut self, buckets: Box<[Packed]>, shift: i8) {
-        let len = u16::try_from(buckets.len()).expect("a ring of at most u16::MAX buckets");
+    /// The allocation of a ring of counters: its [`UsageUnit`] then its buckets.
+    fn counters_alloc(&self) -> Option<&[Packed]> {
+        // SAFETY: as in `store`.
+        (self.kind == Kind::Counters).then(|| unsafe {
+            std::slice::from_raw_parts(self.data.buckets.as_ptr(), HEADER + usize::from(self.len))
+        })
+    }
+
+    /// The customer's typical usage report, when the ring holds counters.
+    pub fn usage_unit(&self) -> Option<UsageUnit> {
+        self.counters_alloc().map(UsageUnit::of_slots)
+    }
+
+    /// Fold a usage report's quantity into the [`UsageUnit`] (a ring of purchase marks has
+    /// none: the report counted nothing).
+    pub fn record_usage(&mut self, qty: f64) {
+        if self.kind != Kind::Counters {
+            return;
+        }
+        // SAFETY: as in `store_mut`; the header is the allocation's first `HEADER` slots.
+        let header = unsafe { std::slice::from_raw_parts_mut(self.data.buckets.as_ptr(), HEADER) };
+        let mut unit = UsageUnit::of_slots(header);
+        unit.record(qty);
+        header.copy_from_slice(&unit.to_slots());
+    }
+
+    /// Hold the ring `buckets` as counters at scale `shift`, with usage unit `unit`.
+    fn set_counters(&mut self, buckets: &[Packed], shift: i8, unit: UsageUnit) {
+        let alloc: Box<[Packed]> = unit.to_slots().iter().chain(buckets).copied().collect();
+        self.set_counters_alloc(alloc, shift);
+    }
+
+    /// Hold `alloc` (a [`UsageUnit`] in [`HEADER`] slots, then the ring) as counters.
+    fn set_counters_alloc(&mut self, buckets: Box<[Packed]>, shift: i8) {
+        let len =
+            u16::try_from(buckets.len() - HEADER).expect("a ring of at most u16::MAX buckets");
         self.release();
         self.len = len;
         let ptr = Box::into_raw(buckets) as *mut Packed;
@@ -306,6 +449,37 @@ impl Windows {
     }
 }
 
+impl Windows {
+    /// The purchase marks, when the ring holds no counters.
+    fn marks(&self) -> Option<&[u64]> {
+        match self.store() {
+            Store::Marks(marks) => Some(marks),
+            Store::Counters(..) => None,
+        }
+    }
+
+    /// Hold the buckets of an old record (each with its count of usage reports) as counters,
+    /// starting at scale `shift`; the usage unit is their mean report.
+    fn set_converted(
+        &mut self,
+        old: impl Iterator<Item = (Bucket, u16)>,
+        len: usize,
+        shift: i8,
+    ) -> Result<(), std::num::TryFromIntError> {
+        u16::try_from(len)?;
+        let mut buckets = vec![Packed::default(); len];
+        let mut shift = shift;
+        let (mut reports, mut qty) = (0u64, 0f64);
+        for (s, (b, usage)) in old.enumerate() {
+            write_packed(&mut buckets, &mut shift, s, &b);
+            reports += u64::from(usage);
+            qty += f64::from(b.usage_qty);
+        }
+        self.set_counters(&buckets, shift, UsageUnit::of_counts(reports, qty));
+        Ok(())
+    }
+}
+
 impl Drop for Windows {
     fn drop(&mut self) {
         self.release();
@@ -315,9 +489,9 @@ impl Drop for Windows {
 impl Clone for Windows {
     fn clone(&self) -> Windows {
         let mut w = Windows::of_marks(self.head, &[], 0);
-        match self.store() {
-            Store::Marks(marks) => w.set_marks(marks, self.len),
-            Store::Counters(buckets, shift) => w.set_counters(buckets.into(), shift),
+        match self.counters_alloc() {
+            None => w.set_marks(self.marks().expect("a ring of marks"), self.len),
+            Some(alloc) => w.set_counters_alloc(alloc.into(), self.shift),
         }
         w
     }
@@ -329,7 +503,9 @@ impl PartialEq for Windows {
             && self.len == other.len
             && match (self.store(), other.store()) {
                 (Store::Marks(a), Store::Marks(b)) => a == b,
-                (Store::Counters(a, sa), Store::Counters(b, sb)) => sa == sb && a == b,
+                (Store::Counters(a, sa), Store::Counters(b, sb)) => {
+                    sa == sb && a == b && self.usage_unit() == other.usage_unit()
+                }
                 _ => false,
             }
     }
@@ -341,7 +517,10 @@ impl std::fmt::Debug for Windows {
         d.field("head", &self.head).field("len", &self.len);
         match self.store() {
             Store::Marks(marks) => d.field("marks", &marks),
-            Store::Counters(buckets, shift) => d.field("buckets", &buckets).field("shift", &shift),
+            Store::Counters(buckets, shift) => d
+                .field("buckets", &buckets)
+                .field("shift", &shift)
+                .field("usage_unit", &self.usage_unit()),
         };
         d.finish()
     }
@@ -359,22 +538,35 @@ impl Serialize for Windows {
         let mut w = s.serialize_struct("Windows", 3)?;
         w.serialize_field("head", &head)?;
         w.serialize_field("len", &u32::from(self.len))?;
-        w.serialize_field("store", &self.store())?;
+        w.serialize_field(
+            "store",
+            &StoreRef {
+                store: self.store(),
+                unit: self.usage_unit().unwrap_or_default(),
+            },
+        )?;
         w.end()
     }
 }
 
-/// As a [`StoreRecord`]: counters are its variant 2 (1 is the 8-byte buckets of changelog
-/// format 4, read but no longer written).
-impl Serialize for Store<'_> {
+/// A ring's contents and usage unit, to be written.
+struct StoreRef<'a> {
+    store: Store<'a>,
+    unit: UsageUnit,
+}
+
+/// As a [`StoreRecord`]: counters are its variant 3 (1 and 2 are the 8- and 4-byte buckets of
+/// changelog formats 4 and 5, read but no longer written).
+impl Serialize for StoreRef<'_> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeStructVariant;
-        match self {
+        match self.store {
             Store::Marks(marks) => s.serialize_newtype_variant("Store", 0, "Purchases", marks),
             Store::Counters(buckets, shift) => {
-                let mut v = s.serialize_struct_variant("Store", 2, "Counters", 2)?;
+                let mut v = s.serialize_struct_variant("Store", 3, "Counters", 3)?;
                 v.serialize_field("buckets", buckets)?;
-                v.serialize_field("shift", shift)?;
+                v.serialize_field("shift", &shift)?;
+                v.serialize_field("unit", &self.unit)?;
                 v.end()
             }
         }
@@ -389,12 +581,20 @@ struct WindowsRecord {
     store: StoreRecord,
 }
 
-/// The store as changelog records hold it, the 8-byte buckets of format 4 included.
+/// The store as changelog records hold it, the buckets of formats 4 and 5 included.
 #[derive(Deserialize)]
 enum StoreRecord {
     Purchases(Box<[u64]>),
-    Buckets(Box<[Bucket]>),
-    Counters { buckets: Box<[Packed]>, shift: i8 },
+    Buckets(Box<[WideBucket]>),
+    Counters4 {
+        buckets: Box<[Packed4]>,
+        shift: i8,
+    },
+    Counters {
+        buckets: Box<[Packed]>,
+        shift: i8,
+        unit: UsageUnit,
+    },
 }
 
 impl<'de> Deserialize<'de> for Windows {
@@ -411,22 +611,42 @@ impl<'de> Deserialize<'de> for Windows {
                 let len = (r.len as usize).min(marks.len() * 64);
                 w.set_marks(&marks, u16::try_from(len).map_err(|_| too_long(len))?);
             }
-            StoreRecord::Counters { buckets, shift } => {
+            StoreRecord::Counters {
+                buckets,
+                shift,
+                unit,
+            } => {
                 if u16::try_from(buckets.len()).is_err() {
                     return Err(too_long(buckets.len()));
                 }
-                w.set_counters(buckets, shift)
+                w.set_counters(&buckets, shift, unit)
+            }
+            StoreRecord::Counters4 { buckets, shift } => {
+                let unit = unit_of(shift);
+                let old = buckets.iter().map(|p| {
+                    let usage = u16::from(p.usage_and_purchase & 0x7f);
+                    let b = Bucket {
+                        visits: u16::from(p.visits),
+                        purchased: p.usage_and_purchase & 0x80 != 0,
+                        usage_qty: f32::from(p.qty) * unit,
+                    };
+                    (b, usage)
+                });
+                w.set_converted(old, buckets.len(), shift)
+                    .map_err(|_| too_long(buckets.len()))?;
             }
             StoreRecord::Buckets(wide) => {
-                if u16::try_from(wide.len()).is_err() {
-                    return Err(too_long(wide.len()));
-                }
-                let mut buckets = vec![Packed::default(); wide.len()].into_boxed_slice();
-                let mut shift = FIRST_SHIFT;
-                for (s, b) in wide.iter().enumerate() {
-                    write_packed(&mut buckets, &mut shift, s, b);
-                }
-                w.set_counters(buckets, shift);
+                let old = wide.iter().map(|b| {
+                    let usage = b.usage_and_purchase & 0x7fff;
+                    let bucket = Bucket {
+                        visits: b.visits,
+                        purchased: b.usage_and_purchase & 0x8000 != 0,
+                        usage_qty: b.usage_qty,
+                    };
+                    (bucket, usage)
+                });
+                w.set_converted(old, wide.len(), FIRST_SHIFT)
+                    .map_err(|_| too_long(wide.len()))?;
             }
         }
         if head.is_none() {
@@ -460,10 +680,8 @@ fn write_packed(buckets: &mut [Packed], shift: &mut i8, s: usize, b: &Bucket) {
                     },
                     0,
                 );
-                buckets[s] = Packed {
-                    qty: u16::MAX,
-                    ..counts.expect("no quantity fits any scale")
-                };
+                let counts = counts.expect("no quantity fits any scale");
+                buckets[s] = Packed::with_qty(counts.visits(), MAX_UNITS, b.purchased);
                 return;
             }
         }
@@ -563,7 +781,7 @@ impl Windows {
         match b.only_marked() {
             Some(mark) => bits::put(marks, s, mark),
             None => {
-                let mut buckets: Box<[Packed]> = (0..len)
+                let mut buckets: Vec<Packed> = (0..len)
                     .map(|i| match bits::get(marks, i) {
                         true => Packed::MARKED,
                         false => Packed::default(),
@@ -571,7 +789,7 @@ impl Windows {
                     .collect();
                 let mut shift = FIRST_SHIFT;
                 write_packed(&mut buckets, &mut shift, s, &b);
-                self.set_counters(buckets, shift);
+                self.set_counters(&buckets, shift, UsageUnit::default());
             }
         }
     }
@@ -652,6 +870,10 @@ impl Windows {
             return self.clone();
         }
         let mut w = Windows::new(len);
+        if let Some(unit) = self.usage_unit() {
+            // Counters stay counters, with their usage unit.
+            w.set_counters(&vec![Packed::default(); len], FIRST_SHIFT, unit);
+        }
         if !self.is_empty() {
             w.head = self.head;
             for idx in (self.head() - len as i64 + 1)..=self.head() {
@@ -717,7 +939,6 @@ impl Moments {
     fn add(&mut self, b: &Bucket) {
         let t = &mut self.totals;
         t.visits += b.visits as u64;
-        t.usage_events += b.usage_events() as u64;
         t.usage_qty += b.usage_qty as f64;
         self.visits_sq += (b.visits as f64).powi(2);
         self.usage_qty_sq += (b.usage_qty as f64).powi(2);
@@ -728,28 +949,23 @@ impl Bucket {
     /// An empty bucket, marked as having seen a purchase when `purchased`.
     fn marked(purchased: bool) -> Bucket {
         Bucket {
-            usage_and_purchase: if purchased { PURCHASED } else { 0 },
+            purchased,
             ..Bucket::default()
         }
     }
 
     /// Whether the purchase mark is all the bucket holds (`Some(mark)`), or it counts more.
     fn only_marked(&self) -> Option<bool> {
-        (self.visits == 0 && self.usage_events() == 0 && self.usage_qty == 0.0)
-            .then(|| self.purchased())
+        (self.visits == 0 && self.usage_qty == 0.0).then_some(self.purchased)
     }
 
     /// Whether anything (a visit, usage, a purchase) happened in the bucket.
     pub fn is_active(&self) -> bool {
-        self.visits > 0 || self.usage_qty > 0.0 || self.purchased()
-    }
-
-    pub fn usage_events(&self) -> u16 {
-        self.usage_and_purchase & !PURCHASED
+        self.visits > 0 || self.usage_qty > 0.0 || self.purchased
     }
 
     pub fn purchased(&self) -> bool {
-        self.usage_and_purchase & PURCHASED != 0
+        self.purchased
     }
 
     pub fn add_visit(&mut self) {
@@ -757,14 +973,11 @@ impl Bucket {
     }
 
     pub fn add_usage(&mut self, qty: f64) {
-        if self.usage_events() < !PURCHASED {
-            self.usage_and_purchase += 1;
-        }
         self.usage_qty += qty as f32;
     }
 
     pub fn add_purchase(&mut self) {
-        self.usage_and_purchase |= PURCHASED;
+        self.purchased = true;
     }
 }
 
@@ -793,7 +1006,11 @@ mod tests {
 
     fn counters(len: usize) -> Windows {
         let mut w = Windows::new(len);
-        w.set_counters(vec![Packed::default(); len].into_boxed_slice(), FIRST_SHIFT);
+        w.set_counters(
+            &vec![Packed::default(); len],
+            FIRST_SHIFT,
+            UsageUnit::default(),
+        );
         w
     }
 
@@ -837,8 +1054,8 @@ mod tests {
     }
 
     #[test]
-    fn the_ring_keeps_four_bytes_per_bucket() {
-        assert_eq!(std::mem::size_of::<Packed>(), 4);
+    fn the_ring_keeps_three_bytes_per_bucket() {
+        assert_eq!(std::mem::size_of::<Packed>(), 3);
         assert_eq!(std::mem::size_of::<Bucket>(), 8);
         assert_eq!(std::mem::size_of::<Windows>(), 16);
     }
@@ -855,27 +1072,26 @@ mod tests {
     }
 
     #[test]
-    fn quantities_keep_sixteen_bits_of_the_largest_bucket() {
+    fn quantities_keep_fifteen_bits_of_the_largest_bucket() {
         let mut w = counters(8);
         // Integer quantities are exact, fractions to 1/256 while the buckets are small.
         w.add(0, B, |b| b.add_usage(3.0));
         w.add(0, B, |b| b.add_usage(0.37));
         assert_eq!(w.get(0).usage_qty, 3.0 + 95.0 / 256.0); // 0.37 rounds to 95/256
-        assert_eq!(w.get(0).usage_events(), 2);
-        // A bucket of 1,000 takes two halvings (scale 1/64): the others are rounded to that
-        // scale (863/256 -> 432/128 -> 216/64), integers stay exact.
+                                                            // A bucket of 1,000 takes three halvings (scale 1/32): the others are rounded to that
+                                                            // scale (863/256 -> 432/128 -> 216/64 -> 108/32), integers stay exact.
         for _ in 0..40 {
             w.add(B, B, |b| b.add_usage(25.0));
         }
         assert_eq!(w.get(1).usage_qty, 1000.0);
-        assert_eq!(w.get(0).usage_qty, 3.0 + 24.0 / 64.0);
-        assert!(matches!(w.store(), Store::Counters(_, 6)));
-        // Beyond 65,535 a bucket still holds its quantity to 16 bits (scale 2^14: 61,035
-        // units); buckets below 2^-16 of it round to nothing.
+        assert_eq!(w.get(0).usage_qty, 3.0 + 12.0 / 32.0);
+        assert!(matches!(w.store(), Store::Counters(_, 5)));
+        // Beyond 32,767 a bucket still holds its quantity to 15 bits (scale 2^15: 30,518
+        // units); buckets below 2^-15 of it round to nothing.
         w.add(2 * B, B, |b| b.add_usage(1.0e9));
-        assert_eq!(w.get(2).usage_qty, 61_035.0 * 16_384.0);
+        assert_eq!(w.get(2).usage_qty, 30_518.0 * 32_768.0);
         assert_eq!(w.get(1).usage_qty, 0.0);
-        assert!(matches!(w.store(), Store::Counters(_, -14)));
+        assert!(matches!(w.store(), Store::Counters(_, -15)));
         // Counts saturate at what a byte holds; the purchase mark is kept.
         for _ in 0..300 {
             w.add(3 * B, B, |b| {
@@ -885,10 +1101,7 @@ mod tests {
         }
         w.add(3 * B, B, |b| b.add_purchase());
         let b = w.get(3);
-        assert_eq!(
-            (b.visits, b.usage_events(), b.purchased()),
-            (255, 127, true)
-        );
+        assert_eq!((b.visits, b.purchased()), (255, true));
         // An infinite quantity (not from validated events, at most 1e12 each) is the most
         // the smallest scale holds, and the counts stay.
         w.add(4 * B, B, |b| {
@@ -949,33 +1162,128 @@ mod tests {
         assert_eq!(std::mem::size_of::<Windows>(), 16);
     }
 
+    /// The stores of old records: 8-byte buckets (format 4), 4-byte buckets (format 5).
+    #[derive(Serialize)]
+    enum OldStore {
+        Purchases(Box<[u64]>),
+        Buckets(Box<[OldWide]>),
+        Counters4 {
+            buckets: Box<[OldPacked4]>,
+            shift: i8,
+        },
+    }
+
+    #[derive(Serialize)]
+    struct OldWide {
+        visits: u16,
+        usage_and_purchase: u16,
+        usage_qty: f32,
+    }
+
+    #[derive(Serialize)]
+    struct OldPacked4 {
+        visits: u8,
+        usage_and_purchase: u8,
+        qty: u16,
+    }
+
+    #[derive(Serialize)]
+    struct OldWindows {
+        head: i64,
+        len: u32,
+        store: OldStore,
+    }
+
+    fn read_old(old: &OldWindows) -> Windows {
+        postcard::from_bytes(&postcard::to_allocvec(old).unwrap()).unwrap()
+    }
+
     #[test]
-    fn a_format_4_ring_of_eight_byte_buckets_reads_packed() {
-        #[derive(Serialize)]
-        enum OldStore {
-            Purchases(Box<[u64]>),
-            Buckets(Box<[Bucket]>),
-        }
-        #[derive(Serialize)]
-        struct OldWindows {
-            head: i64,
-            len: u32,
-            store: OldStore,
-        }
-        let mut wide = [Bucket::default(); 4];
-        wide[1].visits = 3;
-        wide[2].add_usage(7.5);
-        wide[2].add_purchase();
-        let old = OldWindows {
+    fn rings_of_old_records_read_packed_with_their_mean_report_as_the_unit() {
+        let want = |visits: u16, qty: f32, purchased: bool| Bucket {
+            visits,
+            purchased,
+            usage_qty: qty,
+        };
+        // Format 4: buckets of 8 bytes; 2 + 4 usage reports of 7.5 and 4.5 in all.
+        let wide = OldWindows {
             head: 9,
             len: 4,
-            store: OldStore::Buckets(Box::new(wide)),
+            store: OldStore::Buckets(Box::new([
+                OldWide {
+                    visits: 0,
+                    usage_and_purchase: 0,
+                    usage_qty: 0.0,
+                },
+                OldWide {
+                    visits: 3,
+                    usage_and_purchase: 2,
+                    usage_qty: 7.5,
+                },
+                OldWide {
+                    visits: 0,
+                    usage_and_purchase: 0x8000 | 4,
+                    usage_qty: 4.5,
+                },
+                OldWide {
+                    visits: 1,
+                    usage_and_purchase: 0,
+                    usage_qty: 0.0,
+                },
+            ])),
         };
-        let bytes = postcard::to_allocvec(&old).unwrap();
-        let w: Windows = postcard::from_bytes(&bytes).unwrap();
-        assert!(w.has_counters());
-        for idx in 6..=9 {
-            assert_eq!(w.get(idx), wide[w.slot(idx)], "bucket {idx}");
+        // Format 5: the same in 4-byte buckets at scale 1/4.
+        let packed = OldWindows {
+            head: 9,
+            len: 4,
+            store: OldStore::Counters4 {
+                buckets: Box::new([
+                    OldPacked4 {
+                        visits: 0,
+                        usage_and_purchase: 0,
+                        qty: 0,
+                    },
+                    OldPacked4 {
+                        visits: 3,
+                        usage_and_purchase: 2,
+                        qty: 30,
+                    },
+                    OldPacked4 {
+                        visits: 0,
+                        usage_and_purchase: 0x80 | 4,
+                        qty: 18,
+                    },
+                    OldPacked4 {
+                        visits: 1,
+                        usage_and_purchase: 0,
+                        qty: 0,
+                    },
+                ]),
+                shift: 2,
+            },
+        };
+        for old in [&wide, &packed] {
+            let w = read_old(old);
+            assert!(w.has_counters());
+            let expected = [
+                want(0, 0.0, false),
+                want(3, 7.5, false),
+                want(0, 4.5, true),
+                want(1, 0.0, false),
+            ];
+            for idx in 6..=9 {
+                assert_eq!(w.get(idx), expected[w.slot(idx)], "bucket {idx}");
+            }
+            assert_eq!(
+                w.usage_unit(),
+                Some(UsageUnit {
+                    reports: 6,
+                    mean: 2.0
+                })
+            );
+            // And the packed ring comes back as written.
+            let again: Windows = postcard::from_bytes(&postcard::to_allocvec(&w).unwrap()).unwrap();
+            assert_eq!(again, w);
         }
         // A ring of marks is no longer than its marks, whatever its record says.
         let marks = OldWindows {
@@ -983,12 +1291,34 @@ mod tests {
             len: 1000,
             store: OldStore::Purchases(Box::new([1])),
         };
-        let w: Windows = postcard::from_bytes(&postcard::to_allocvec(&marks).unwrap()).unwrap();
+        let w = read_old(&marks);
         assert_eq!(w.len(), 64);
         assert!(w.get(0).purchased() && !w.get(1).purchased());
-        // And the packed ring comes back as written.
-        let again: Windows = postcard::from_bytes(&postcard::to_allocvec(&w).unwrap()).unwrap();
-        assert_eq!(again, w);
+    }
+
+    #[test]
+    fn the_usage_unit_is_the_mean_report_then_follows_the_latest() {
+        let mut w = Windows::new(8);
+        w.record_usage(5.0);
+        assert_eq!(w.usage_unit(), None, "a ring of marks has no unit");
+        w.add(0, B, |b| b.add_usage(3.0));
+        for q in [3.0, 0.37, 2.63] {
+            w.record_usage(q);
+        }
+        let u = w.usage_unit().unwrap();
+        assert_eq!((u.reports, u.mean), (3, 2.0));
+        // From the 64th report on, each weighs 1/64.
+        for _ in 3..64 {
+            w.record_usage(2.0);
+        }
+        w.record_usage(66.0);
+        let u = w.usage_unit().unwrap();
+        assert_eq!(u.reports, 65);
+        assert!((u.mean - 3.0).abs() < 1e-5, "{}", u.mean);
+        // It moves with the ring when resized, and survives a round trip.
+        assert_eq!(w.resized(12).usage_unit(), Some(u));
+        let back: Windows = postcard::from_bytes(&postcard::to_allocvec(&w).unwrap()).unwrap();
+        assert_eq!(back.usage_unit(), Some(u));
     }
 
     #[test]
@@ -1103,7 +1433,6 @@ mod tests {
         for _ in 0..40_000 {
             b.add_usage(1.0);
         }
-        assert_eq!(b.usage_events(), 0x7fff);
         assert!(b.purchased());
         assert_eq!(b.usage_qty, 40_000.0);
         let mut fresh = Bucket::default();
