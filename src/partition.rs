@@ -470,7 +470,7 @@ impl PartitionState {
         apply_gauge_delta(
             &self.hot,
             &mut self.kpi.periods.current.end,
-            Some(&c.gauge),
+            Some(&c.gauge()),
             None,
         );
         self.kpi.publish();
@@ -545,7 +545,7 @@ impl PartitionState {
                 &self.hot,
                 &mut self.kpi.periods.current.end,
                 None,
-                Some(&c.gauge),
+                Some(&c.gauge()),
             );
             let due = c.next_check.get();
             let slot = self.insert(&id, c);
@@ -648,7 +648,7 @@ impl PartitionState {
                     &self.hot,
                     &mut self.kpi.periods.current.end,
                     None,
-                    Some(&c.gauge),
+                    Some(&c.gauge()),
                 );
                 self.kpi.periods.current.new += 1;
                 self.kpi.publish();
@@ -771,7 +771,7 @@ impl PartitionState {
         let cfg = &*self.cfg;
         let revenue: f64 = self
             .customers()
-            .filter(|(_, c)| c.gauge.lifecycle != Lifecycle::Lapsed)
+            .filter(|(_, c)| c.lifecycle != Lifecycle::Lapsed)
             .map(|(_, c)| revenue_per_period(c, boundary, cfg))
             .sum();
         self.kpi.periods.roll(revenue);
@@ -832,7 +832,7 @@ impl PartitionState {
             return;
         }
         let as_of = due.max(c.last_seen_ms);
-        let before = (c.alert, c.gauge);
+        let before = (c.alert, c.gauge());
         self.evaluate(slot, as_of, Trigger::Timer, None, out);
         let c = &self.customers[slot as usize];
         // Lapsed customers need no re-score until they are seen again; only, with
@@ -849,7 +849,7 @@ impl PartitionState {
         }
         // A timer that changed nothing but its own due time is not worth a changelog
         // record: a restore re-arms it on the same grid.
-        if before != (c.alert, c.gauge) || c.next_check.is_none() {
+        if before != (c.alert, c.gauge()) || c.next_check.is_none() {
             self.mark_dirty(slot);
         }
     }
@@ -934,7 +934,7 @@ impl PartitionState {
         }
         let new = GaugeContribution {
             lifecycle,
-            ..c.gauge
+            ..c.gauge()
         };
         self.set_gauge(slot, new, as_of_ms);
     }
@@ -942,7 +942,7 @@ impl PartitionState {
     /// Make `new` the customer's contribution to the gauges and the period's counts.
     fn set_gauge(&mut self, slot: u32, new: GaugeContribution, as_of_ms: i64) {
         let c = &mut self.customers[slot as usize];
-        let old = std::mem::replace(&mut c.gauge, new);
+        let old = c.replace_gauge(new);
         if old.lifecycle != Lifecycle::Lapsed && new.lifecycle == Lifecycle::Lapsed {
             let current = &mut self.kpi.periods.current;
             current.lost += 1;
@@ -963,8 +963,8 @@ impl PartitionState {
     /// assessment), for the status page.
     pub fn at_risk(&self) -> impl Iterator<Item = (&str, f64)> {
         self.customers()
-            .filter(|(_, c)| c.gauge.at_risk_tier.is_some())
-            .map(|(id, c)| (id, f64::from(c.gauge.value_at_risk)))
+            .filter(|(_, c)| c.at_risk_tier.is_some())
+            .map(|(id, c)| (id, f64::from(c.value_at_risk)))
     }
 
     /// A fresh look at one customer, at the partition's stream time (or their latest event,
@@ -1019,7 +1019,7 @@ impl PartitionState {
     /// Withdraw this partition's customers from the population gauges (on revoke or shutdown).
     pub fn release(&mut self) {
         for (_, c) in self.customers() {
-            apply_gauge_delta(&self.hot, &mut 0, Some(&c.gauge), None);
+            apply_gauge_delta(&self.hot, &mut 0, Some(&c.gauge()), None);
         }
         self.kpi.clear();
         self.customers.clear();

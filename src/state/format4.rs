@@ -1,8 +1,9 @@
 //! Changelog records of format 4, read and converted, so that an upgrade restores the state
 //! its predecessor wrote.
 //!
-//! Format 5 packs the ring's buckets into 4 bytes (format 4's 8-byte buckets are packed when
-//! read, in [`crate::window`]) and keeps the engagement levels, the purchase gaps' statistics
+//! Format 5 packed the ring's buckets into 4 bytes, and format 6 into 3 (the 8-byte buckets of
+//! format 4 and the 4-byte ones of format 5 are packed when read, in [`crate::window`]); from 5
+//! on the state keeps the engagement levels, the purchase gaps' statistics
 //! and the value at risk in `f32`. (Times are read to the second, as format 5's are: both
 //! formats store them as `i64` milliseconds.)
 //! Everything else is laid out as before: postcard is positional, so these mirrors list the
@@ -11,9 +12,7 @@
 use serde::Deserialize;
 
 use crate::alerting::AlertState;
-use crate::customer::{
-    ActiveDays, CustomerState, EngagementLevel, GaugeContribution, PurchaseRhythm, RecentIds,
-};
+use crate::customer::{ActiveDays, CustomerState, EngagementLevel, PurchaseRhythm, RecentIds};
 use crate::scoring::{Lifecycle, Tier};
 use crate::time::{MaybeStamp, Stamp};
 use crate::window::Windows;
@@ -112,11 +111,9 @@ impl From<StoredCustomer4> for StoredCustomer {
                 },
                 alert: c.alert,
                 next_check: c.next_check,
-                gauge: GaugeContribution {
-                    lifecycle: c.gauge.lifecycle,
-                    at_risk_tier: c.gauge.at_risk_tier,
-                    value_at_risk: c.gauge.value_at_risk as f32,
-                },
+                lifecycle: c.gauge.lifecycle,
+                at_risk_tier: c.gauge.at_risk_tier,
+                value_at_risk: c.gauge.value_at_risk as f32,
                 recent_ids: c.recent_ids,
             },
         }
@@ -161,9 +158,9 @@ impl From<&StoredCustomer> for StoredCustomer4 {
                 alert: c.alert,
                 next_check: c.next_check,
                 gauge: GaugeContribution4 {
-                    lifecycle: c.gauge.lifecycle,
-                    at_risk_tier: c.gauge.at_risk_tier,
-                    value_at_risk: c.gauge.value_at_risk.into(),
+                    lifecycle: c.lifecycle,
+                    at_risk_tier: c.at_risk_tier,
+                    value_at_risk: c.value_at_risk.into(),
                 },
                 recent_ids: c.recent_ids,
             },

@@ -233,7 +233,7 @@ mod tests {
             };
             c.apply(&ev, &cfg);
         }
-        c.gauge.value_at_risk = 123.25;
+        c.value_at_risk = 123.25;
         let stored = StoredCustomer {
             applied_offset: 12,
             state: c,
