@@ -1115,16 +1115,6 @@ mod tests {
 
     #[test]
     fn purchase_marks_of_a_default_ring_need_no_allocation_and_are_written_as_before() {
-        #[derive(Serialize)]
-        enum OldStore {
-            Purchases(Box<[u64]>),
-        }
-        #[derive(Serialize)]
-        struct OldWindows {
-            head: i64,
-            len: u32,
-            store: OldStore,
-        }
         for len in [36usize, 64, 65, 150] {
             let mut w = Windows::new(len);
             assert_eq!(w.kind == Kind::Marks, len <= 64, "{len}");
@@ -1343,16 +1333,6 @@ mod tests {
 
     #[test]
     fn a_record_whose_head_no_event_time_gives_is_an_empty_ring() {
-        #[derive(Serialize)]
-        enum OldStore {
-            Purchases(Box<[u64]>),
-        }
-        #[derive(Serialize)]
-        struct OldWindows {
-            head: i64,
-            len: u32,
-            store: OldStore,
-        }
         for head in [i64::MIN, i64::from(i32::MIN), 1 << 40] {
             let old = OldWindows {
                 head,
