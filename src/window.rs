@@ -246,9 +246,9 @@ pub struct Moments {
 /// the ring's allocation (its length is kept here, not beside the pointer), the head as an
 /// `i32` (bucket indices of valid event times are below 2^27: buckets are at least a minute),
 /// the length, the scale and the kind. The allocation is a boxed slice, made and freed as one
-/// ([`Windows::set_long_marks`], [`Windows::set_counters`], `Drop`); everything else reads it
-/// through [`Windows::store`] and [`Windows::store_mut`], the only places that rebuild the
-/// slice from the pointer.
+/// (`set_long_marks`, `set_counters`, `Drop`): of marks, or of counters after the customer's
+/// [`UsageUnit`] in its first two slots. Everything else reads it through `store`, `store_mut`,
+/// `counters_alloc` and `record_usage`, the only places that rebuild a slice from the pointer.
 pub struct Windows {
     data: Data,
     head: i32,
