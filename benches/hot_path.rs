@@ -171,6 +171,18 @@ fn bench_changelog(c: &mut Criterion) {
             bytes
         })
     });
+    g.bench_function("clone 300 customers with 35 days of history", |b| {
+        b.iter_batched(
+            Vec::new,
+            |mut out: Vec<(i64, churnwatch::customer::CustomerState)>| {
+                for c in &customers {
+                    out.push((7, black_box(c).clone()));
+                }
+                out
+            },
+            BatchSize::SmallInput,
+        )
+    });
     g.finish();
 }
 
