@@ -246,7 +246,7 @@ pub struct Moments {
 /// the ring's allocation (its length is kept here, not beside the pointer), the head as an
 /// `i32` (bucket indices of valid event times are below 2^27: buckets are at least a minute),
 /// the length, the scale and the kind. The allocation is a boxed slice, made and freed as one
-/// (`set_long_marks`, `set_counters`, `Drop`): of marks, or of counters after the customer's
+/// (`set_marks`, `set_counters_alloc`, `Drop`): of marks, or of counters after the customer's
 /// [`UsageUnit`] in its first two slots. Everything else reads it through `store`, `store_mut`,
 /// `counters_alloc` and `record_usage`, the only places that rebuild a slice from the pointer.
 pub struct Windows {
@@ -305,7 +305,7 @@ impl Windows {
     fn store(&self) -> Store<'_> {
         let len = usize::from(self.len);
         // SAFETY: `kind` says which field of `data` is set; a pointer is to an allocation of
-        // the length given (made by `set_long_marks` or `set_counters`) owned by `self`.
+        // the length given (made by `set_marks` or `set_counters_alloc`) owned by `self`.
         unsafe {
             match self.kind {
                 Kind::Marks => Store::Marks(std::slice::from_ref(&self.data.marks)),
@@ -346,7 +346,7 @@ impl Windows {
         let len = usize::from(self.len);
         let kind = std::mem::replace(&mut self.kind, Kind::Marks);
         // SAFETY: the pointer came from `Box::into_raw` of a boxed slice of this length
-        // (`set_long_marks`, `set_counters`), and `kind` no longer points to it.
+        // (`set_marks`, `set_counters_alloc`), and `kind` no longer points to it.
         unsafe {
             match kind {
                 Kind::Marks => {}
@@ -373,19 +373,14 @@ impl Windows {
                 marks: words.first().copied().unwrap_or(0),
             };
         } else {
-            self.set_long_marks(words[..usize::from(len).div_ceil(64)].into());
+            let words: Box<[u64]> = words[..usize::from(len).div_ceil(64)].into();
+            let ptr = Box::into_raw(words) as *mut u64;
+            // SAFETY: `Box::into_raw` never returns null.
+            self.data = Data {
+                words: unsafe { NonNull::new_unchecked(ptr) },
+            };
+            self.kind = Kind::LongMarks;
         }
-    }
-
-    fn set_long_marks(&mut self, words: Box<[u64]>) {
-        self.release();
-        debug_assert_eq!(words.len(), usize::from(self.len).div_ceil(64));
-        let ptr = Box::into_raw(words) as *mut u64;
-        // SAFETY: `Box::into_raw` never returns null.
-        self.data = Data {
-            words: unsafe { NonNull::new_unchecked(ptr) },
-        };
-        self.kind = Kind::LongMarks;
     }
 
     /// The allocation of a ring of counters: its [`UsageUnit`] then its buckets.
@@ -447,9 +442,7 @@ impl Windows {
         w.set_marks(words, len);
         w
     }
-}
 
-impl Windows {
     /// The purchase marks, when the ring holds no counters.
     fn marks(&self) -> Option<&[u64]> {
         match self.store() {
