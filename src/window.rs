@@ -15,6 +15,10 @@
 //! customer's typical report size, the unit its counts are in: [`UsageUnit`], a running mean
 //! kept in the ring's allocation beside the buckets (6 bytes that the allocator's rounding
 //! would otherwise waste).
+//!
+//! Rings hold only what the customer has shown: purchase marks (one bit a bucket, inline) for
+//! a purchase-only customer, visits and marks (one byte a bucket) for one who visits but has
+//! reported no usage, the 3-byte buckets above once usage is reported ([`Windows`]).
 
 use std::ptr::NonNull;
 
@@ -81,8 +85,6 @@ fn unit_of(shift: i8) -> f32 {
 }
 
 impl Packed {
-    const MARKED: Packed = Packed::new(0, PACKED_PURCHASED);
-
     const fn new(visits: u8, qty_and_purchase: u16) -> Packed {
         let [lo, hi] = qty_and_purchase.to_le_bytes();
         Packed([visits, lo, hi])
@@ -123,6 +125,11 @@ impl Packed {
             units as u16,
             b.purchased,
         ))
+    }
+
+    /// A bucket of a ring of [`Kind::Visits`], packed.
+    fn of_visit_byte(v: u8) -> Packed {
+        Packed::with_qty(v & !VISIT_BYTE_PURCHASED, 0, v & VISIT_BYTE_PURCHASED != 0)
     }
 
     fn with_qty(visits: u8, qty: u16, purchased: bool) -> Packed {
@@ -240,15 +247,21 @@ pub struct Moments {
 /// A customer who has only ever purchased needs no counters (purchases are judged by their
 /// rhythm): their ring is one bit per bucket, whether it saw a purchase, held inline (no
 /// allocation) up to 64 buckets, which the default windows (36) are. Most of a retailer's
-/// customers are such. The first visit or usage turns the ring into one of counters.
+/// customers are such. A customer who visits but has reported no usage (a shop's visitor) needs
+/// no quantities: their ring is one byte a bucket, the visits and the purchase mark (a 48-byte
+/// heap chunk for the default windows, against 128 for counters). The first usage report, or
+/// a bucket of more than 127 visits, turns the ring into one of counters. Records do not show
+/// the difference: a ring of visits is written as the counters it stands for, and read back
+/// as a ring of visits.
 ///
 /// Every customer has one, so it is kept in 16 bytes: the inline marks or a *thin* pointer to
 /// the ring's allocation (its length is kept here, not beside the pointer), the head as an
 /// `i32` (bucket indices of valid event times are below 2^27: buckets are at least a minute),
 /// the length, the scale and the kind. The allocation is a boxed slice, made and freed as one
-/// (`set_marks`, `set_counters_alloc`, `Drop`): of marks, or of counters after the customer's
-/// [`UsageUnit`] in its first two slots. Everything else reads it through `store`, `store_mut`,
-/// `counters_alloc` and `record_usage`, the only places that rebuild a slice from the pointer.
+/// (`set_marks`, `set_visits`, `set_counters_alloc`, `Drop`): of marks, of visit bytes, or of
+/// counters after the customer's [`UsageUnit`] in its first two slots. Everything else reads it
+/// through `store`, `store_mut`, `counters_alloc` and `record_usage`, the only places that
+/// rebuild a slice from the pointer.
 pub struct Windows {
     data: Data,
     head: i32,
@@ -266,6 +279,9 @@ enum Kind {
     Marks,
     /// Purchases only, a longer ring: `words` points to `len.div_ceil(64)` words of marks.
     LongMarks,
+    /// Visits and purchases, no usage yet: `visits` points to `len` bytes, each a bucket's
+    /// visits (at most [`MAX_VISIT_BYTE`]) with its purchase mark in the top bit.
+    Visits,
     /// Counters: `buckets` points to `len` packed buckets.
     Counters,
 }
@@ -274,8 +290,15 @@ enum Kind {
 union Data {
     marks: u64,
     words: NonNull<u64>,
+    visits: NonNull<u8>,
     buckets: NonNull<Packed>,
 }
+
+/// The most visits a bucket of a ring of [`Kind::Visits`] holds; a bucket with more turns the
+/// ring into one of counters.
+const MAX_VISIT_BYTE: u16 = 0x7f;
+/// The purchase mark of a bucket of a ring of [`Kind::Visits`].
+const VISIT_BYTE_PURCHASED: u8 = 0x80;
 
 /// `head` of a ring that has seen nothing.
 const EMPTY: i32 = i32::MIN;
@@ -289,6 +312,8 @@ unsafe impl Sync for Windows {}
 enum Store<'a> {
     /// Purchase marks, one bit a bucket.
     Marks(&'a [u64]),
+    /// Visits and purchase marks, one byte a bucket.
+    Visits(&'a [u8]),
     /// Counters and their scale.
     Counters(&'a [Packed], i8),
 }
@@ -296,6 +321,7 @@ enum Store<'a> {
 /// A ring's contents, borrowed to change them.
 enum StoreMut<'a> {
     Marks(&'a mut [u64]),
+    Visits(&'a mut [u8]),
     Counters(&'a mut [Packed], &'a mut i8),
 }
 
@@ -305,7 +331,8 @@ impl Windows {
     fn store(&self) -> Store<'_> {
         let len = usize::from(self.len);
         // SAFETY: `kind` says which field of `data` is set; a pointer is to an allocation of
-        // the length given (made by `set_marks` or `set_counters_alloc`) owned by `self`.
+        // the length given (made by `set_marks`, `set_visits` or `set_counters_alloc`) owned
+        // by `self`.
         unsafe {
             match self.kind {
                 Kind::Marks => Store::Marks(std::slice::from_ref(&self.data.marks)),
@@ -313,6 +340,9 @@ impl Windows {
                     self.data.words.as_ptr(),
                     len.div_ceil(64),
                 )),
+                Kind::Visits => {
+                    Store::Visits(std::slice::from_raw_parts(self.data.visits.as_ptr(), len))
+                }
                 Kind::Counters => Store::Counters(
                     std::slice::from_raw_parts(self.data.buckets.as_ptr().add(HEADER), len),
                     self.shift,
@@ -333,6 +363,10 @@ impl Windows {
                     self.data.words.as_ptr(),
                     len.div_ceil(64),
                 )),
+                Kind::Visits => StoreMut::Visits(std::slice::from_raw_parts_mut(
+                    self.data.visits.as_ptr(),
+                    len,
+                )),
                 Kind::Counters => StoreMut::Counters(
                     std::slice::from_raw_parts_mut(self.data.buckets.as_ptr().add(HEADER), len),
                     &mut self.shift,
@@ -346,13 +380,17 @@ impl Windows {
         let len = usize::from(self.len);
         let kind = std::mem::replace(&mut self.kind, Kind::Marks);
         // SAFETY: the pointer came from `Box::into_raw` of a boxed slice of this length
-        // (`set_marks`, `set_counters_alloc`), and `kind` no longer points to it.
+        // (`set_marks`, `set_visits`, `set_counters_alloc`), and `kind` no longer points to it.
         unsafe {
             match kind {
                 Kind::Marks => {}
                 Kind::LongMarks => drop(Box::from_raw(std::ptr::slice_from_raw_parts_mut(
                     self.data.words.as_ptr(),
                     len.div_ceil(64),
+                ))),
+                Kind::Visits => drop(Box::from_raw(std::ptr::slice_from_raw_parts_mut(
+                    self.data.visits.as_ptr(),
+                    len,
                 ))),
                 Kind::Counters => drop(Box::from_raw(std::ptr::slice_from_raw_parts_mut(
                     self.data.buckets.as_ptr(),
@@ -383,6 +421,33 @@ impl Windows {
         }
     }
 
+    /// Hold `bytes` (one a bucket: see [`Kind::Visits`]) as the ring.
+    fn set_visits(&mut self, bytes: Box<[u8]>) {
+        let len = u16::try_from(bytes.len()).expect("a ring of at most u16::MAX buckets");
+        self.release();
+        self.len = len;
+        let ptr = Box::into_raw(bytes) as *mut u8;
+        // SAFETY: `Box::into_raw` never returns null.
+        self.data = Data {
+            visits: unsafe { NonNull::new_unchecked(ptr) },
+        };
+        self.kind = Kind::Visits;
+    }
+
+    /// Hold the ring `buckets` at scale `shift` with usage unit `unit`, as counters, or as
+    /// visits when that is all they hold (no usage reported, no quantity, at most
+    /// [`MAX_VISIT_BYTE`] visits a bucket) at the first scale: what such a ring held before it
+    /// was written.
+    fn set_restored(&mut self, buckets: &[Packed], shift: i8, unit: UsageUnit) {
+        let visits: Option<Box<[u8]>> = (unit == UsageUnit::default() && shift == FIRST_SHIFT)
+            .then(|| buckets.iter().map(|p| p.unpack(1.0).visit_byte()).collect())
+            .flatten();
+        match visits {
+            Some(bytes) => self.set_visits(bytes),
+            None => self.set_counters(buckets, shift, unit),
+        }
+    }
+
     /// The allocation of a ring of counters: its [`UsageUnit`] then its buckets.
     fn counters_alloc(&self) -> Option<&[Packed]> {
         // SAFETY: as in `store`.
@@ -397,10 +462,13 @@ impl Windows {
     }
 
     /// Fold a usage report's quantity into the [`UsageUnit`] (a ring of purchase marks has
-    /// none: the report counted nothing).
+    /// none: the report counted nothing). A ring of visits becomes one of counters, which
+    /// keeps the unit.
     pub fn record_usage(&mut self, qty: f64) {
-        if self.kind != Kind::Counters {
-            return;
+        match self.kind {
+            Kind::Marks | Kind::LongMarks => return,
+            Kind::Visits => self.become_counters(),
+            Kind::Counters => {}
         }
         // SAFETY: as in `store_mut`; the header is the allocation's first `HEADER` slots.
         let header = unsafe { std::slice::from_raw_parts_mut(self.data.buckets.as_ptr(), HEADER) };
@@ -443,12 +511,13 @@ impl Windows {
         w
     }
 
-    /// The purchase marks, when the ring holds no counters.
-    fn marks(&self) -> Option<&[u64]> {
-        match self.store() {
-            Store::Marks(marks) => Some(marks),
-            Store::Counters(..) => None,
-        }
+    /// Turn the ring into one of counters at the first scale, with no usage reported yet,
+    /// keeping what it holds.
+    fn become_counters(&mut self) {
+        let buckets: Vec<Packed> = (0..self.len())
+            .map(|s| Packed::pack(&self.read(s), FIRST_SHIFT).expect("no quantity"))
+            .collect();
+        self.set_counters(&buckets, FIRST_SHIFT, UsageUnit::default());
     }
 
     /// Hold the buckets of an old record (each with its count of usage reports) as counters,
@@ -468,7 +537,7 @@ impl Windows {
             reports += u64::from(usage);
             qty += f64::from(b.usage_qty);
         }
-        self.set_counters(&buckets, shift, UsageUnit::of_counts(reports, qty));
+        self.set_restored(&buckets, shift, UsageUnit::of_counts(reports, qty));
         Ok(())
     }
 }
@@ -482,9 +551,11 @@ impl Drop for Windows {
 impl Clone for Windows {
     fn clone(&self) -> Windows {
         let mut w = Windows::of_marks(self.head, &[], 0);
-        match self.counters_alloc() {
-            None => w.set_marks(self.marks().expect("a ring of marks"), self.len),
-            Some(alloc) => w.set_counters_alloc(alloc.into(), self.shift),
+        match (self.store(), self.counters_alloc()) {
+            (_, Some(alloc)) => w.set_counters_alloc(alloc.into(), self.shift),
+            (Store::Visits(bytes), None) => w.set_visits(bytes.into()),
+            (Store::Marks(marks), None) => w.set_marks(marks, self.len),
+            (Store::Counters(..), None) => unreachable!("counters have an allocation"),
         }
         w
     }
@@ -496,6 +567,7 @@ impl PartialEq for Windows {
             && self.len == other.len
             && match (self.store(), other.store()) {
                 (Store::Marks(a), Store::Marks(b)) => a == b,
+                (Store::Visits(a), Store::Visits(b)) => a == b,
                 (Store::Counters(a, sa), Store::Counters(b, sb)) => {
                     sa == sb && a == b && self.usage_unit() == other.usage_unit()
                 }
@@ -510,6 +582,7 @@ impl std::fmt::Debug for Windows {
         d.field("head", &self.head).field("len", &self.len);
         match self.store() {
             Store::Marks(marks) => d.field("marks", &marks),
+            Store::Visits(bytes) => d.field("visits", &bytes),
             Store::Counters(buckets, shift) => d
                 .field("buckets", &buckets)
                 .field("shift", &shift)
@@ -549,18 +622,39 @@ struct StoreRef<'a> {
 }
 
 /// As a [`StoreRecord`]: counters are its variant 3 (1 and 2 are the 8- and 4-byte buckets of
-/// changelog formats 4 and 5, read but no longer written).
+/// changelog formats 4 and 5, read but no longer written). A ring of visits is written as the
+/// ring of counters it stands for (at the first scale, no usage reported), so records do not
+/// depend on how a ring is held; reading turns it back into one of visits.
 impl Serialize for StoreRef<'_> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeStructVariant;
-        match self.store {
-            Store::Marks(marks) => s.serialize_newtype_variant("Store", 0, "Purchases", marks),
-            Store::Counters(buckets, shift) => {
-                let mut v = s.serialize_struct_variant("Store", 3, "Counters", 3)?;
-                v.serialize_field("buckets", buckets)?;
-                v.serialize_field("shift", &shift)?;
-                v.serialize_field("unit", &self.unit)?;
-                v.end()
+        let (buckets, shift) = match self.store {
+            Store::Marks(marks) => {
+                return s.serialize_newtype_variant("Store", 0, "Purchases", marks)
+            }
+            Store::Visits(bytes) => (PackedSeq::Visits(bytes), FIRST_SHIFT),
+            Store::Counters(buckets, shift) => (PackedSeq::Packed(buckets), shift),
+        };
+        let mut v = s.serialize_struct_variant("Store", 3, "Counters", 3)?;
+        v.serialize_field("buckets", &buckets)?;
+        v.serialize_field("shift", &shift)?;
+        v.serialize_field("unit", &self.unit)?;
+        v.end()
+    }
+}
+
+/// A ring's buckets as records hold them: packed.
+enum PackedSeq<'a> {
+    Visits(&'a [u8]),
+    Packed(&'a [Packed]),
+}
+
+impl Serialize for PackedSeq<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            PackedSeq::Packed(buckets) => buckets.serialize(s),
+            PackedSeq::Visits(bytes) => {
+                s.collect_seq(bytes.iter().map(|&v| Packed::of_visit_byte(v)))
             }
         }
     }
@@ -612,7 +706,7 @@ impl<'de> Deserialize<'de> for Windows {
                 if u16::try_from(buckets.len()).is_err() {
                     return Err(too_long(buckets.len()));
                 }
-                w.set_counters(&buckets, shift, unit)
+                w.set_restored(&buckets, shift, unit)
             }
             StoreRecord::Counters4 { buckets, shift } => {
                 let unit = unit_of(shift);
@@ -707,7 +801,7 @@ impl Windows {
     /// purchase marks.
     #[cfg(test)]
     fn has_counters(&self) -> bool {
-        self.kind == Kind::Counters
+        matches!(self.kind, Kind::Visits | Kind::Counters)
     }
 
     pub fn is_empty(&self) -> bool {
@@ -721,6 +815,7 @@ impl Windows {
             Kind::Marks => {} // in the customer's state
             _ => match self.store() {
                 Store::Counters(buckets, _) => crate::prefetch::read_slice(buckets),
+                Store::Visits(bytes) => crate::prefetch::read_slice(bytes),
                 Store::Marks(marks) => crate::prefetch::read_slice(marks),
             },
         }
@@ -743,6 +838,7 @@ impl Windows {
     fn read(&self, s: usize) -> Bucket {
         match self.store() {
             Store::Counters(buckets, shift) => buckets[s].unpack(unit_of(shift)),
+            Store::Visits(bytes) => Bucket::of_visit_byte(bytes[s]),
             Store::Marks(marks) => Bucket::marked(bits::get(marks, s)),
         }
     }
@@ -750,6 +846,7 @@ impl Windows {
     fn clear_slot(&mut self, s: usize) {
         match self.store_mut() {
             StoreMut::Counters(buckets, _) => buckets[s] = Packed::default(),
+            StoreMut::Visits(bytes) => bytes[s] = 0,
             StoreMut::Marks(marks) => bits::put(marks, s, false),
         }
     }
@@ -757,33 +854,40 @@ impl Windows {
     fn clear_all(&mut self) {
         match self.store_mut() {
             StoreMut::Counters(buckets, _) => buckets.fill(Packed::default()),
+            StoreMut::Visits(bytes) => bytes.fill(0),
             StoreMut::Marks(marks) => marks.fill(0),
         }
     }
 
-    /// Apply `f` to slot `s`; a purchase-only ring becomes one of counters when `f` counts
-    /// anything else.
+    /// Apply `f` to slot `s`. A purchase-only ring becomes one of visits when `f` counts
+    /// visits, and a ring of either becomes one of counters when `f` counts what it cannot
+    /// hold (usage, or more visits than a ring of visits holds).
     fn update(&mut self, s: usize, f: impl FnOnce(&mut Bucket)) {
         let mut b = self.read(s);
         f(&mut b);
         let len = self.len();
-        let marks = match self.store_mut() {
+        match self.store_mut() {
             StoreMut::Counters(buckets, shift) => return write_packed(buckets, shift, s, &b),
-            StoreMut::Marks(marks) => marks,
-        };
-        match b.only_marked() {
-            Some(mark) => bits::put(marks, s, mark),
-            None => {
-                let mut buckets: Vec<Packed> = (0..len)
-                    .map(|i| match bits::get(marks, i) {
-                        true => Packed::MARKED,
-                        false => Packed::default(),
-                    })
-                    .collect();
-                let mut shift = FIRST_SHIFT;
-                write_packed(&mut buckets, &mut shift, s, &b);
-                self.set_counters(&buckets, shift, UsageUnit::default());
-            }
+            StoreMut::Visits(bytes) => match b.visit_byte() {
+                Some(v) => return bytes[s] = v,
+                None => self.become_counters(),
+            },
+            StoreMut::Marks(marks) => match (b.only_marked(), b.visit_byte()) {
+                (Some(mark), _) => return bits::put(marks, s, mark),
+                (None, Some(v)) => {
+                    let mut bytes: Box<[u8]> = (0..len)
+                        .map(|i| Bucket::marked(bits::get(marks, i)).visit_byte())
+                        .collect::<Option<_>>()
+                        .expect("a purchase mark fits a ring of visits");
+                    bytes[s] = v;
+                    return self.set_visits(bytes);
+                }
+                (None, None) => self.become_counters(),
+            },
+        }
+        match self.store_mut() {
+            StoreMut::Counters(buckets, shift) => write_packed(buckets, shift, s, &b),
+            _ => unreachable!("the ring holds counters"),
         }
     }
 
@@ -909,6 +1013,12 @@ impl Windows {
                     *to = p.unpack(unit);
                 }
             }
+            Store::Visits(bytes) => out.extend(
+                bytes[s..s + first]
+                    .iter()
+                    .chain(&bytes[..k - first])
+                    .map(|&v| Bucket::of_visit_byte(v)),
+            ),
             Store::Marks(marks) => out.extend(
                 (s..s + first)
                     .chain(0..k - first)
@@ -945,6 +1055,25 @@ impl Bucket {
             purchased,
             ..Bucket::default()
         }
+    }
+
+    /// A bucket of a ring of [`Kind::Visits`].
+    fn of_visit_byte(v: u8) -> Bucket {
+        Bucket {
+            visits: u16::from(v & !VISIT_BYTE_PURCHASED),
+            purchased: v & VISIT_BYTE_PURCHASED != 0,
+            usage_qty: 0.0,
+        }
+    }
+
+    /// The bucket as a ring of [`Kind::Visits`] holds it, when such a ring can.
+    fn visit_byte(&self) -> Option<u8> {
+        let mark = if self.purchased {
+            VISIT_BYTE_PURCHASED
+        } else {
+            0
+        };
+        (self.usage_qty == 0.0 && self.visits <= MAX_VISIT_BYTE).then_some(self.visits as u8 | mark)
     }
 
     /// Whether the purchase mark is all the bucket holds (`Some(mark)`), or it counts more.
@@ -1044,6 +1173,69 @@ mod tests {
         w.add(3 * B, B, |b| b.add_purchase());
         let r = w.resized(9);
         assert!(!r.has_counters() && r.get(3).purchased());
+    }
+
+    #[test]
+    fn a_ring_of_visits_keeps_a_byte_a_bucket_and_is_written_as_counters() {
+        // (bucket, visits, purchase): late ones, a full byte, jumps past the ring.
+        let events = [
+            (3i64, 1u16, false),
+            (3, 2, true),
+            (5, 0, true),
+            (9, 127, false),
+            (8, 1, false),
+            (40, 3, false),
+            (12, 1, true),
+            (41, 0, true),
+            (300, 5, false),
+        ];
+        for len in [7usize, 36, 130] {
+            let (mut v, mut c) = (Windows::new(len), counters(len));
+            let (mut out_v, mut out_c) = (BucketRun::new(), BucketRun::new());
+            for &(t, visits, purchase) in &events {
+                let f = |b: &mut Bucket| {
+                    (0..visits).for_each(|_| b.add_visit());
+                    if purchase {
+                        b.add_purchase();
+                    }
+                };
+                assert_eq!(v.add(t * B, B, f), c.add(t * B, B, f), "{len} {t}");
+                assert_eq!(v.kind, Kind::Visits, "{len} {t}");
+                for from in [t - 140, t - 5, t] {
+                    v.copy_range(from, t + 2, &mut out_v);
+                    c.copy_range(from, t + 2, &mut out_c);
+                    assert_eq!(out_v, out_c, "{len} {t} {from}");
+                    assert_eq!(v.moments(from, t), c.moments(from, t));
+                }
+            }
+            // Its record is the ring of counters' record, and reads back as a ring of visits.
+            let record = postcard::to_allocvec(&v).unwrap();
+            assert_eq!(record, postcard::to_allocvec(&c).unwrap(), "{len}");
+            let back: Windows = postcard::from_bytes(&record).unwrap();
+            assert_eq!((back.kind, &back), (Kind::Visits, &v), "{len}");
+            assert_eq!(v.clone(), v);
+            assert_eq!(v.usage_unit(), None);
+            // A bucket of more visits than seven bits hold, or a usage report (even an empty
+            // one), turns it into counters that keep the buckets.
+            let (mut more, mut more_c) = (v.clone(), c.clone());
+            more.add(300 * B, B, |b| b.visits = 200);
+            more_c.add(300 * B, B, |b| b.visits = 200);
+            assert_eq!((more.kind, &more), (Kind::Counters, &more_c), "{len}");
+            let (mut used, mut used_c) = (v.clone(), c.clone());
+            used.add(300 * B, B, |b| b.add_usage(0.0));
+            assert_eq!(used.kind, Kind::Visits);
+            used.record_usage(0.0);
+            used_c.record_usage(0.0);
+            assert_eq!((used.kind, &used), (Kind::Counters, &used_c), "{len}");
+            assert_eq!(used.usage_unit().map(|u| u.reports), Some(1));
+            // Those counters are written and read back as counters.
+            let back: Windows =
+                postcard::from_bytes(&postcard::to_allocvec(&used).unwrap()).unwrap();
+            assert_eq!((back.kind, &back), (Kind::Counters, &used), "{len}");
+            // Resizing keeps a ring of visits one of visits.
+            assert_eq!(v.resized(len + 5).kind, Kind::Visits);
+            assert_eq!(v.resized(len + 5).get(300), c.get(300));
+        }
     }
 
     #[test]
