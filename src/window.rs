@@ -4,21 +4,23 @@
 //! line up and a late event lands in the bucket of its own time. The ring holds the recent and
 //! the baseline window together; a bucket that falls off the end is recycled for the newest one.
 //!
-//! The ring is most of a customer's state, so it keeps each bucket in 3 bytes (`Packed`):
-//! visits as a saturating byte (255 a bucket; more count as that many), whether there was a
-//! purchase, and the usage quantity as a 15-bit fixed-point number whose scale is the
+//! The ring is most of a customer's state, so its buckets are packed. Counters take 2 bytes
+//! a bucket (`Slim`) while no bucket has more than 15 visits: the visits, whether there was a
+//! purchase, and the usage quantity as an 11-bit fixed-point number whose scale is the
 //! customer's own: it starts at 1/256 of a unit and halves whenever a bucket would overflow,
-//! so the quantity keeps 15 significant bits of the customer's largest bucket. Integer
-//! quantities stay exact up to 32,767 per bucket. Readers see the plain [`Bucket`].
+//! so the quantity keeps 11 significant bits of the customer's largest bucket (integers exact
+//! up to 2,047 a bucket). A bucket of more visits turns the ring, exactly, into 3-byte buckets
+//! (`Packed`): visits as a saturating byte (255 a bucket; more count as that many), and 15
+//! bits of quantity on the same kind of scale. Changelog records always hold the 3-byte form;
+//! a ring is read back as slim as it fits. Readers see the plain [`Bucket`].
 //!
 //! The number of usage reports is not kept per bucket. What the usage test needs of it is the
 //! customer's typical report size, the unit its counts are in: [`UsageUnit`], a running mean
-//! kept in the ring's allocation beside the buckets (6 bytes that the allocator's rounding
-//! would otherwise waste).
+//! kept in the first 6 bytes of the ring's allocation, before the buckets.
 //!
 //! Rings hold only what the customer has shown: purchase marks (one bit a bucket, inline) for
 //! a purchase-only customer, visits and marks (one byte a bucket) for one who visits but has
-//! reported no usage, the 3-byte buckets above once usage is reported ([`Windows`]).
+//! reported no usage, the counters above once usage is reported ([`Windows`]).
 
 use std::ptr::NonNull;
 
@@ -45,6 +47,7 @@ pub struct Bucket {
 /// to changelog records as `(visits: u8, qty_and_purchase: u16)`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(from = "PackedRecord", into = "PackedRecord")]
+#[repr(transparent)]
 struct Packed([u8; 3]);
 
 #[derive(Serialize, Deserialize)]
@@ -112,21 +115,6 @@ impl Packed {
         }
     }
 
-    /// `b` at scale `shift`; `None` when its quantity does not fit.
-    fn pack(b: &Bucket, shift: i8) -> Option<Packed> {
-        // 2^shift, built from its exponent bits (a normal f64 for every i8).
-        let per_unit = f64::from_bits(((1023 + i64::from(shift)) as u64) << 52);
-        let units = (f64::from(b.usage_qty) * per_unit).round();
-        if !(0.0..=f64::from(MAX_UNITS)).contains(&units) {
-            return None;
-        }
-        Some(Packed::with_qty(
-            b.visits.min(u16::from(u8::MAX)) as u8,
-            units as u16,
-            b.purchased,
-        ))
-    }
-
     /// A bucket of a ring of [`Kind::Visits`], packed.
     fn of_visit_byte(v: u8) -> Packed {
         Packed::with_qty(v & !VISIT_BYTE_PURCHASED, 0, v & VISIT_BYTE_PURCHASED != 0)
@@ -135,17 +123,142 @@ impl Packed {
     fn with_qty(visits: u8, qty: u16, purchased: bool) -> Packed {
         Packed::new(visits, qty | if purchased { PACKED_PURCHASED } else { 0 })
     }
+}
+
+/// A bucket of a ring of [`Kind::Slim`]: visits in the low 4 bits, the purchase mark in bit 4
+/// and the quantity in units of 2^-shift in the top 11 bits.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[repr(transparent)]
+struct Slim(u16);
+
+/// The most visits a slim bucket holds; a bucket with more turns the ring into one of packed
+/// buckets.
+const SLIM_MAX_VISITS: u16 = 0xf;
+const SLIM_PURCHASED: u16 = 1 << 4;
+/// Where a slim bucket's quantity begins.
+const SLIM_QTY_AT: u32 = 5;
+/// The largest quantity a slim bucket holds, in units of its scale.
+const SLIM_MAX_UNITS: u16 = (1 << 11) - 1;
+/// A slim bucket's quantity at scale `s` is its packed bucket's at scale `s + SLIM_WIDENING`
+/// (15 bits against 11).
+const SLIM_WIDENING: i8 = 4;
+
+impl Slim {
+    fn qty(self) -> u16 {
+        self.0 >> SLIM_QTY_AT
+    }
+
+    fn with_qty(visits: u16, qty: u16, purchased: bool) -> Slim {
+        debug_assert!(visits <= SLIM_MAX_VISITS && qty <= SLIM_MAX_UNITS);
+        let mark = if purchased { SLIM_PURCHASED } else { 0 };
+        Slim(visits | mark | qty << SLIM_QTY_AT)
+    }
+
+    /// The same bucket packed, at `SLIM_WIDENING` scale steps more: exactly.
+    fn widened(self) -> Packed {
+        let b = self.unpack(1.0);
+        Packed::with_qty(b.visits as u8, self.qty() << SLIM_WIDENING, b.purchased)
+    }
+
+    /// The packed bucket `p` at `SLIM_WIDENING` scale steps less, when it is exactly one.
+    fn narrowed(p: Packed) -> Option<Slim> {
+        let b = p.unpack(1.0);
+        (b.visits <= SLIM_MAX_VISITS && p.qty().trailing_zeros() >= SLIM_WIDENING as u32)
+            .then(|| Slim::with_qty(b.visits, p.qty() >> SLIM_WIDENING, b.purchased))
+    }
+}
+
+/// A packed bucket of a ring of counters ([`Packed`] or [`Slim`]).
+trait Cell: Copy {
+    /// The most units of quantity it holds.
+    const MAX_UNITS: u16;
+    /// The ring's kind when it holds these.
+    const KIND: Kind;
+    /// Cells at the start of the ring's allocation that hold its [`UsageUnit`] (its
+    /// [`UNIT_BYTES`] bytes).
+    const HEADER: usize;
+    /// The allocation as [`Windows::data`] holds it.
+    fn data(ptr: NonNull<Self>) -> Data;
+    /// The cell that holds these bytes of the header.
+    fn of_header_bytes(bytes: &[u8]) -> Self;
+    fn unpack(self, unit: f32) -> Bucket;
+    /// `b` with `units` of quantity (at most `MAX_UNITS`); its visits must fit.
+    fn of_units(b: &Bucket, units: u16) -> Self;
+    fn units(self) -> u16;
+
+    /// `b` at scale `shift`; `None` when its quantity does not fit.
+    fn pack(b: &Bucket, shift: i8) -> Option<Self> {
+        // 2^shift, built from its exponent bits (a normal f64 for every i8).
+        let per_unit = f64::from_bits(((1023 + i64::from(shift)) as u64) << 52);
+        let units = (f64::from(b.usage_qty) * per_unit).round();
+        (0.0..=f64::from(Self::MAX_UNITS))
+            .contains(&units)
+            .then(|| Self::of_units(b, units as u16))
+    }
 
     /// The same bucket at half the scale (one shift less), rounded to the nearest unit, ties
     /// to even (unbiased: a run of halvings takes a lone unit to nothing).
-    fn halved(self) -> Packed {
-        let (half, tie) = (self.qty() >> 1, self.qty() & 1 == 1);
-        let purchased = self.qty_and_purchase() & PACKED_PURCHASED != 0;
-        Packed::with_qty(
-            self.visits(),
-            half + u16::from(tie && half & 1 == 1),
-            purchased,
-        )
+    fn halved(self) -> Self {
+        let (half, tie) = (self.units() >> 1, self.units() & 1 == 1);
+        Self::of_units(&self.unpack(1.0), half + u16::from(tie && half & 1 == 1))
+    }
+}
+
+impl Cell for Packed {
+    const MAX_UNITS: u16 = MAX_UNITS;
+    const KIND: Kind = Kind::Counters;
+    const HEADER: usize = 2;
+
+    fn data(buckets: NonNull<Packed>) -> Data {
+        Data { buckets }
+    }
+
+    fn of_header_bytes(bytes: &[u8]) -> Packed {
+        Packed([bytes[0], bytes[1], bytes[2]])
+    }
+
+    fn unpack(self, unit: f32) -> Bucket {
+        Packed::unpack(self, unit)
+    }
+
+    fn of_units(b: &Bucket, units: u16) -> Packed {
+        Packed::with_qty(b.visits.min(u16::from(u8::MAX)) as u8, units, b.purchased)
+    }
+
+    fn units(self) -> u16 {
+        self.qty()
+    }
+}
+
+impl Cell for Slim {
+    const MAX_UNITS: u16 = SLIM_MAX_UNITS;
+    const KIND: Kind = Kind::Slim;
+    const HEADER: usize = 3;
+
+    fn data(slim: NonNull<Slim>) -> Data {
+        Data { slim }
+    }
+
+    fn of_header_bytes(bytes: &[u8]) -> Slim {
+        // In memory as the bytes were.
+        Slim(u16::from_ne_bytes([bytes[0], bytes[1]]))
+    }
+
+    fn unpack(self, unit: f32) -> Bucket {
+        Bucket {
+            visits: self.0 & SLIM_MAX_VISITS,
+            purchased: self.0 & SLIM_PURCHASED != 0,
+            // A power of two times an integer below 2^11: exact in an f32.
+            usage_qty: f32::from(self.qty()) * unit,
+        }
+    }
+
+    fn of_units(b: &Bucket, units: u16) -> Slim {
+        Slim::with_qty(b.visits, units, b.purchased)
+    }
+
+    fn units(self) -> u16 {
+        self.qty()
     }
 }
 
@@ -203,15 +316,15 @@ impl UsageUnit {
         }
     }
 
-    /// In the 6 bytes of [`HEADER`] packed slots.
-    fn to_slots(self) -> [Packed; HEADER] {
+    /// As the first [`UNIT_BYTES`] bytes of a ring of counters' allocation hold it.
+    fn to_bytes(self) -> [u8; UNIT_BYTES] {
         let [a, b] = self.reports.to_le_bytes();
         let [c, d, e, f] = self.mean.to_le_bytes();
-        [Packed([a, b, c]), Packed([d, e, f])]
+        [a, b, c, d, e, f]
     }
 
-    fn of_slots(h: &[Packed]) -> UsageUnit {
-        let ([a, b, c], [d, e, f]) = (h[0].0, h[1].0);
+    fn of_bytes(h: &[u8; UNIT_BYTES]) -> UsageUnit {
+        let [a, b, c, d, e, f] = *h;
         UsageUnit {
             reports: u16::from_le_bytes([a, b]),
             mean: f32::from_le_bytes([c, d, e, f]),
@@ -219,8 +332,8 @@ impl UsageUnit {
     }
 }
 
-/// Packed slots at the start of a ring of counters' allocation that hold its [`UsageUnit`].
-const HEADER: usize = 2;
+/// Bytes at the start of a ring of counters' allocation that hold its [`UsageUnit`].
+const UNIT_BYTES: usize = 6;
 
 /// A copy of a run of buckets, for one assessment: on the stack for the default windows (35
 /// buckets and the current one), so an assessment allocates nothing.
@@ -248,20 +361,21 @@ pub struct Moments {
 /// rhythm): their ring is one bit per bucket, whether it saw a purchase, held inline (no
 /// allocation) up to 64 buckets, which the default windows (36) are. Most of a retailer's
 /// customers are such. A customer who visits but has reported no usage (a shop's visitor) needs
-/// no quantities: their ring is one byte a bucket, the visits and the purchase mark (a 48-byte
-/// heap chunk for the default windows, against 128 for counters). The first usage report, or
-/// a bucket of more than 127 visits, turns the ring into one of counters. Records do not show
-/// the difference: a ring of visits is written as the counters it stands for, and read back
-/// as a ring of visits.
+/// no quantities: their ring is one byte a bucket, the visits and the purchase mark. The first
+/// usage report, or a bucket of more than 127 visits, turns it into one of counters: slim
+/// (2 bytes a bucket) while every bucket holds at most 15 visits, else 3 bytes a bucket. For
+/// the default windows the heap chunks are 48, 96 and 128 bytes. Records do not show the
+/// difference: every ring of counts is written as 3-byte counters, and read back as the most
+/// compact kind that holds it.
 ///
 /// Every customer has one, so it is kept in 16 bytes: the inline marks or a *thin* pointer to
 /// the ring's allocation (its length is kept here, not beside the pointer), the head as an
 /// `i32` (bucket indices of valid event times are below 2^27: buckets are at least a minute),
 /// the length, the scale and the kind. The allocation is a boxed slice, made and freed as one
-/// (`set_marks`, `set_visits`, `set_counters_alloc`, `Drop`): of marks, of visit bytes, or of
-/// counters after the customer's [`UsageUnit`] in its first two slots. Everything else reads it
-/// through `store`, `store_mut`, `counters_alloc` and `record_usage`, the only places that
-/// rebuild a slice from the pointer.
+/// (`set_marks`, `set_visits`, `set_cells`, `Drop`): of marks, of visit bytes, or of counters
+/// after the customer's [`UsageUnit`] in its first 6 bytes. Everything else reads it through
+/// `store`, `store_mut` and `unit_bytes` (which `usage_unit` and `record_usage` read), the only
+/// places that rebuild a slice or a reference from the pointer.
 pub struct Windows {
     data: Data,
     head: i32,
@@ -282,7 +396,11 @@ enum Kind {
     /// Visits and purchases, no usage yet: `visits` points to `len` bytes, each a bucket's
     /// visits (at most [`MAX_VISIT_BYTE`]) with its purchase mark in the top bit.
     Visits,
-    /// Counters: `buckets` points to `len` packed buckets.
+    /// Counters in 2 bytes a bucket (at most [`SLIM_MAX_VISITS`] visits): `slim` points to the
+    /// [`UsageUnit`] in [`Slim::HEADER`] slots, then `len` buckets.
+    Slim,
+    /// Counters in 3 bytes a bucket: `buckets` points to the [`UsageUnit`] in
+    /// [`Packed::HEADER`] slots, then `len` buckets.
     Counters,
 }
 
@@ -291,6 +409,7 @@ union Data {
     marks: u64,
     words: NonNull<u64>,
     visits: NonNull<u8>,
+    slim: NonNull<Slim>,
     buckets: NonNull<Packed>,
 }
 
@@ -315,6 +434,7 @@ enum Store<'a> {
     /// Visits and purchase marks, one byte a bucket.
     Visits(&'a [u8]),
     /// Counters and their scale.
+    Slim(&'a [Slim], i8),
     Counters(&'a [Packed], i8),
 }
 
@@ -322,6 +442,7 @@ enum Store<'a> {
 enum StoreMut<'a> {
     Marks(&'a mut [u64]),
     Visits(&'a mut [u8]),
+    Slim(&'a mut [Slim], &'a mut i8),
     Counters(&'a mut [Packed], &'a mut i8),
 }
 
@@ -331,8 +452,7 @@ impl Windows {
     fn store(&self) -> Store<'_> {
         let len = usize::from(self.len);
         // SAFETY: `kind` says which field of `data` is set; a pointer is to an allocation of
-        // the length given (made by `set_marks`, `set_visits` or `set_counters_alloc`) owned
-        // by `self`.
+        // the length given (made by `set_marks`, `set_visits` or `set_cells`) owned by `self`.
         unsafe {
             match self.kind {
                 Kind::Marks => Store::Marks(std::slice::from_ref(&self.data.marks)),
@@ -343,8 +463,12 @@ impl Windows {
                 Kind::Visits => {
                     Store::Visits(std::slice::from_raw_parts(self.data.visits.as_ptr(), len))
                 }
+                Kind::Slim => Store::Slim(
+                    std::slice::from_raw_parts(self.data.slim.as_ptr().add(Slim::HEADER), len),
+                    self.shift,
+                ),
                 Kind::Counters => Store::Counters(
-                    std::slice::from_raw_parts(self.data.buckets.as_ptr().add(HEADER), len),
+                    std::slice::from_raw_parts(self.data.buckets.as_ptr().add(Packed::HEADER), len),
                     self.shift,
                 ),
             }
@@ -367,10 +491,30 @@ impl Windows {
                     self.data.visits.as_ptr(),
                     len,
                 )),
-                Kind::Counters => StoreMut::Counters(
-                    std::slice::from_raw_parts_mut(self.data.buckets.as_ptr().add(HEADER), len),
+                Kind::Slim => StoreMut::Slim(
+                    std::slice::from_raw_parts_mut(self.data.slim.as_ptr().add(Slim::HEADER), len),
                     &mut self.shift,
                 ),
+                Kind::Counters => StoreMut::Counters(
+                    std::slice::from_raw_parts_mut(
+                        self.data.buckets.as_ptr().add(Packed::HEADER),
+                        len,
+                    ),
+                    &mut self.shift,
+                ),
+            }
+        }
+    }
+
+    /// The first bytes of a ring of counters' allocation, which hold its [`UsageUnit`].
+    fn unit_bytes(&self) -> Option<*mut [u8; UNIT_BYTES]> {
+        // SAFETY: as in `store`; both kinds of counters begin their allocation (of cells
+        // without padding: `repr(transparent)`) with `UNIT_BYTES` bytes of header.
+        unsafe {
+            match self.kind {
+                Kind::Slim => Some(self.data.slim.as_ptr().cast()),
+                Kind::Counters => Some(self.data.buckets.as_ptr().cast()),
+                Kind::Marks | Kind::LongMarks | Kind::Visits => None,
             }
         }
     }
@@ -380,7 +524,7 @@ impl Windows {
         let len = usize::from(self.len);
         let kind = std::mem::replace(&mut self.kind, Kind::Marks);
         // SAFETY: the pointer came from `Box::into_raw` of a boxed slice of this length
-        // (`set_marks`, `set_visits`, `set_counters_alloc`), and `kind` no longer points to it.
+        // (`set_marks`, `set_visits`, `set_cells`), and `kind` no longer points to it.
         unsafe {
             match kind {
                 Kind::Marks => {}
@@ -392,9 +536,13 @@ impl Windows {
                     self.data.visits.as_ptr(),
                     len,
                 ))),
+                Kind::Slim => drop(Box::from_raw(std::ptr::slice_from_raw_parts_mut(
+                    self.data.slim.as_ptr(),
+                    Slim::HEADER + len,
+                ))),
                 Kind::Counters => drop(Box::from_raw(std::ptr::slice_from_raw_parts_mut(
                     self.data.buckets.as_ptr(),
-                    HEADER + len,
+                    Packed::HEADER + len,
                 ))),
             }
         }
@@ -434,68 +582,90 @@ impl Windows {
         self.kind = Kind::Visits;
     }
 
-    /// Hold the ring `buckets` at scale `shift` with usage unit `unit`, as counters, or as
-    /// visits when that is all they hold (no usage reported, no quantity, at most
-    /// [`MAX_VISIT_BYTE`] visits a bucket) at the first scale: what such a ring held before it
-    /// was written.
+    /// Hold `alloc` (a [`UsageUnit`] in `C::HEADER` cells, then the ring) as counters at
+    /// scale `shift`.
+    fn set_cells<C: Cell>(&mut self, alloc: Box<[C]>, shift: i8) {
+        let len =
+            u16::try_from(alloc.len() - C::HEADER).expect("a ring of at most u16::MAX buckets");
+        self.release();
+        self.len = len;
+        // SAFETY: `Box::into_raw` never returns null.
+        let ptr = unsafe { NonNull::new_unchecked(Box::into_raw(alloc) as *mut C) };
+        self.data = C::data(ptr);
+        self.shift = shift;
+        self.kind = C::KIND;
+    }
+
+    /// Hold the ring `buckets` as counters at scale `shift`, with usage unit `unit`.
+    fn set_counters<C: Cell>(&mut self, buckets: &[C], shift: i8, unit: UsageUnit) {
+        let header = unit.to_bytes();
+        let alloc: Box<[C]> = header
+            .chunks(UNIT_BYTES / C::HEADER)
+            .map(C::of_header_bytes)
+            .chain(buckets.iter().copied())
+            .collect();
+        self.set_cells(alloc, shift);
+    }
+
+    /// Hold the ring `buckets` (at scale `shift`, with usage unit `unit`) as it was before it
+    /// was written: as visits when that is all they hold (no usage reported, no quantity, at
+    /// most [`MAX_VISIT_BYTE`] visits a bucket, the first scale); else slim when every bucket's
+    /// visits fit one, exactly if the quantities are those of slim buckets, else rounded to
+    /// the 11 bits a slim ring keeps of its largest bucket; else as they are.
     fn set_restored(&mut self, buckets: &[Packed], shift: i8, unit: UsageUnit) {
         let visits: Option<Box<[u8]>> = (unit == UsageUnit::default() && shift == FIRST_SHIFT)
             .then(|| buckets.iter().map(|p| p.unpack(1.0).visit_byte()).collect())
             .flatten();
-        match visits {
-            Some(bytes) => self.set_visits(bytes),
-            None => self.set_counters(buckets, shift, unit),
+        if let Some(bytes) = visits {
+            return self.set_visits(bytes);
         }
-    }
-
-    /// The allocation of a ring of counters: its [`UsageUnit`] then its buckets.
-    fn counters_alloc(&self) -> Option<&[Packed]> {
-        // SAFETY: as in `store`.
-        (self.kind == Kind::Counters).then(|| unsafe {
-            std::slice::from_raw_parts(self.data.buckets.as_ptr(), HEADER + usize::from(self.len))
-        })
+        if buckets
+            .iter()
+            .any(|p| u16::from(p.visits()) > SLIM_MAX_VISITS)
+        {
+            return self.set_counters(buckets, shift, unit);
+        }
+        // Exactly: the allocation built at once (restores make millions of these).
+        let header = unit.to_bytes();
+        let exact: Option<Box<[Slim]>> = header
+            .chunks(UNIT_BYTES / Slim::HEADER)
+            .map(|b| Some(Slim::of_header_bytes(b)))
+            .chain(buckets.iter().map(|&p| Slim::narrowed(p)))
+            .collect();
+        match (exact, shift.checked_sub(SLIM_WIDENING)) {
+            (Some(alloc), Some(slim_shift)) => self.set_cells(alloc, slim_shift),
+            _ => {
+                let (mut slim, mut slim_shift) = (vec![Slim::default(); buckets.len()], shift);
+                let unit_of_shift = unit_of(shift);
+                for (s, p) in buckets.iter().enumerate() {
+                    write_cell(&mut slim, &mut slim_shift, s, &p.unpack(unit_of_shift));
+                }
+                self.set_counters(&slim, slim_shift, unit);
+            }
+        }
     }
 
     /// The customer's typical usage report, when the ring holds counters.
     pub fn usage_unit(&self) -> Option<UsageUnit> {
-        self.counters_alloc().map(UsageUnit::of_slots)
+        // SAFETY: `unit_bytes` points into the ring's allocation, borrowed with `self`.
+        self.unit_bytes()
+            .map(|b| UsageUnit::of_bytes(unsafe { &*b }))
     }
 
     /// Fold a usage report's quantity into the [`UsageUnit`] (a ring of purchase marks has
     /// none: the report counted nothing). A ring of visits becomes one of counters, which
     /// keeps the unit.
     pub fn record_usage(&mut self, qty: f64) {
-        match self.kind {
-            Kind::Marks | Kind::LongMarks => return,
-            Kind::Visits => self.become_counters(),
-            Kind::Counters => {}
+        if self.kind == Kind::Visits {
+            self.become_counters(0);
         }
-        // SAFETY: as in `store_mut`; the header is the allocation's first `HEADER` slots.
-        let header = unsafe { std::slice::from_raw_parts_mut(self.data.buckets.as_ptr(), HEADER) };
-        let mut unit = UsageUnit::of_slots(header);
-        unit.record(qty);
-        header.copy_from_slice(&unit.to_slots());
-    }
-
-    /// Hold the ring `buckets` as counters at scale `shift`, with usage unit `unit`.
-    fn set_counters(&mut self, buckets: &[Packed], shift: i8, unit: UsageUnit) {
-        let alloc: Box<[Packed]> = unit.to_slots().iter().chain(buckets).copied().collect();
-        self.set_counters_alloc(alloc, shift);
-    }
-
-    /// Hold `alloc` (a [`UsageUnit`] in [`HEADER`] slots, then the ring) as counters.
-    fn set_counters_alloc(&mut self, buckets: Box<[Packed]>, shift: i8) {
-        let len =
-            u16::try_from(buckets.len() - HEADER).expect("a ring of at most u16::MAX buckets");
-        self.release();
-        self.len = len;
-        let ptr = Box::into_raw(buckets) as *mut Packed;
-        // SAFETY: `Box::into_raw` never returns null.
-        self.data = Data {
-            buckets: unsafe { NonNull::new_unchecked(ptr) },
-        };
-        self.shift = shift;
-        self.kind = Kind::Counters;
+        if let Some(bytes) = self.unit_bytes() {
+            // SAFETY: as in `usage_unit`, and `&mut self` makes the borrow exclusive.
+            let bytes = unsafe { &mut *bytes };
+            let mut unit = UsageUnit::of_bytes(bytes);
+            unit.record(qty);
+            *bytes = unit.to_bytes();
+        }
     }
 
     /// An empty ring of purchase marks of `len` buckets, which read as `words` say.
@@ -511,13 +681,34 @@ impl Windows {
         w
     }
 
-    /// Turn the ring into one of counters at the first scale, with no usage reported yet,
-    /// keeping what it holds.
-    fn become_counters(&mut self) {
-        let buckets: Vec<Packed> = (0..self.len())
-            .map(|s| Packed::pack(&self.read(s), FIRST_SHIFT).expect("no quantity"))
-            .collect();
-        self.set_counters(&buckets, FIRST_SHIFT, UsageUnit::default());
+    /// Turn a ring of marks or visits into one of counters at the first scale, with no usage
+    /// reported yet, keeping what it holds: slim unless a bucket, or `visits` about to be
+    /// written, holds more visits than a slim bucket.
+    fn become_counters(&mut self, visits: u16) {
+        let buckets: Vec<Bucket> = (0..self.len()).map(|s| self.read(s)).collect();
+        let most = buckets.iter().map(|b| b.visits).fold(visits, u16::max);
+        let unit = UsageUnit::default();
+        if most <= SLIM_MAX_VISITS {
+            let slim: Vec<Slim> = buckets.iter().map(|b| Slim::of_units(b, 0)).collect();
+            self.set_counters(&slim, FIRST_SHIFT, unit);
+        } else {
+            let packed: Vec<Packed> = buckets.iter().map(|b| Packed::of_units(b, 0)).collect();
+            self.set_counters(&packed, FIRST_SHIFT, unit);
+        }
+    }
+
+    /// Turn a slim ring into one of 3-byte buckets, exactly (the scale moves by
+    /// [`SLIM_WIDENING`]), keeping its usage unit.
+    fn widen(&mut self) {
+        let (buckets, shift) = match self.store() {
+            Store::Slim(buckets, shift) => (
+                buckets.iter().map(|b| b.widened()).collect::<Vec<_>>(),
+                shift,
+            ),
+            _ => return,
+        };
+        let unit = self.usage_unit().unwrap_or_default();
+        self.set_counters(&buckets, shift.saturating_add(SLIM_WIDENING), unit);
     }
 
     /// Hold the buckets of an old record (each with its count of usage reports) as counters,
@@ -533,7 +724,7 @@ impl Windows {
         let mut shift = shift;
         let (mut reports, mut qty) = (0u64, 0f64);
         for (s, (b, usage)) in old.enumerate() {
-            write_packed(&mut buckets, &mut shift, s, &b);
+            write_cell(&mut buckets, &mut shift, s, &b);
             reports += u64::from(usage);
             qty += f64::from(b.usage_qty);
         }
@@ -551,11 +742,12 @@ impl Drop for Windows {
 impl Clone for Windows {
     fn clone(&self) -> Windows {
         let mut w = Windows::of_marks(self.head, &[], 0);
-        match (self.store(), self.counters_alloc()) {
-            (_, Some(alloc)) => w.set_counters_alloc(alloc.into(), self.shift),
-            (Store::Visits(bytes), None) => w.set_visits(bytes.into()),
-            (Store::Marks(marks), None) => w.set_marks(marks, self.len),
-            (Store::Counters(..), None) => unreachable!("counters have an allocation"),
+        let unit = self.usage_unit().unwrap_or_default();
+        match self.store() {
+            Store::Marks(marks) => w.set_marks(marks, self.len),
+            Store::Visits(bytes) => w.set_visits(bytes.into()),
+            Store::Slim(buckets, shift) => w.set_counters(buckets, shift, unit),
+            Store::Counters(buckets, shift) => w.set_counters(buckets, shift, unit),
         }
         w
     }
@@ -568,6 +760,9 @@ impl PartialEq for Windows {
             && match (self.store(), other.store()) {
                 (Store::Marks(a), Store::Marks(b)) => a == b,
                 (Store::Visits(a), Store::Visits(b)) => a == b,
+                (Store::Slim(a, sa), Store::Slim(b, sb)) => {
+                    sa == sb && a == b && self.usage_unit() == other.usage_unit()
+                }
                 (Store::Counters(a, sa), Store::Counters(b, sb)) => {
                     sa == sb && a == b && self.usage_unit() == other.usage_unit()
                 }
@@ -583,6 +778,10 @@ impl std::fmt::Debug for Windows {
         match self.store() {
             Store::Marks(marks) => d.field("marks", &marks),
             Store::Visits(bytes) => d.field("visits", &bytes),
+            Store::Slim(buckets, shift) => d
+                .field("slim", &buckets)
+                .field("shift", &shift)
+                .field("usage_unit", &self.usage_unit()),
             Store::Counters(buckets, shift) => d
                 .field("buckets", &buckets)
                 .field("shift", &shift)
@@ -633,6 +832,10 @@ impl Serialize for StoreRef<'_> {
                 return s.serialize_newtype_variant("Store", 0, "Purchases", marks)
             }
             Store::Visits(bytes) => (PackedSeq::Visits(bytes), FIRST_SHIFT),
+            Store::Slim(buckets, shift) => (
+                PackedSeq::Slim(buckets),
+                shift.saturating_add(SLIM_WIDENING),
+            ),
             Store::Counters(buckets, shift) => (PackedSeq::Packed(buckets), shift),
         };
         let mut v = s.serialize_struct_variant("Store", 3, "Counters", 3)?;
@@ -646,6 +849,7 @@ impl Serialize for StoreRef<'_> {
 /// A ring's buckets as records hold them: packed.
 enum PackedSeq<'a> {
     Visits(&'a [u8]),
+    Slim(&'a [Slim]),
     Packed(&'a [Packed]),
 }
 
@@ -653,6 +857,7 @@ impl Serialize for PackedSeq<'_> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         match self {
             PackedSeq::Packed(buckets) => buckets.serialize(s),
+            PackedSeq::Slim(buckets) => s.collect_seq(buckets.iter().map(|b| b.widened())),
             PackedSeq::Visits(bytes) => {
                 s.collect_seq(bytes.iter().map(|&v| Packed::of_visit_byte(v)))
             }
@@ -744,9 +949,9 @@ impl<'de> Deserialize<'de> for Windows {
 }
 
 /// Write `b` into slot `s`, halving the scale of the whole ring until its quantity fits.
-fn write_packed(buckets: &mut [Packed], shift: &mut i8, s: usize, b: &Bucket) {
+fn write_cell<C: Cell>(buckets: &mut [C], shift: &mut i8, s: usize, b: &Bucket) {
     loop {
-        match Packed::pack(b, *shift) {
+        match C::pack(b, *shift) {
             Some(p) => {
                 buckets[s] = p;
                 return;
@@ -760,18 +965,20 @@ fn write_packed(buckets: &mut [Packed], shift: &mut i8, s: usize, b: &Bucket) {
             // No scale holds it (an infinite quantity: a report is at most 1e12): the most
             // there is.
             None => {
-                let counts = Packed::pack(
-                    &Bucket {
-                        usage_qty: 0.0,
-                        ..*b
-                    },
-                    0,
-                );
-                let counts = counts.expect("no quantity fits any scale");
-                buckets[s] = Packed::with_qty(counts.visits(), MAX_UNITS, b.purchased);
+                buckets[s] = C::of_units(b, C::MAX_UNITS);
                 return;
             }
         }
+    }
+}
+
+/// Unpack the buckets of slots `s..s + first`, then from slot 0 on, into `out`.
+fn unpack_runs<C: Cell>(out: &mut [Bucket], buckets: &[C], s: usize, first: usize, unit: f32) {
+    let held = buckets[s..s + first]
+        .iter()
+        .chain(&buckets[..out.len() - first]);
+    for (to, p) in out.iter_mut().zip(held) {
+        *to = p.unpack(unit);
     }
 }
 
@@ -801,7 +1008,7 @@ impl Windows {
     /// purchase marks.
     #[cfg(test)]
     fn has_counters(&self) -> bool {
-        matches!(self.kind, Kind::Visits | Kind::Counters)
+        !matches!(self.kind, Kind::Marks | Kind::LongMarks)
     }
 
     pub fn is_empty(&self) -> bool {
@@ -815,6 +1022,7 @@ impl Windows {
             Kind::Marks => {} // in the customer's state
             _ => match self.store() {
                 Store::Counters(buckets, _) => crate::prefetch::read_slice(buckets),
+                Store::Slim(buckets, _) => crate::prefetch::read_slice(buckets),
                 Store::Visits(bytes) => crate::prefetch::read_slice(bytes),
                 Store::Marks(marks) => crate::prefetch::read_slice(marks),
             },
@@ -838,6 +1046,7 @@ impl Windows {
     fn read(&self, s: usize) -> Bucket {
         match self.store() {
             Store::Counters(buckets, shift) => buckets[s].unpack(unit_of(shift)),
+            Store::Slim(buckets, shift) => buckets[s].unpack(unit_of(shift)),
             Store::Visits(bytes) => Bucket::of_visit_byte(bytes[s]),
             Store::Marks(marks) => Bucket::marked(bits::get(marks, s)),
         }
@@ -846,6 +1055,7 @@ impl Windows {
     fn clear_slot(&mut self, s: usize) {
         match self.store_mut() {
             StoreMut::Counters(buckets, _) => buckets[s] = Packed::default(),
+            StoreMut::Slim(buckets, _) => buckets[s] = Slim::default(),
             StoreMut::Visits(bytes) => bytes[s] = 0,
             StoreMut::Marks(marks) => bits::put(marks, s, false),
         }
@@ -854,6 +1064,7 @@ impl Windows {
     fn clear_all(&mut self) {
         match self.store_mut() {
             StoreMut::Counters(buckets, _) => buckets.fill(Packed::default()),
+            StoreMut::Slim(buckets, _) => buckets.fill(Slim::default()),
             StoreMut::Visits(bytes) => bytes.fill(0),
             StoreMut::Marks(marks) => marks.fill(0),
         }
@@ -867,10 +1078,14 @@ impl Windows {
         f(&mut b);
         let len = self.len();
         match self.store_mut() {
-            StoreMut::Counters(buckets, shift) => return write_packed(buckets, shift, s, &b),
+            StoreMut::Counters(buckets, shift) => return write_cell(buckets, shift, s, &b),
+            StoreMut::Slim(buckets, shift) if b.visits <= SLIM_MAX_VISITS => {
+                return write_cell(buckets, shift, s, &b)
+            }
+            StoreMut::Slim(..) => self.widen(),
             StoreMut::Visits(bytes) => match b.visit_byte() {
                 Some(v) => return bytes[s] = v,
-                None => self.become_counters(),
+                None => self.become_counters(b.visits),
             },
             StoreMut::Marks(marks) => match (b.only_marked(), b.visit_byte()) {
                 (Some(mark), _) => return bits::put(marks, s, mark),
@@ -882,11 +1097,12 @@ impl Windows {
                     bytes[s] = v;
                     return self.set_visits(bytes);
                 }
-                (None, None) => self.become_counters(),
+                (None, None) => self.become_counters(b.visits),
             },
         }
         match self.store_mut() {
-            StoreMut::Counters(buckets, shift) => write_packed(buckets, shift, s, &b),
+            StoreMut::Counters(buckets, shift) => write_cell(buckets, shift, s, &b),
+            StoreMut::Slim(buckets, shift) => write_cell(buckets, shift, s, &b),
             _ => unreachable!("the ring holds counters"),
         }
     }
@@ -968,8 +1184,8 @@ impl Windows {
         }
         let mut w = Windows::new(len);
         if let Some(unit) = self.usage_unit() {
-            // Counters stay counters, with their usage unit.
-            w.set_counters(&vec![Packed::default(); len], FIRST_SHIFT, unit);
+            // Counters stay counters, with their usage unit (slim until a bucket needs more).
+            w.set_counters(&vec![Slim::default(); len], FIRST_SHIFT, unit);
         }
         if !self.is_empty() {
             w.head = self.head;
@@ -1003,15 +1219,15 @@ impl Windows {
         // The held part is at most two runs of slots: up to the ring's end, then from its start.
         let (s, k) = (self.slot(held_from), (held_to - held_from + 1) as usize);
         let first = k.min(len - s);
+        let at = out.len();
         match self.store() {
             Store::Counters(buckets, shift) => {
-                let unit = unit_of(shift);
-                let at = out.len();
                 out.resize(at + k, Bucket::default());
-                let held = buckets[s..s + first].iter().chain(&buckets[..k - first]);
-                for (to, p) in out[at..].iter_mut().zip(held) {
-                    *to = p.unpack(unit);
-                }
+                unpack_runs(&mut out[at..], buckets, s, first, unit_of(shift));
+            }
+            Store::Slim(buckets, shift) => {
+                out.resize(at + k, Bucket::default());
+                unpack_runs(&mut out[at..], buckets, s, first, unit_of(shift));
             }
             Store::Visits(bytes) => out.extend(
                 bytes[s..s + first]
@@ -1226,16 +1442,81 @@ mod tests {
             assert_eq!(used.kind, Kind::Visits);
             used.record_usage(0.0);
             used_c.record_usage(0.0);
-            assert_eq!((used.kind, &used), (Kind::Counters, &used_c), "{len}");
+            assert_eq!(used.kind, Kind::Slim, "{len}");
+            assert_same_reads(&used, &used_c);
             assert_eq!(used.usage_unit().map(|u| u.reports), Some(1));
-            // Those counters are written and read back as counters.
+            // Those counters are written and read back as they are.
             let back: Windows =
                 postcard::from_bytes(&postcard::to_allocvec(&used).unwrap()).unwrap();
-            assert_eq!((back.kind, &back), (Kind::Counters, &used), "{len}");
+            assert_eq!((back.kind, &back), (Kind::Slim, &used), "{len}");
             // Resizing keeps a ring of visits one of visits.
             assert_eq!(v.resized(len + 5).kind, Kind::Visits);
             assert_eq!(v.resized(len + 5).get(300), c.get(300));
         }
+    }
+
+    /// `a` and `b` read alike, whatever their kinds.
+    fn assert_same_reads(a: &Windows, b: &Windows) {
+        assert_eq!((a.head, a.len), (b.head, b.len));
+        for s in 0..a.len() {
+            assert_eq!(a.read(s), b.read(s), "slot {s}: {a:?} {b:?}");
+        }
+        assert_eq!(
+            a.usage_unit().unwrap_or_default(),
+            b.usage_unit().unwrap_or_default()
+        );
+    }
+
+    #[test]
+    fn a_slim_ring_keeps_two_bytes_a_bucket_and_widens_exactly() {
+        assert_eq!(std::mem::size_of::<Slim>(), 2);
+        // Up to 15 visits and integer quantities up to 2,047 a bucket: a slim ring reads as a
+        // ring of 3-byte buckets does (both exact).
+        let (mut slim, mut wide) = (Windows::new(36), counters(36));
+        for t in 0..200i64 {
+            let (visits, qty) = ((t * 7 % 16) as u16, ((t * 131) % 2048) as f64);
+            for w in [&mut slim, &mut wide] {
+                w.add(t * B, B, |b| {
+                    b.visits = visits;
+                    b.add_usage(qty);
+                    if t % 5 == 0 {
+                        b.add_purchase();
+                    }
+                });
+                if t > 0 {
+                    w.record_usage(qty);
+                }
+            }
+            // (The first bucket is a purchase alone: a mark.)
+            assert_eq!(slim.kind == Kind::Slim, t > 0, "{t}");
+            assert_same_reads(&slim, &wide);
+        }
+        // It is written as the 3-byte buckets it stands for, and read back slim, exactly.
+        let record = postcard::to_allocvec(&slim).unwrap();
+        assert_eq!(record, postcard::to_allocvec(&wide).unwrap());
+        let back: Windows = postcard::from_bytes(&record).unwrap();
+        assert_eq!((back.kind, &back), (Kind::Slim, &slim));
+        assert_eq!(slim.clone(), slim);
+        assert_same_reads(&slim.resized(40), &wide.resized(40));
+        // A bucket of 16 visits turns it into 3-byte buckets, exactly.
+        slim.add(199 * B, B, |b| b.visits = 16);
+        wide.add(199 * B, B, |b| b.visits = 16);
+        assert_eq!((slim.kind, &slim), (Kind::Counters, &wide));
+        // A 3-byte ring's record with more precision than a slim ring keeps reads back slim,
+        // each quantity rounded to 11 bits of the largest bucket.
+        let mut fine = counters(8);
+        fine.add(0, B, |b| b.add_usage(1000.0));
+        fine.add(B, B, |b| b.add_usage(0.37));
+        fine.record_usage(1.0);
+        let back: Windows = postcard::from_bytes(&postcard::to_allocvec(&fine).unwrap()).unwrap();
+        assert_eq!(back.kind, Kind::Slim);
+        assert_eq!(back.get(0).usage_qty, 1000.0);
+        assert!((back.get(1).usage_qty - 0.37).abs() <= 1000.0 / 2048.0);
+        assert_eq!(back.usage_unit(), fine.usage_unit());
+        // One with more visits than a slim bucket holds stays as it is.
+        fine.add(B, B, |b| b.visits = 40);
+        let back: Windows = postcard::from_bytes(&postcard::to_allocvec(&fine).unwrap()).unwrap();
+        assert_eq!((back.kind, &back), (Kind::Counters, &fine));
     }
 
     #[test]
