@@ -15,7 +15,10 @@
 //!    single-thread partition, then by the per-thread partitions in parallel (events split by
 //!    customer, as Kafka's partitioner would); the figures are the medians over the slices;
 //! 3. memory: the growth of the resident set while the single-thread partition processed
-//!    events, divided by the customers it tracks, and the process's peak resident set;
+//!    events, divided by the customers it tracks, and the process's peak resident set. Before
+//!    and after each batch, free heap memory is handed back to the system (`malloc_trim`, with
+//!    glibc), so that the growth is what the state holds, not less where it reused memory
+//!    that the stream's generation had freed (which made the figure depend on the generator);
 //! 4. restore: the single-thread partition's customers encoded as their changelog records,
 //!    then decoded and installed into a fresh partition, timed (the broker's part of a real
 //!    restore, fetching the records, is in `scripts/bench-e2e.sh`).
@@ -231,10 +234,12 @@ pub fn run(cfg: Arc<Config>, opts: &BenchOptions) -> BenchReport {
     let (mut alert_count, mut warmup_events, mut bytes_total) = (0, 0u64, 0u64);
     let mut rss_growth: i64 = 0;
     let mut measured = |p: &mut PartitionState, batch: &Batch, alerts: &mut Vec<Alert>| {
-        let before = rss_bytes();
+        let before = settled_rss_bytes();
+        let clock = Instant::now();
         let n = feed(p, batch, None, &limits, alerts);
-        rss_growth += rss_bytes() as i64 - before as i64;
-        n
+        let secs = clock.elapsed().as_secs_f64();
+        rss_growth += settled_rss_bytes() as i64 - before as i64;
+        (n, secs)
     };
 
     // 1. Warm-up, a day at a time, then 2. the timed slices: the same work, timed or not.
@@ -254,9 +259,8 @@ pub fn run(cfg: Arc<Config>, opts: &BenchOptions) -> BenchReport {
     for (until, timed) in steps {
         next(until, &mut batch);
         let n = batch.len() as u64;
-        let clock = Instant::now();
-        alert_count += measured(&mut single, &batch, &mut alerts);
-        let single_secs = clock.elapsed().as_secs_f64();
+        let (decided, single_secs) = measured(&mut single, &batch, &mut alerts);
+        alert_count += decided;
         let clock = Instant::now();
         feed_parallel(&mut parts, &batch, &limits);
         let all_secs = clock.elapsed().as_secs_f64();
@@ -366,6 +370,17 @@ fn proc_status_bytes(field: &str) -> u64 {
                 })
         })
         .map_or(0, |kb| kb * 1024)
+}
+
+/// The resident set once free heap memory has been handed back to the system (glibc keeps
+/// freed memory resident for reuse).
+fn settled_rss_bytes() -> u64 {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: `malloc_trim` only returns free memory to the system; it is thread-safe.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+    rss_bytes()
 }
 
 /// Current resident set.

@@ -219,8 +219,8 @@ impl RecentIds {
         if self.0.contains(&f) {
             return true;
         }
-        self.0.rotate_right(1);
-        self.0[0] = f;
+        let [a, b, c, _] = self.0;
+        self.0 = [f, a, b, c];
         false
     }
 }

@@ -30,7 +30,7 @@ use std::time::Instant;
 
 use std::hash::Hasher;
 
-use compact_str::CompactString;
+use ecow::EcoString;
 use rustc_hash::{FxHashMap, FxHasher};
 
 use crate::alert::{Alert, SourceRef, Trigger};
@@ -166,10 +166,11 @@ pub struct PartitionState {
     scorer: Arc<dyn Scorer>,
     hot: HotMetrics,
     /// Customer id -> slot: the table holds hashes and slots (8 bytes each); the ids live in
-    /// `ids`, inline up to 24 bytes, so a lookup touches no other allocation.
+    /// `ids`, 16 bytes each and inline up to 15 bytes (`EcoString`), so a lookup of such an id
+    /// touches no other allocation.
     index: SlotIndex,
     /// Per slot: the customer id (empty: a vacant slot).
-    ids: Vec<CompactString>,
+    ids: Vec<EcoString>,
     customers: Vec<CustomerState>,
     timers: Timers,
     stream_time_ms: Option<i64>,
@@ -200,7 +201,7 @@ pub struct PartitionState {
     /// Slots of evicted customers, reused by the next new ones.
     free: Vec<u32>,
     /// Customers evicted since the last [`PartitionState::drain_dirty`] (changelog tombstones).
-    evicted: Vec<CompactString>,
+    evicted: Vec<EcoString>,
     /// Churn and retention per event-time period.
     kpi: PeriodKpis,
     /// Stream time from which assessments count as made under the config in force: the first
@@ -445,7 +446,7 @@ impl PartitionState {
 
     /// Track a new customer, in a vacant slot if there is one.
     fn insert(&mut self, id: &str, c: CustomerState) -> u32 {
-        let id = CompactString::from(id);
+        let id = EcoString::from(id);
         let h = id_hash(&id);
         let slot = match self.free.pop() {
             Some(s) => {

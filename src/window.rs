@@ -613,11 +613,13 @@ impl Windows {
     /// visits fit one, exactly if the quantities are those of slim buckets, else rounded to
     /// the 11 bits a slim ring keeps of its largest bucket; else as they are.
     fn set_restored(&mut self, buckets: &[Packed], shift: i8, unit: UsageUnit) {
-        let visits: Option<Box<[u8]>> = (unit == UsageUnit::default() && shift == FIRST_SHIFT)
-            .then(|| buckets.iter().map(|p| p.unpack(1.0).visit_byte()).collect())
-            .flatten();
-        if let Some(bytes) = visits {
-            return self.set_visits(bytes);
+        let visit_byte = |p: &Packed| p.unpack(1.0).visit_byte();
+        if unit == UsageUnit::default()
+            && shift == FIRST_SHIFT
+            && buckets.iter().all(|p| visit_byte(p).is_some())
+        {
+            let bytes = buckets.iter().map(|p| visit_byte(p).unwrap_or_default());
+            return self.set_visits(bytes.collect());
         }
         if buckets
             .iter()
@@ -625,15 +627,18 @@ impl Windows {
         {
             return self.set_counters(buckets, shift, unit);
         }
-        // Exactly: the allocation built at once (restores make millions of these).
-        let header = unit.to_bytes();
-        let exact: Option<Box<[Slim]>> = header
-            .chunks(UNIT_BYTES / Slim::HEADER)
-            .map(|b| Some(Slim::of_header_bytes(b)))
-            .chain(buckets.iter().map(|&p| Slim::narrowed(p)))
-            .collect();
+        let exact = buckets.iter().all(|&p| Slim::narrowed(p).is_some());
         match (exact, shift.checked_sub(SLIM_WIDENING)) {
-            (Some(alloc), Some(slim_shift)) => self.set_cells(alloc, slim_shift),
+            (true, Some(slim_shift)) => {
+                // The allocation built at once (restores make millions of these).
+                let header = unit.to_bytes();
+                let alloc: Box<[Slim]> = header
+                    .chunks(UNIT_BYTES / Slim::HEADER)
+                    .map(Slim::of_header_bytes)
+                    .chain(buckets.iter().map(|&p| Slim::narrowed(p).unwrap_or_default()))
+                    .collect();
+                self.set_cells(alloc, slim_shift)
+            }
             _ => {
                 let (mut slim, mut slim_shift) = (vec![Slim::default(); buckets.len()], shift);
                 let unit_of_shift = unit_of(shift);
@@ -1043,6 +1048,7 @@ impl Windows {
     }
 
     /// The bucket in slot `s`.
+    #[inline]
     fn read(&self, s: usize) -> Bucket {
         match self.store() {
             Store::Counters(buckets, shift) => buckets[s].unpack(unit_of(shift)),
@@ -1090,10 +1096,11 @@ impl Windows {
             StoreMut::Marks(marks) => match (b.only_marked(), b.visit_byte()) {
                 (Some(mark), _) => return bits::put(marks, s, mark),
                 (None, Some(v)) => {
-                    let mut bytes: Box<[u8]> = (0..len)
-                        .map(|i| Bucket::marked(bits::get(marks, i)).visit_byte())
-                        .collect::<Option<_>>()
-                        .expect("a purchase mark fits a ring of visits");
+                    let mark = |i| match bits::get(marks, i) {
+                        true => VISIT_BYTE_PURCHASED,
+                        false => 0,
+                    };
+                    let mut bytes: Box<[u8]> = (0..len).map(mark).collect();
                     bytes[s] = v;
                     return self.set_visits(bytes);
                 }
@@ -1229,12 +1236,13 @@ impl Windows {
                 out.resize(at + k, Bucket::default());
                 unpack_runs(&mut out[at..], buckets, s, first, unit_of(shift));
             }
-            Store::Visits(bytes) => out.extend(
-                bytes[s..s + first]
-                    .iter()
-                    .chain(&bytes[..k - first])
-                    .map(|&v| Bucket::of_visit_byte(v)),
-            ),
+            Store::Visits(bytes) => {
+                out.resize(at + k, Bucket::default());
+                let held = bytes[s..s + first].iter().chain(&bytes[..k - first]);
+                for (to, &v) in out[at..].iter_mut().zip(held) {
+                    *to = Bucket::of_visit_byte(v);
+                }
+            }
             Store::Marks(marks) => out.extend(
                 (s..s + first)
                     .chain(0..k - first)
