@@ -635,7 +635,11 @@ impl Windows {
                 let alloc: Box<[Slim]> = header
                     .chunks(UNIT_BYTES / Slim::HEADER)
                     .map(Slim::of_header_bytes)
-                    .chain(buckets.iter().map(|&p| Slim::narrowed(p).unwrap_or_default()))
+                    .chain(
+                        buckets
+                            .iter()
+                            .map(|&p| Slim::narrowed(p).unwrap_or_default()),
+                    )
                     .collect();
                 self.set_cells(alloc, slim_shift)
             }
