@@ -114,15 +114,6 @@ impl Packed {
             usage_qty: f32::from(self.qty()) * unit,
         }
     }
-
-    /// A bucket of a ring of [`Kind::Visits`], packed.
-    fn of_visit_byte(v: u8) -> Packed {
-        Packed::with_qty(v & !VISIT_BYTE_PURCHASED, 0, v & VISIT_BYTE_PURCHASED != 0)
-    }
-
-    fn with_qty(visits: u8, qty: u16, purchased: bool) -> Packed {
-        Packed::new(visits, qty | if purchased { PACKED_PURCHASED } else { 0 })
-    }
 }
 
 /// A bucket of a ring of [`Kind::Slim`]: visits in the low 4 bits, the purchase mark in bit 4
@@ -148,23 +139,16 @@ impl Slim {
         self.0 >> SLIM_QTY_AT
     }
 
-    fn with_qty(visits: u16, qty: u16, purchased: bool) -> Slim {
-        debug_assert!(visits <= SLIM_MAX_VISITS && qty <= SLIM_MAX_UNITS);
-        let mark = if purchased { SLIM_PURCHASED } else { 0 };
-        Slim(visits | mark | qty << SLIM_QTY_AT)
-    }
-
     /// The same bucket packed, at `SLIM_WIDENING` scale steps more: exactly.
     fn widened(self) -> Packed {
-        let b = self.unpack(1.0);
-        Packed::with_qty(b.visits as u8, self.qty() << SLIM_WIDENING, b.purchased)
+        Packed::of_units(&self.unpack(1.0), self.qty() << SLIM_WIDENING)
     }
 
     /// The packed bucket `p` at `SLIM_WIDENING` scale steps less, when it is exactly one.
     fn narrowed(p: Packed) -> Option<Slim> {
         let b = p.unpack(1.0);
         (b.visits <= SLIM_MAX_VISITS && p.qty().trailing_zeros() >= SLIM_WIDENING as u32)
-            .then(|| Slim::with_qty(b.visits, p.qty() >> SLIM_WIDENING, b.purchased))
+            .then(|| Slim::of_units(&b, p.qty() >> SLIM_WIDENING))
     }
 }
 
@@ -222,7 +206,8 @@ impl Cell for Packed {
     }
 
     fn of_units(b: &Bucket, units: u16) -> Packed {
-        Packed::with_qty(b.visits.min(u16::from(u8::MAX)) as u8, units, b.purchased)
+        let mark = if b.purchased { PACKED_PURCHASED } else { 0 };
+        Packed::new(b.visits.min(u16::from(u8::MAX)) as u8, units | mark)
     }
 
     fn units(self) -> u16 {
@@ -254,7 +239,9 @@ impl Cell for Slim {
     }
 
     fn of_units(b: &Bucket, units: u16) -> Slim {
-        Slim::with_qty(b.visits, units, b.purchased)
+        debug_assert!(b.visits <= SLIM_MAX_VISITS && units <= SLIM_MAX_UNITS);
+        let mark = if b.purchased { SLIM_PURCHASED } else { 0 };
+        Slim(b.visits | mark | units << SLIM_QTY_AT)
     }
 
     fn units(self) -> u16 {
@@ -868,7 +855,8 @@ impl Serialize for PackedSeq<'_> {
             PackedSeq::Packed(buckets) => buckets.serialize(s),
             PackedSeq::Slim(buckets) => s.collect_seq(buckets.iter().map(|b| b.widened())),
             PackedSeq::Visits(bytes) => {
-                s.collect_seq(bytes.iter().map(|&v| Packed::of_visit_byte(v)))
+                let packed = |&v| Packed::of_units(&Bucket::of_visit_byte(v), 0);
+                s.collect_seq(bytes.iter().map(packed))
             }
         }
     }
@@ -981,13 +969,21 @@ fn write_cell<C: Cell>(buckets: &mut [C], shift: &mut i8, s: usize, b: &Bucket) 
     }
 }
 
-/// Unpack the buckets of slots `s..s + first`, then from slot 0 on, into `out`.
-fn unpack_runs<C: Cell>(out: &mut [Bucket], buckets: &[C], s: usize, first: usize, unit: f32) {
-    let held = buckets[s..s + first]
+/// Fill `out` with the buckets of `slots[s..s + first]`, then of `slots` from 0 on, as `read`
+/// gives them (two runs of a slice: no index arithmetic or bounds check per bucket).
+#[inline]
+fn fill_runs<T>(
+    out: &mut [Bucket],
+    slots: &[T],
+    s: usize,
+    first: usize,
+    read: impl Fn(&T) -> Bucket,
+) {
+    let held = slots[s..s + first]
         .iter()
-        .chain(&buckets[..out.len() - first]);
+        .chain(&slots[..out.len() - first]);
     for (to, p) in out.iter_mut().zip(held) {
-        *to = p.unpack(unit);
+        *to = read(p);
     }
 }
 
@@ -1231,27 +1227,24 @@ impl Windows {
         let (s, k) = (self.slot(held_from), (held_to - held_from + 1) as usize);
         let first = k.min(len - s);
         let at = out.len();
+        out.resize(at + k, Bucket::default());
+        let run = &mut out[at..];
         match self.store() {
             Store::Counters(buckets, shift) => {
-                out.resize(at + k, Bucket::default());
-                unpack_runs(&mut out[at..], buckets, s, first, unit_of(shift));
+                let unit = unit_of(shift);
+                fill_runs(run, buckets, s, first, |p| p.unpack(unit));
             }
             Store::Slim(buckets, shift) => {
-                out.resize(at + k, Bucket::default());
-                unpack_runs(&mut out[at..], buckets, s, first, unit_of(shift));
+                let unit = unit_of(shift);
+                fill_runs(run, buckets, s, first, |p| p.unpack(unit));
             }
-            Store::Visits(bytes) => {
-                out.resize(at + k, Bucket::default());
-                let held = bytes[s..s + first].iter().chain(&bytes[..k - first]);
-                for (to, &v) in out[at..].iter_mut().zip(held) {
-                    *to = Bucket::of_visit_byte(v);
+            Store::Visits(bytes) => fill_runs(run, bytes, s, first, |&v| Bucket::of_visit_byte(v)),
+            Store::Marks(marks) => {
+                let slots = (s..s + first).chain(0..k - first);
+                for (to, i) in run.iter_mut().zip(slots) {
+                    *to = Bucket::marked(bits::get(marks, i));
                 }
             }
-            Store::Marks(marks) => out.extend(
-                (s..s + first)
-                    .chain(0..k - first)
-                    .map(|i| Bucket::marked(bits::get(marks, i))),
-            ),
         }
         out.resize(n, Bucket::default());
     }

@@ -26,7 +26,7 @@ use crate::customer::CustomerState;
 use crate::state::record::append_customer;
 
 /// Changelog records waiting to be produced: their keys and encoded values in one buffer, and
-/// the customers' states still to be encoded ([`ChangelogBatch::encode`], on the writer's
+/// the customers' states still to be encoded (`ChangelogBatch::encode`, on the writer's
 /// thread).
 #[derive(Default)]
 pub struct ChangelogBatch {
@@ -72,7 +72,7 @@ impl ChangelogBatch {
     }
 
     /// A customer's record: their state as of input `applied_offset`, or a tombstone (`None`).
-    /// The state is copied, and encoded later by [`ChangelogBatch::encode`].
+    /// The state is copied, and encoded later, on the writer's thread (`ChangelogBatch::encode`).
     pub fn push_customer(&mut self, id: &str, applied_offset: i64, state: Option<&CustomerState>) {
         let key = self.append(|b| b.extend_from_slice(id.as_bytes()));
         let value = match state {
@@ -93,7 +93,7 @@ impl ChangelogBatch {
     }
 
     /// Encode the copied states into the buffer (and free the copies).
-    pub fn encode(&mut self) {
+    fn encode(&mut self) {
         let states = std::mem::take(&mut self.states);
         for r in &mut self.records {
             if let Value::State(i) = r.value {
