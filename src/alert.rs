@@ -167,7 +167,7 @@ impl Alert {
             event_time: format_rfc3339_ms(a.as_of_ms),
             trigger,
             first_seen: format_rfc3339_ms(c.first_seen.ms()),
-            last_seen: format_rfc3339_ms(c.last_seen_ms),
+            last_seen: format_rfc3339_ms(c.last_seen_ms()),
             episode: t.episode,
             config_version: cfg.version.clone(),
             emitted_at: format_rfc3339_ms(crate::time::now_ms()),

@@ -61,8 +61,10 @@ pub enum Phase {
     Lapsed,
 }
 
-/// Alert state kept per customer.
+/// Alert state kept per customer: 26 bytes, packed to 2-byte alignment (as are the other parts
+/// of [`crate::customer::CustomerState`]).
 #[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+#[repr(Rust, packed(2))]
 pub struct AlertState {
     pub phase: Phase,
     /// Highest tier alerted in the current at-risk episode.
@@ -71,8 +73,9 @@ pub struct AlertState {
     pub since: Stamp,
     /// Event time of the last `recovered` alert (start of the cooldown).
     pub recovered: MaybeStamp,
-    /// Number of at-risk episodes and lapses so far (part of the alert id).
-    pub episode: u32,
+    /// Number of at-risk episodes and lapses so far (part of the alert id; saturating).
+    #[serde(with = "crate::compact::u16_as_u32")]
+    pub episode: u16,
     /// Whether the current cooldown has already held back an alert (counted once).
     pub cooldown_noted: bool,
     /// The customer's baseline visits and usage units per day when the episode began: a
@@ -170,7 +173,7 @@ impl AlertState {
             kind: AlertKind::Recovered,
             tier: Tier::None,
             previous_tier,
-            episode: self.episode,
+            episode: self.episode.into(),
         }
     }
 
@@ -196,7 +199,7 @@ impl AlertState {
         let silent_ms = now - last_seen_ms;
         // Activity in a later second than the episode (or lapse) began: times in the state are
         // kept to the second.
-        let active_since_episode = Stamp::of_ms(last_seen_ms) > self.since;
+        let active_since_episode = Stamp::of_ms(last_seen_ms) > { self.since };
         match self.phase {
             Phase::Lapsed => {
                 if active_since_episode {
@@ -208,14 +211,14 @@ impl AlertState {
                 let previous_tier = self.current_tier().unwrap_or(Tier::None);
                 self.phase = Phase::Lapsed;
                 self.since = Stamp::of_ms(now);
-                self.episode += 1;
+                self.episode = self.episode.saturating_add(1);
                 // Keep the tier the customer lapsed from, for the `recovered` alert's context.
                 self.alerted_tier = previous_tier;
                 Ok(Some(Transition {
                     kind: AlertKind::Lapsed,
                     tier: Tier::High,
                     previous_tier,
-                    episode: self.episode,
+                    episode: self.episode.into(),
                 }))
             }
             Phase::Healthy => {
@@ -247,12 +250,12 @@ impl AlertState {
                 self.winback_noted = false;
                 self.ref_visit_rate = a.signals[0].map_or(0.0, |r| r.baseline as f32);
                 self.ref_usage_rate = a.signals[1].map_or(0.0, |r| r.baseline as f32);
-                self.episode += 1;
+                self.episode = self.episode.saturating_add(1);
                 Ok(Some(Transition {
                     kind: AlertKind::AtRisk,
                     tier,
                     previous_tier: Tier::None,
-                    episode: self.episode,
+                    episode: self.episode.into(),
                 }))
             }
             Phase::AtRisk => {
@@ -269,7 +272,7 @@ impl AlertState {
                             kind: AlertKind::Escalated,
                             tier,
                             previous_tier,
-                            episode: self.episode,
+                            episode: self.episode.into(),
                         }));
                     }
                 }

@@ -8,7 +8,7 @@ use crate::alerting::AlertState;
 use crate::config::Config;
 use crate::event::{Activity, Event};
 use crate::scoring::Lifecycle;
-use crate::time::{ms_to_days, MaybeStamp, Stamp, DAY_MS};
+use crate::time::{ms_to_days, MaybeStamp, Stamp, StampMs, DAY_MS};
 use crate::window::{Placement, Windows};
 
 /// Days with activity since the customer's first: the summary `(x, t_x, T)` that the
@@ -16,13 +16,19 @@ use crate::window::{Placement, Windows};
 ///
 /// Several events on one calendar day (UTC) are one transaction day: a basket of ten order
 /// lines, or a session of many clicks, is one occasion.
+///
+/// Packed to 2-byte alignment, as are the other parts of [`CustomerState`]: 10 bytes, where
+/// the padding after the count would make 12.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[repr(Rust, packed(2))]
 pub struct ActiveDays {
     /// First and latest activity (event time, to the second), `None` before any.
     pub first: MaybeStamp,
     pub last: Stamp,
-    /// Distinct days with activity after the first one (the models' `x`).
-    pub repeat_days: u32,
+    /// Distinct days with activity after the first one (the models' `x`; saturating: 179
+    /// years of days).
+    #[serde(with = "crate::compact::u16_as_u32")]
+    pub repeat_days: u16,
 }
 
 impl ActiveDays {
@@ -80,31 +86,22 @@ impl ActiveDays {
 /// digits of a gap in days), in days. The total value is summed in `f64` and kept in `f32` too
 /// (seven significant digits: a gauge's precision), written as `f64` in changelog records.
 ///
-/// All `f32`, so the rhythm takes 32 bytes and the customer's state 168.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+/// Counts in `u16` (saturating) and the rest in `f32`: 26 bytes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[repr(Rust, packed(2))]
 pub struct PurchaseRhythm {
-    /// Purchase events (all of them, for value).
-    pub count: u32,
+    /// Purchase events (all of them, for value; saturating).
+    #[serde(with = "crate::compact::u16_as_u32")]
+    pub count: u16,
     pub days: ActiveDays,
-    pub gaps: u32,
+    /// Gaps between purchase days (at most the repeat days).
+    #[serde(with = "crate::compact::u16_as_u32")]
+    pub gaps: u16,
     pub gap_mean_days: f32,
     /// Sum of the squared deviations from the mean (Welford's M2).
     pub(crate) gap_m2: f32,
-    #[serde(with = "f32_as_f64")]
+    #[serde(with = "crate::compact::f32_as_f64")]
     pub total_value: f32,
-}
-
-/// An `f32` field serialized as the `f64` that changelog records have always held.
-mod f32_as_f64 {
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(v: &f32, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_f64(f64::from(*v))
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<f32, D::Error> {
-        f64::deserialize(d).map(|v| v as f32)
-    }
 }
 
 impl PurchaseRhythm {
@@ -125,7 +122,7 @@ impl PurchaseRhythm {
     /// Days with a purchase.
     pub fn occasions(&self) -> u32 {
         if self.days.first.is_some() {
-            self.days.repeat_days + 1
+            u32::from(self.days.repeat_days) + 1
         } else {
             0
         }
@@ -145,13 +142,19 @@ impl PurchaseRhythm {
 /// The engagement score's recent and baseline levels, exponentially weighted in event time.
 ///
 /// Levels are kept in `f32` (updated in `f64`): seven significant digits are more than a
-/// score carries, and they halve this part of every customer's state.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+/// score carries, and they halve this part of every customer's state. 32 bytes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[repr(Rust, packed(2))]
 pub struct EngagementLevel {
-    pub count: u32,
+    /// Scores recorded (saturating).
+    #[serde(with = "crate::compact::u16_as_u32")]
+    pub count: u16,
     /// Latest score's time.
     pub last: Stamp,
-    pub last_score: f32,
+    /// Latest score, for the record (the levels below are what scoring reads): three
+    /// significant digits.
+    #[serde(with = "crate::compact::bf16_as_f32")]
+    pub last_score: half::bf16,
     /// Recent level (short half-life).
     pub recent: f32,
     /// Sum of squared normalised weights of the scores in `recent` (1 / effective count).
@@ -173,7 +176,7 @@ const ENGAGEMENT_CUSUM_SLACK: f64 = 0.5;
 impl EngagementLevel {
     pub fn record(&mut self, ts_ms: i64, score: f64, recent_hl_days: f64, baseline_hl_days: f64) {
         self.count = self.count.saturating_add(1);
-        self.last_score = score as f32;
+        self.last_score = half::bf16::from_f64(score);
         if self.count == 1 {
             self.last = Stamp::of_ms(ts_ms);
             self.recent = score as f32;
@@ -234,13 +237,20 @@ fn fingerprint(id: &str) -> u32 {
     h.max(1)
 }
 
-/// Everything churnwatch keeps about one customer.
+/// Everything churnwatch keeps about one customer: 152 bytes beside the ring's allocation.
+///
+/// A million of these are resident at once, so each part takes the fewest bytes its values
+/// need: times in 4 bytes to the second ([`Stamp`]) or 6 to the millisecond ([`StampMs`]),
+/// counts in `u16` (saturating), levels in `f32`, and the nested parts packed to 2-byte
+/// alignment so that no part pads to 4. Changelog records still hold the wider types they
+/// always held ([`crate::compact`]), so none of this changes the record format.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CustomerState {
     pub windows: Windows,
     /// First event (to the second).
     pub first_seen: Stamp,
-    pub last_seen_ms: i64,
+    /// Latest event (to the millisecond: the time the customer is assessed at after it).
+    pub last_seen: StampMs,
     /// Events applied (saturating).
     pub events: u32,
     /// Days with activity (visits, usage, purchases; not engagement-score updates, which are
@@ -257,7 +267,7 @@ pub struct CustomerState {
     pub next_check: MaybeStamp,
     /// What this customer currently contributes to the gauges ([`CustomerState::gauge`]):
     /// the fields of a [`GaugeContribution`], kept beside the others rather than nested, so
-    /// that they share their padding with `engaged` (176 -> 168 bytes). Records hold them in
+    /// that they share their padding with `engaged` (8 bytes less). Records hold them in
     /// this order, as they held the nested struct.
     pub lifecycle: Lifecycle,
     /// The tier while at risk.
@@ -315,7 +325,7 @@ impl CustomerState {
         CustomerState {
             windows: Windows::unallocated(),
             first_seen: Stamp::of_ms(first_seen_ms),
-            last_seen_ms: first_seen_ms,
+            last_seen: StampMs::of_ms(first_seen_ms),
             events: 0,
             activity: ActiveDays::default(),
             engaged: false,
@@ -343,6 +353,11 @@ impl CustomerState {
         CustomerState::without_ring(0)
     }
 
+    /// Latest event, in milliseconds.
+    pub fn last_seen_ms(&self) -> i64 {
+        self.last_seen.ms()
+    }
+
     /// Latest activity, or the first time the customer was seen when they have had none.
     pub fn last_active_ms(&self) -> i64 {
         self.activity.last_ms_or(self.first_seen.ms())
@@ -352,7 +367,7 @@ impl CustomerState {
     pub fn apply(&mut self, ev: &Event<'_>, cfg: &Config) -> Placement {
         self.events = self.events.saturating_add(1);
         self.first_seen = self.first_seen.min(Stamp::of_ms(ev.ts_ms));
-        self.last_seen_ms = self.last_seen_ms.max(ev.ts_ms);
+        self.last_seen = self.last_seen.max(StampMs::of_ms(ev.ts_ms));
         let bucket_ms = cfg.windows.bucket_ms;
         if ev.activity.is_customer_activity() {
             self.activity.record(ev.ts_ms);
@@ -397,8 +412,11 @@ mod tests {
     fn state_stays_small() {
         // Per customer, beside the ring's allocation; a million customers hold a million of
         // these (BENCHMARKS.md, "state per customer"). Grow it only knowingly.
-        assert_eq!(std::mem::size_of::<CustomerState>(), 168);
-        assert_eq!(std::mem::size_of::<ActiveDays>(), 12);
+        assert_eq!(std::mem::size_of::<CustomerState>(), 152);
+        assert_eq!(std::mem::size_of::<ActiveDays>(), 10);
+        assert_eq!(std::mem::size_of::<PurchaseRhythm>(), 26);
+        assert_eq!(std::mem::size_of::<EngagementLevel>(), 32);
+        assert_eq!(std::mem::size_of::<AlertState>(), 26);
     }
 
     #[test]

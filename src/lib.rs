@@ -18,7 +18,8 @@
 //! - [`window`]: the fixed-size ring of event-time buckets behind each customer's recent and
 //!   baseline windows.
 //! - [`bits`]: one-bit-per-slot sets (changed customers, purchase marks).
-//! - [`customer`]: one customer's compact state (windows, purchase rhythm, engagement).
+//! - [`customer`]: one customer's compact state (windows, purchase rhythm, engagement);
+//!   [`compact`]: the serde adapters that keep its narrow fields in records' wider types.
 //! - [`stats`]: the statistical tests (Poisson rate test, gamma survival, z-test) on statrs.
 //! - [`change`]: online change detection on per-bucket counts (weekday-adjusted baseline,
 //!   CUSUM onset, exact test of the segment since the onset).
@@ -64,6 +65,7 @@ pub mod backtest;
 pub mod bench;
 pub mod bits;
 pub mod change;
+pub mod compact;
 pub mod config;
 pub mod customer;
 pub mod demo;

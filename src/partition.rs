@@ -684,15 +684,15 @@ impl PartitionState {
         let interval = self.cfg.windows.check_interval_ms;
         let rearm = match c.next_check.get() {
             None => true,
-            Some(due) => !late && due - interval > c.last_seen_ms,
+            Some(due) => !late && due - interval > c.last_seen_ms(),
         };
         if rearm {
-            let due = next_grid_time(c.last_seen_ms, interval);
+            let due = next_grid_time(c.last_seen_ms(), interval);
             let due = c.arm_check(due);
             self.timers.schedule(due, slot);
         }
         if !late {
-            let as_of = c.last_seen_ms;
+            let as_of = c.last_seen_ms();
             if settled {
                 self.refresh_lifecycle(slot, as_of, source, out);
             } else {
@@ -832,7 +832,7 @@ impl PartitionState {
             }
             return;
         }
-        let as_of = due.max(c.last_seen_ms);
+        let as_of = due.max(c.last_seen_ms());
         let before = (c.alert, c.gauge());
         self.evaluate(slot, as_of, Trigger::Timer, None, out);
         let c = &self.customers[slot as usize];
@@ -974,8 +974,8 @@ impl PartitionState {
         let c = self.customer(id)?;
         let as_of_ms = self
             .stream_time_ms
-            .unwrap_or(c.last_seen_ms)
-            .max(c.last_seen_ms);
+            .unwrap_or(c.last_seen_ms())
+            .max(c.last_seen_ms());
         let cfg = &*self.cfg;
         Some(Inspection {
             customer: c,
@@ -1094,7 +1094,7 @@ fn settled_for_activity(
         && assessed_from > config_since_ms
         && due == next_grid_time(ev.ts_ms, interval)
         && bucket_index(assessed_from, b) == bucket()
-        && bucket_index(c.last_seen_ms.max(ev.ts_ms), b) == bucket()
+        && bucket_index(c.last_seen_ms().max(ev.ts_ms), b) == bucket()
 }
 
 /// Lifecycle stage at `as_of_ms`.

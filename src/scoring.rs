@@ -782,7 +782,7 @@ fn purchase_signal(c: &CustomerState, as_of_ms: i64, cfg: &Config) -> Option<Rea
 fn engagement_signal(c: &CustomerState, cfg: &Config) -> Option<Reason> {
     let sc = &cfg.signals.engagement;
     let e = &c.engagement;
-    if e.count < sc.min_events {
+    if u32::from(e.count) < sc.min_events {
         return None;
     }
     let (recent, baseline) = (f64::from(e.recent), f64::from(e.baseline));

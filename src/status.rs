@@ -90,11 +90,11 @@ impl CustomerView {
             value_at_risk: a.value_at_risk(),
             currency: cfg.value.currency.clone(),
             first_seen: format_rfc3339_ms(c.first_seen.ms()),
-            last_seen: format_rfc3339_ms(c.last_seen_ms),
+            last_seen: format_rfc3339_ms(c.last_seen_ms()),
             days_since_last_active: a.days_since_last_active,
             events: c.events.into(),
             since: in_episode.then(|| format_rfc3339_ms(alert.since.ms())),
-            episodes: alert.episode,
+            episodes: alert.episode.into(),
             config_version: cfg.version.clone(),
             reasons: a.ranked_reasons().iter().map(ReasonOut::from).collect(),
         }

@@ -187,6 +187,49 @@ impl std::fmt::Debug for MaybeStamp {
     }
 }
 
+/// An event time to the millisecond in 6 bytes (`i64` takes 8, and 8-byte alignment): the
+/// low 48 bits of the milliseconds since the epoch, which hold every valid event time
+/// ([`crate::event::MAX_TS_MS`]) exactly. Times outside 0..2^48 ms are clamped. Serialized as
+/// `i64` milliseconds, so changelog records keep their layout.
+#[derive(
+    Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
+#[serde(from = "i64", into = "i64")]
+pub struct StampMs([u16; 3]);
+
+impl StampMs {
+    const MAX: i64 = (1 << 48) - 1;
+
+    pub fn of_ms(ms: i64) -> StampMs {
+        let v = ms.clamp(0, Self::MAX) as u64;
+        // Most significant part first, so that the derived order is the time order.
+        StampMs([(v >> 32) as u16, (v >> 16) as u16, v as u16])
+    }
+
+    pub fn ms(self) -> i64 {
+        let [hi, mid, lo] = self.0.map(i64::from);
+        hi << 32 | mid << 16 | lo
+    }
+}
+
+impl From<i64> for StampMs {
+    fn from(ms: i64) -> Self {
+        StampMs::of_ms(ms)
+    }
+}
+
+impl From<StampMs> for i64 {
+    fn from(s: StampMs) -> Self {
+        s.ms()
+    }
+}
+
+impl std::fmt::Debug for StampMs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.ms().fmt(f)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -294,6 +337,22 @@ mod tests {
         assert_eq!(postcard::from_bytes::<Stamp>(&bytes).unwrap(), s);
         assert_eq!(MaybeStamp::default(), MaybeStamp::NONE);
         assert_eq!(format!("{:?}", MaybeStamp::some(3_000)), "Some(3000)");
+    }
+
+    #[test]
+    fn millisecond_stamps_are_six_bytes_exact_and_ordered() {
+        assert_eq!(std::mem::size_of::<StampMs>(), 6);
+        assert_eq!(std::mem::align_of::<StampMs>(), 2);
+        for ms in [0, 1, 65_535, 65_536, 1_700_000_123_456, MAX_STAMP_MS] {
+            let s = StampMs::of_ms(ms);
+            assert_eq!(s.ms(), ms);
+            let bytes = postcard::to_allocvec(&s).unwrap();
+            assert_eq!(bytes, postcard::to_allocvec(&ms).unwrap());
+            assert_eq!(postcard::from_bytes::<StampMs>(&bytes).unwrap(), s);
+        }
+        assert_eq!(StampMs::of_ms(-5).ms(), 0);
+        assert!(StampMs::of_ms(65_535) < StampMs::of_ms(65_536));
+        assert!(StampMs::of_ms(1 << 40) > StampMs::of_ms((1 << 40) - 1));
     }
 
     #[test]

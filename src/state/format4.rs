@@ -86,22 +86,22 @@ impl From<StoredCustomer4> for StoredCustomer {
             state: CustomerState {
                 windows: c.windows,
                 first_seen: c.first_seen,
-                last_seen_ms: c.last_seen_ms,
+                last_seen: c.last_seen_ms.into(),
                 events: u32::try_from(c.events).unwrap_or(u32::MAX),
                 activity: c.activity,
                 engaged: c.engaged,
                 purchases: PurchaseRhythm {
-                    count: c.purchases.count,
+                    count: saturate(c.purchases.count),
                     days: c.purchases.days,
-                    gaps: c.purchases.gaps,
+                    gaps: saturate(c.purchases.gaps),
                     gap_mean_days: c.purchases.gap_mean_days as f32,
                     gap_m2: c.purchases.gap_m2 as f32,
                     total_value: c.purchases.total_value as f32,
                 },
                 engagement: EngagementLevel {
-                    count: e.count,
+                    count: saturate(e.count),
                     last: e.last,
-                    last_score: e.last_score as f32,
+                    last_score: half::bf16::from_f64(e.last_score),
                     recent: e.recent as f32,
                     recent_weight_sq: e.recent_weight_sq as f32,
                     baseline: e.baseline as f32,
@@ -120,6 +120,11 @@ impl From<StoredCustomer4> for StoredCustomer {
     }
 }
 
+/// A count in the `u16` that the state keeps it in (saturating).
+fn saturate(v: u32) -> u16 {
+    u16::try_from(v).unwrap_or(u16::MAX)
+}
+
 #[cfg(test)]
 impl From<&StoredCustomer> for StoredCustomer4 {
     /// The record a format-4 build would have written (but for the ring, written packed, which
@@ -127,25 +132,26 @@ impl From<&StoredCustomer> for StoredCustomer4 {
     fn from(r: &StoredCustomer) -> StoredCustomer4 {
         let c = r.state.clone();
         let e = c.engagement;
+        let last_seen_ms = c.last_seen_ms();
         StoredCustomer4 {
             applied_offset: r.applied_offset,
             state: CustomerState4 {
                 windows: c.windows,
                 first_seen: c.first_seen,
-                last_seen_ms: c.last_seen_ms,
+                last_seen_ms,
                 events: c.events.into(),
                 activity: c.activity,
                 engaged: c.engaged,
                 purchases: PurchaseRhythm4 {
-                    count: c.purchases.count,
+                    count: c.purchases.count.into(),
                     days: c.purchases.days,
-                    gaps: c.purchases.gaps,
+                    gaps: c.purchases.gaps.into(),
                     gap_mean_days: c.purchases.gap_mean_days.into(),
                     gap_m2: c.purchases.gap_m2.into(),
                     total_value: c.purchases.total_value.into(),
                 },
                 engagement: EngagementLevel4 {
-                    count: e.count,
+                    count: e.count.into(),
                     last: e.last,
                     last_score: e.last_score.into(),
                     recent: e.recent.into(),

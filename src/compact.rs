@@ -1,0 +1,97 @@
+//! Serde adapters for state fields kept narrower in memory than changelog records hold them.
+//!
+//! A million customers' states are resident at once, so a field takes the fewest bytes its
+//! values need; a record keeps the wider type it has always held (postcard's varints encode a
+//! value the same whatever the integer's width), so narrowing a field changes no record.
+
+/// A `u16` count written as the `u32` that records hold; a larger stored count saturates.
+pub mod u16_as_u32 {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &u16, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u32(u32::from(*v))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u16, D::Error> {
+        u32::deserialize(d).map(|v| u16::try_from(v).unwrap_or(u16::MAX))
+    }
+}
+
+/// An `f32` written as the `f64` that records hold.
+pub mod f32_as_f64 {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &f32, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_f64(f64::from(*v))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<f32, D::Error> {
+        f64::deserialize(d).map(|v| v as f32)
+    }
+}
+
+/// A `bfloat16` (8 bits of mantissa: 3 significant digits) written as the `f32` that records
+/// hold.
+pub mod bf16_as_f32 {
+    use half::bf16;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &bf16, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_f32(v.to_f32())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<bf16, D::Error> {
+        f32::deserialize(d).map(bf16::from_f32)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use half::bf16;
+    use serde::{Deserialize, Serialize};
+
+    #[derive(Debug, PartialEq, Serialize, Deserialize)]
+    struct Narrow {
+        #[serde(with = "super::u16_as_u32")]
+        n: u16,
+        #[serde(with = "super::f32_as_f64")]
+        x: f32,
+        #[serde(with = "super::bf16_as_f32")]
+        h: bf16,
+    }
+
+    #[derive(Debug, PartialEq, Serialize, Deserialize)]
+    struct Wide {
+        n: u32,
+        x: f64,
+        h: f32,
+    }
+
+    #[test]
+    fn narrow_fields_write_the_wide_records() {
+        let narrow = Narrow {
+            n: 300,
+            x: 1.5,
+            h: bf16::from_f32(72.5),
+        };
+        let wide = Wide {
+            n: 300,
+            x: 1.5,
+            h: 72.5,
+        };
+        let bytes = postcard::to_allocvec(&narrow).unwrap();
+        assert_eq!(bytes, postcard::to_allocvec(&wide).unwrap());
+        assert_eq!(postcard::from_bytes::<Narrow>(&bytes).unwrap(), narrow);
+        // A count beyond the narrow type saturates; a finer value rounds.
+        let big = postcard::to_allocvec(&Wide {
+            n: 70_000,
+            x: 0.1,
+            h: 72.53,
+        })
+        .unwrap();
+        let back: Narrow = postcard::from_bytes(&big).unwrap();
+        assert_eq!(back.n, u16::MAX);
+        assert_eq!(back.x, 0.1f32);
+        assert_eq!(back.h.to_f32(), 72.5);
+    }
+}
