@@ -367,7 +367,9 @@ impl CustomerState {
     pub fn apply(&mut self, ev: &Event<'_>, cfg: &Config) -> Placement {
         self.events = self.events.saturating_add(1);
         self.first_seen = self.first_seen.min(Stamp::of_ms(ev.ts_ms));
-        self.last_seen = self.last_seen.max(StampMs::of_ms(ev.ts_ms));
+        if ev.ts_ms > self.last_seen.ms() {
+            self.last_seen = StampMs::of_ms(ev.ts_ms);
+        }
         let bucket_ms = cfg.windows.bucket_ms;
         if ev.activity.is_customer_activity() {
             self.activity.record(ev.ts_ms);

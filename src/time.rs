@@ -191,24 +191,41 @@ impl std::fmt::Debug for MaybeStamp {
 /// low 48 bits of the milliseconds since the epoch, which hold every valid event time
 /// ([`crate::event::MAX_TS_MS`]) exactly. Times outside 0..2^48 ms are clamped. Serialized as
 /// `i64` milliseconds, so changelog records keep their layout.
-#[derive(
-    Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
-)]
+#[derive(Clone, Copy, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(from = "i64", into = "i64")]
-pub struct StampMs([u16; 3]);
+#[repr(Rust, packed(2))]
+pub struct StampMs {
+    low: u32,
+    high: u16,
+}
 
 impl StampMs {
     const MAX: i64 = (1 << 48) - 1;
 
+    #[inline]
     pub fn of_ms(ms: i64) -> StampMs {
         let v = ms.clamp(0, Self::MAX) as u64;
-        // Most significant part first, so that the derived order is the time order.
-        StampMs([(v >> 32) as u16, (v >> 16) as u16, v as u16])
+        StampMs {
+            low: v as u32,
+            high: (v >> 32) as u16,
+        }
     }
 
+    #[inline]
     pub fn ms(self) -> i64 {
-        let [hi, mid, lo] = self.0.map(i64::from);
-        hi << 32 | mid << 16 | lo
+        i64::from(self.high) << 32 | i64::from(self.low)
+    }
+}
+
+impl PartialOrd for StampMs {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for StampMs {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.ms().cmp(&other.ms())
     }
 }
 
