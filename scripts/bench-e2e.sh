@@ -28,7 +28,8 @@
 # figures are only meaningful while the changelog fits); "tansu" is installed by
 # scripts/install-tansu.sh when missing and keeps everything in memory.
 #
-# Environment: FETCH_WAIT_MS (the consumer's fetch.wait.max.ms, default 1), CONSUMER_PROPS
+# Environment: BENCH_BIN (another churnwatch binary to run, to compare builds; default the one
+# built here), FETCH_WAIT_MS (the consumer's fetch.wait.max.ms, default 1), CONSUMER_PROPS
 # (more [kafka.properties] lines), and any CHURNWATCH_* override of churnwatch's config (for
 # example CHURNWATCH_STATE__CHANGELOG=false to measure without the changelog).
 set -euo pipefail
@@ -59,7 +60,7 @@ done
 
 cd "$(dirname "$0")/.."
 cargo build --release --quiet --bin churnwatch --example mock_broker
-cw="$PWD/target/release/churnwatch"
+cw="${BENCH_BIN:-$PWD/target/release/churnwatch}"
 work="$(mktemp -d)"
 pids=()
 cleanup() {
