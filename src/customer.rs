@@ -110,7 +110,7 @@ impl PurchaseRhythm {
         self.total_value = (f64::from(self.total_value) + amount) as f32;
         if let Some(previous) = self.days.record(ts_ms) {
             let gap = (ts_ms - previous) as f64 / DAY_MS as f64;
-            self.gaps += 1;
+            self.gaps = self.gaps.saturating_add(1);
             let mean = f64::from(self.gap_mean_days);
             let d = gap - mean;
             let mean = mean + d / self.gaps as f64;
@@ -442,6 +442,34 @@ mod tests {
         assert_eq!(r.occasions(), 5);
         assert_eq!(r.gaps, 4);
         assert_eq!(r.last_ms(), Some(40 * DAY_MS + 60_000));
+    }
+
+    #[test]
+    fn narrow_counts_saturate() {
+        let mut r = PurchaseRhythm {
+            count: u16::MAX,
+            gaps: u16::MAX,
+            gap_mean_days: 1.0,
+            ..PurchaseRhythm::default()
+        };
+        r.days.repeat_days = u16::MAX;
+        r.days.first = MaybeStamp::some(0);
+        r.record(DAY_MS, 1.0);
+        r.record(2 * DAY_MS, 1.0);
+        assert_eq!(
+            (r.count, r.gaps, r.days.repeat_days),
+            (u16::MAX, u16::MAX, u16::MAX)
+        );
+        assert!(r.gap_mean_days.is_finite() && r.gap_mean_days > 0.9);
+        let mut e = EngagementLevel {
+            count: u16::MAX - 1,
+            ..EngagementLevel::default()
+        };
+        for d in 0..3 {
+            e.record(d * DAY_MS, 50.0, 3.0, 28.0);
+        }
+        assert_eq!(e.count, u16::MAX);
+        assert!(e.recent.is_finite());
     }
 
     #[test]
