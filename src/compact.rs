@@ -1,8 +1,10 @@
 //! Serde adapters for state fields kept narrower in memory than changelog records hold them.
 //!
 //! A million customers' states are resident at once, so a field takes the fewest bytes its
-//! values need; a record keeps the wider type it has always held (postcard's varints encode a
-//! value the same whatever the integer's width), so narrowing a field changes no record.
+//! values need; a record keeps the wider type it has always held, so the record format does
+//! not change. Postcard's varints encode a value the same whatever the integer's width, so a
+//! narrowed count writes the same bytes; a float kept narrower is written as the value it
+//! keeps (rounded).
 
 /// A `u16` count written as the `u32` that records hold; a larger stored count saturates.
 pub mod u16_as_u32 {

@@ -136,6 +136,66 @@ mod tests {
     use crate::event::{Activity, Event};
     use std::borrow::Cow;
 
+    /// A customer with every part of the state in use, built the same way by every build.
+    fn rich_customer() -> CustomerState {
+        let cfg = Config::default();
+        let t0 = 1_700_000_000_000i64;
+        let mut c = CustomerState::new(&cfg, t0);
+        for i in 0..120i64 {
+            let activity = match i % 6 {
+                // Scores a bfloat16 holds exactly: the state keeps the last one as one.
+                0 => Activity::Engagement {
+                    score: 80.0 - (i % 20) as f64 * 1.5,
+                },
+                1 | 4 => Activity::Usage {
+                    quantity: 1.25 + (i % 7) as f64 * 0.5,
+                },
+                2 => Activity::Purchase {
+                    amount: 19.99 + i as f64,
+                },
+                _ => Activity::Visit,
+            };
+            c.apply(
+                &Event {
+                    customer_id: Cow::Borrowed("golden"),
+                    ts_ms: t0 + i * 9_000_123,
+                    activity,
+                    event_id: None,
+                },
+                &cfg,
+            );
+        }
+        c.alert.episode = 3;
+        c.alert.since = crate::time::Stamp::of_ms(t0 + 5 * 86_400_000);
+        c.alert.recovered = crate::time::MaybeStamp::some(t0 + 9 * 86_400_000);
+        c.alert.ref_visit_rate = 1.75;
+        c.alert.ref_usage_rate = 4.5;
+        c.alert.cooldown_noted = true;
+        c.next_check = crate::time::MaybeStamp::some(t0 + 12 * 86_400_000);
+        c.value_at_risk = 321.5;
+        c
+    }
+
+    /// The record of [`rich_customer`] as the build before the state's fields were narrowed
+    /// (a5e7114) wrote it: narrowing a field must not change a byte of a record.
+    const GOLDEN_FORMAT_6: &[u8] = include_bytes!("../../tests/fixtures/golden-format-6.bin");
+
+    #[test]
+    fn records_are_the_bytes_format_6_always_had() {
+        let c = rich_customer();
+        assert!(c.engagement.count > 3 && c.purchases.gaps > 3 && c.alert.episode == 3);
+        let mut buf = Vec::new();
+        encode_customer(&mut buf, 4242, &c);
+        assert_eq!(buf, GOLDEN_FORMAT_6);
+        match decode(Some(b"golden"), Some(GOLDEN_FORMAT_6)).unwrap() {
+            Record::Customer(_, back) => {
+                assert_eq!(back.applied_offset, 4242);
+                assert_eq!(back.state, c);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
     #[test]
     fn customer_and_partition_records_round_trip() {
         let cfg = Config::default();
