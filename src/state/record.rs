@@ -178,7 +178,7 @@ mod tests {
 
     /// The record of [`rich_customer`] as the build before the state's fields were narrowed
     /// (a5e7114) wrote it: narrowing a field must not change a byte of a record.
-    const GOLDEN_FORMAT_6: &[u8] = include_bytes!("../../tests/fixtures/golden-format-6.bin");
+    const GOLDEN_FORMAT_6: &[u8] = include_bytes!("golden-format-6.bin");
 
     #[test]
     fn records_are_the_bytes_format_6_always_had() {
