@@ -19,6 +19,8 @@
 //!    and after each batch, free heap memory is handed back to the system (`malloc_trim`, with
 //!    glibc), so that the growth is what the state holds, not less where it reused memory
 //!    that the stream's generation had freed (which made the figure depend on the generator);
+//!    and how the tracked customers' rings are kept at the end ([`RingMix`]), the part of the
+//!    state that depends on the customers' mix;
 //! 4. restore: the single-thread partition's customers encoded as their changelog records,
 //!    then decoded and installed into a fresh partition, timed (the broker's part of a real
 //!    restore, fetching the records, is in `scripts/bench-e2e.sh`).
@@ -38,6 +40,7 @@ use crate::partition::PartitionState;
 use crate::sim::{SimConfig, SimEvent, Simulator};
 use crate::state::record::{self, encode_customer, Record};
 use crate::time::DAY_MS;
+use crate::window::RingStorage;
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -98,6 +101,8 @@ pub struct BenchReport {
     /// customers it tracks.
     pub state_bytes_per_customer: f64,
     pub state_rss_growth_bytes: u64,
+    /// What the single-thread partition's customers' rings are at the end.
+    pub rings: RingMix,
     pub peak_rss_bytes: u64,
     /// Mean size of a customer's changelog record (its value).
     pub changelog_record_bytes: f64,
@@ -109,6 +114,42 @@ pub struct BenchReport {
     pub alerts: u64,
     pub generate_secs: f64,
     pub total_secs: f64,
+}
+
+/// How the tracked customers' rings are kept ([`RingStorage`]), and what their allocations
+/// ask for: the part of the state per customer that depends on the customers' mix.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct RingMix {
+    /// Purchase marks only (inline, no allocation, for the default windows).
+    pub marks: usize,
+    /// Visits and marks, one byte a bucket.
+    pub visits: usize,
+    /// Counters in 2 bytes a bucket.
+    pub slim: usize,
+    /// Counters in 3 bytes a bucket.
+    pub counters: usize,
+    /// The bytes the rings' allocations ask for, over the customers tracked (glibc's chunks
+    /// round each up to 8 bytes more, to a multiple of 16).
+    pub heap_bytes_per_customer: f64,
+}
+
+impl RingMix {
+    fn of(p: &PartitionState) -> RingMix {
+        let mut mix = RingMix::default();
+        let mut bytes = 0;
+        for (_, c) in p.customers() {
+            let (storage, b) = c.windows.storage();
+            bytes += b;
+            *match storage {
+                RingStorage::Marks => &mut mix.marks,
+                RingStorage::Visits => &mut mix.visits,
+                RingStorage::Slim => &mut mix.slim,
+                RingStorage::Counters => &mut mix.counters,
+            } += 1;
+        }
+        mix.heap_bytes_per_customer = bytes as f64 / p.len().max(1) as f64;
+        mix
+    }
 }
 
 /// One day's (or slice's) messages, packed: payload bytes back to back.
@@ -294,6 +335,7 @@ pub fn run(cfg: Arc<Config>, opts: &BenchOptions) -> BenchReport {
         scaling_efficiency: speedup / threads as f64,
         state_bytes_per_customer: growth as f64 / tracked.max(1) as f64,
         state_rss_growth_bytes: growth,
+        rings: RingMix::of(&single),
         peak_rss_bytes: peak_rss,
         changelog_record_bytes,
         restore_secs,
@@ -436,6 +478,11 @@ impl BenchReport {
             mib(self.state_rss_growth_bytes),
             self.customers_tracked
         );
+        let r = &self.rings;
+        out += &format!(
+            "rings: {} purchase marks, {} visits, {} slim, {} 3-byte counters; their allocations ask for {:.1} bytes per customer\n",
+            r.marks, r.visits, r.slim, r.counters, r.heap_bytes_per_customer
+        );
         out += &format!("peak resident set: {:.1} MiB\n", mib(self.peak_rss_bytes));
         out += &format!(
             "restore: {} customers' changelog records ({:.0} bytes each) decoded and installed in {:.2} s ({:.0} customers/s)\n",
@@ -481,11 +528,20 @@ mod tests {
             r.restore_secs > 0.0 && r.changelog_record_bytes > 50.0,
             "{r:?}"
         );
+        let m = r.rings;
+        assert_eq!(
+            m.marks + m.visits + m.slim + m.counters,
+            r.customers_tracked,
+            "{m:?}"
+        );
+        assert!(m.marks > 0 && m.visits + m.slim > 0, "{m:?}");
+        assert!((10.0..128.0).contains(&m.heap_bytes_per_customer), "{m:?}");
         let text = r.to_text();
         assert!(
             text.contains("events/s") && text.contains("bytes per customer"),
             "{text}"
         );
+        assert!(text.contains("slim"), "{text}");
         let json = serde_json::to_value(&r).unwrap();
         assert!(json["single_thread"]["ns_per_event"].as_f64().unwrap() > 0.0);
     }

@@ -391,6 +391,20 @@ enum Kind {
     Counters,
 }
 
+/// How a ring is kept, from the smallest: what the customer has shown so far decides it (see
+/// the module doc).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RingStorage {
+    /// Purchase marks only, one bit a bucket (inline up to 64 buckets).
+    Marks,
+    /// Visits and purchase marks, one byte a bucket.
+    Visits,
+    /// Counters in 2 bytes a bucket.
+    Slim,
+    /// Counters in 3 bytes a bucket.
+    Counters,
+}
+
 /// The inline marks, or the ring's allocation (see [`Kind`]).
 union Data {
     marks: u64,
@@ -1181,6 +1195,20 @@ impl Windows {
     /// Number of buckets the ring holds.
     pub fn len(&self) -> usize {
         usize::from(self.len)
+    }
+
+    /// How the ring is kept, and the bytes its heap allocation asks for (0 for inline marks;
+    /// the allocator rounds up and adds its own header): what `churnwatch bench` reports of
+    /// the customers' rings.
+    pub fn storage(&self) -> (RingStorage, usize) {
+        let len = self.len();
+        match self.kind {
+            Kind::Marks => (RingStorage::Marks, 0),
+            Kind::LongMarks => (RingStorage::Marks, len.div_ceil(64) * 8),
+            Kind::Visits => (RingStorage::Visits, len),
+            Kind::Slim => (RingStorage::Slim, (Slim::HEADER + len) * 2),
+            Kind::Counters => (RingStorage::Counters, (Packed::HEADER + len) * 3),
+        }
     }
 
     /// The same history in a ring of `len` buckets (`len` >= 1): the newest buckets that fit
