@@ -6,6 +6,11 @@
 //! narrowed count writes the same bytes; a float kept narrower is written as the value it
 //! keeps (rounded).
 
+/// A count in the `u16` that the state keeps it in: saturating.
+pub fn saturating_u16(v: u32) -> u16 {
+    u16::try_from(v).unwrap_or(u16::MAX)
+}
+
 /// A `u16` count written as the `u32` that records hold; a larger stored count saturates.
 pub mod u16_as_u32 {
     use serde::{Deserialize, Deserializer, Serializer};
@@ -15,7 +20,7 @@ pub mod u16_as_u32 {
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u16, D::Error> {
-        u32::deserialize(d).map(|v| u16::try_from(v).unwrap_or(u16::MAX))
+        u32::deserialize(d).map(super::saturating_u16)
     }
 }
 

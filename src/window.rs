@@ -359,7 +359,7 @@ pub struct Moments {
 /// the ring's allocation (its length is kept here, not beside the pointer), the head as an
 /// `i32` (bucket indices of valid event times are below 2^27: buckets are at least a minute),
 /// the length, the scale and the kind. The allocation is a boxed slice, made and freed as one
-/// (`set_marks`, `set_visits`, `set_cells`, `Drop`): of marks, of visit bytes, or of counters
+/// (`set_marks`, `set_visits`, `set_counters`, `Drop`): of marks, of visit bytes, or of counters
 /// after the customer's [`UsageUnit`] in its first 6 bytes. Everything else reads it through
 /// `store`, `store_mut` and `unit_bytes` (which `usage_unit` and `record_usage` read), the only
 /// places that rebuild a slice or a reference from the pointer.
@@ -453,7 +453,7 @@ impl Windows {
     fn store(&self) -> Store<'_> {
         let len = usize::from(self.len);
         // SAFETY: `kind` says which field of `data` is set; a pointer is to an allocation of
-        // the length given (made by `set_marks`, `set_visits` or `set_cells`) owned by `self`.
+        // the length given (made by `set_marks`, `set_visits` or `set_counters`) owned by `self`.
         unsafe {
             match self.kind {
                 Kind::Marks => Store::Marks(std::slice::from_ref(&self.data.marks)),
@@ -525,7 +525,7 @@ impl Windows {
         let len = usize::from(self.len);
         let kind = std::mem::replace(&mut self.kind, Kind::Marks);
         // SAFETY: the pointer came from `Box::into_raw` of a boxed slice of this length
-        // (`set_marks`, `set_visits`, `set_cells`), and `kind` no longer points to it.
+        // (`set_marks`, `set_visits`, `set_counters`), and `kind` no longer points to it.
         unsafe {
             match kind {
                 Kind::Marks => {}
@@ -583,9 +583,21 @@ impl Windows {
         self.kind = Kind::Visits;
     }
 
-    /// Hold `alloc` (a [`UsageUnit`] in `C::HEADER` cells, then the ring) as counters at
-    /// scale `shift`.
-    fn set_cells<C: Cell>(&mut self, alloc: Box<[C]>, shift: i8) {
+    /// Hold the ring `buckets` as counters at scale `shift`, with usage unit `unit`: one
+    /// allocation, the unit in its first `C::HEADER` cells then the buckets, built at once
+    /// from the iterator (restores make millions of these).
+    fn set_counters<C: Cell>(
+        &mut self,
+        buckets: impl IntoIterator<Item = C>,
+        shift: i8,
+        unit: UsageUnit,
+    ) {
+        let header = unit.to_bytes();
+        let alloc: Box<[C]> = header
+            .chunks(UNIT_BYTES / C::HEADER)
+            .map(C::of_header_bytes)
+            .chain(buckets)
+            .collect();
         let len =
             u16::try_from(alloc.len() - C::HEADER).expect("a ring of at most u16::MAX buckets");
         self.release();
@@ -595,17 +607,6 @@ impl Windows {
         self.data = C::data(ptr);
         self.shift = shift;
         self.kind = C::KIND;
-    }
-
-    /// Hold the ring `buckets` as counters at scale `shift`, with usage unit `unit`.
-    fn set_counters<C: Cell>(&mut self, buckets: &[C], shift: i8, unit: UsageUnit) {
-        let header = unit.to_bytes();
-        let alloc: Box<[C]> = header
-            .chunks(UNIT_BYTES / C::HEADER)
-            .map(C::of_header_bytes)
-            .chain(buckets.iter().copied())
-            .collect();
-        self.set_cells(alloc, shift);
     }
 
     /// Hold the ring `buckets` (at scale `shift`, with usage unit `unit`) as it was before it
@@ -626,23 +627,15 @@ impl Windows {
             .iter()
             .any(|p| u16::from(p.visits()) > SLIM_MAX_VISITS)
         {
-            return self.set_counters(buckets, shift, unit);
+            return self.set_counters(buckets.iter().copied(), shift, unit);
         }
         let exact = buckets.iter().all(|&p| Slim::narrowed(p).is_some());
         match (exact, shift.checked_sub(SLIM_WIDENING)) {
             (true, Some(slim_shift)) => {
-                // The allocation built at once (restores make millions of these).
-                let header = unit.to_bytes();
-                let alloc: Box<[Slim]> = header
-                    .chunks(UNIT_BYTES / Slim::HEADER)
-                    .map(Slim::of_header_bytes)
-                    .chain(
-                        buckets
-                            .iter()
-                            .map(|&p| Slim::narrowed(p).unwrap_or_default()),
-                    )
-                    .collect();
-                self.set_cells(alloc, slim_shift)
+                let slim = buckets
+                    .iter()
+                    .map(|&p| Slim::narrowed(p).unwrap_or_default());
+                self.set_counters(slim, slim_shift, unit)
             }
             _ => {
                 let (mut slim, mut slim_shift) = (vec![Slim::default(); buckets.len()], shift);
@@ -650,7 +643,7 @@ impl Windows {
                 for (s, p) in buckets.iter().enumerate() {
                     write_cell(&mut slim, &mut slim_shift, s, &p.unpack(unit_of_shift));
                 }
-                self.set_counters(&slim, slim_shift, unit);
+                self.set_counters(slim, slim_shift, unit);
             }
         }
     }
@@ -699,11 +692,11 @@ impl Windows {
         let most = buckets.iter().map(|b| b.visits).fold(visits, u16::max);
         let unit = UsageUnit::default();
         if most <= SLIM_MAX_VISITS {
-            let slim: Vec<Slim> = buckets.iter().map(|b| Slim::of_units(b, 0)).collect();
-            self.set_counters(&slim, FIRST_SHIFT, unit);
+            let slim = buckets.iter().map(|b| Slim::of_units(b, 0));
+            self.set_counters(slim, FIRST_SHIFT, unit);
         } else {
-            let packed: Vec<Packed> = buckets.iter().map(|b| Packed::of_units(b, 0)).collect();
-            self.set_counters(&packed, FIRST_SHIFT, unit);
+            let packed = buckets.iter().map(|b| Packed::of_units(b, 0));
+            self.set_counters(packed, FIRST_SHIFT, unit);
         }
     }
 
@@ -718,7 +711,7 @@ impl Windows {
             _ => return,
         };
         let unit = self.usage_unit().unwrap_or_default();
-        self.set_counters(&buckets, shift.saturating_add(SLIM_WIDENING), unit);
+        self.set_counters(buckets, shift.saturating_add(SLIM_WIDENING), unit);
     }
 
     /// Hold the buckets of an old record (each with its count of usage reports) as counters,
@@ -756,8 +749,8 @@ impl Clone for Windows {
         match self.store() {
             Store::Marks(marks) => w.set_marks(marks, self.len),
             Store::Visits(bytes) => w.set_visits(bytes.into()),
-            Store::Slim(buckets, shift) => w.set_counters(buckets, shift, unit),
-            Store::Counters(buckets, shift) => w.set_counters(buckets, shift, unit),
+            Store::Slim(buckets, shift) => w.set_counters(buckets.iter().copied(), shift, unit),
+            Store::Counters(buckets, shift) => w.set_counters(buckets.iter().copied(), shift, unit),
         }
         w
     }
@@ -1204,10 +1197,13 @@ impl Windows {
         let len = self.len();
         match self.kind {
             Kind::Marks => (RingStorage::Marks, 0),
-            Kind::LongMarks => (RingStorage::Marks, len.div_ceil(64) * 8),
+            Kind::LongMarks => (RingStorage::Marks, len.div_ceil(64) * size_of::<u64>()),
             Kind::Visits => (RingStorage::Visits, len),
-            Kind::Slim => (RingStorage::Slim, (Slim::HEADER + len) * 2),
-            Kind::Counters => (RingStorage::Counters, (Packed::HEADER + len) * 3),
+            Kind::Slim => (RingStorage::Slim, (Slim::HEADER + len) * size_of::<Slim>()),
+            Kind::Counters => (
+                RingStorage::Counters,
+                (Packed::HEADER + len) * size_of::<Packed>(),
+            ),
         }
     }
 
@@ -1220,7 +1216,7 @@ impl Windows {
         let mut w = Windows::new(len);
         if let Some(unit) = self.usage_unit() {
             // Counters stay counters, with their usage unit (slim until a bucket needs more).
-            w.set_counters(&vec![Slim::default(); len], FIRST_SHIFT, unit);
+            w.set_counters(std::iter::repeat_n(Slim::default(), len), FIRST_SHIFT, unit);
         }
         if !self.is_empty() {
             w.head = self.head;
@@ -1378,7 +1374,7 @@ mod tests {
     fn counters(len: usize) -> Windows {
         let mut w = Windows::new(len);
         w.set_counters(
-            &vec![Packed::default(); len],
+            std::iter::repeat_n(Packed::default(), len),
             FIRST_SHIFT,
             UsageUnit::default(),
         );

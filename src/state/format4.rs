@@ -12,6 +12,7 @@
 use serde::Deserialize;
 
 use crate::alerting::AlertState;
+use crate::compact::saturating_u16;
 use crate::customer::{ActiveDays, CustomerState, EngagementLevel, PurchaseRhythm, RecentIds};
 use crate::scoring::{Lifecycle, Tier};
 use crate::time::{MaybeStamp, Stamp};
@@ -91,15 +92,15 @@ impl From<StoredCustomer4> for StoredCustomer {
                 activity: c.activity,
                 engaged: c.engaged,
                 purchases: PurchaseRhythm {
-                    count: saturate(c.purchases.count),
+                    count: saturating_u16(c.purchases.count),
                     days: c.purchases.days,
-                    gaps: saturate(c.purchases.gaps),
+                    gaps: saturating_u16(c.purchases.gaps),
                     gap_mean_days: c.purchases.gap_mean_days as f32,
                     gap_m2: c.purchases.gap_m2 as f32,
                     total_value: c.purchases.total_value as f32,
                 },
                 engagement: EngagementLevel {
-                    count: saturate(e.count),
+                    count: saturating_u16(e.count),
                     last: e.last,
                     last_score: half::bf16::from_f64(e.last_score),
                     recent: e.recent as f32,
@@ -118,11 +119,6 @@ impl From<StoredCustomer4> for StoredCustomer {
             },
         }
     }
-}
-
-/// A count in the `u16` that the state keeps it in (saturating).
-fn saturate(v: u32) -> u16 {
-    u16::try_from(v).unwrap_or(u16::MAX)
 }
 
 #[cfg(test)]
