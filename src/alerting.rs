@@ -126,6 +126,20 @@ pub enum Suppressed {
 }
 
 impl AlertState {
+    /// Healthy, never alerted (the default, as a constant).
+    pub const HEALTHY: AlertState = AlertState {
+        phase: Phase::Healthy,
+        alerted_tier: Tier::None,
+        since: Stamp::EPOCH,
+        recovered: MaybeStamp::NONE,
+        episode: 0,
+        cooldown_noted: false,
+        ref_visit_rate: 0.0,
+        ref_usage_rate: 0.0,
+        pending_since: MaybeStamp::NONE,
+        winback_noted: false,
+    };
+
     /// The start of the at-risk episode in progress, if any (call before [`AlertState::decide`],
     /// for [`AlertState::winback`]).
     pub fn at_risk_since(&self) -> Option<i64> {
@@ -316,6 +330,11 @@ mod tests {
                 .map(|t| t.kind)
             })
             .collect()
+    }
+
+    #[test]
+    fn the_healthy_constant_is_the_default() {
+        assert_eq!(AlertState::HEALTHY, AlertState::default());
     }
 
     #[test]

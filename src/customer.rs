@@ -237,14 +237,17 @@ fn fingerprint(id: &str) -> u32 {
     h.max(1)
 }
 
-/// Everything churnwatch keeps about one customer: 152 bytes beside the ring's allocation.
+/// Everything churnwatch keeps about one customer: 128 bytes beside the ring's allocation.
 ///
 /// A million of these are resident at once, so each part takes the fewest bytes its values
 /// need: times in 4 bytes to the second ([`Stamp`]) or 6 to the millisecond ([`StampMs`]),
 /// counts in `u16` (saturating), levels in `f32`, and the nested parts packed to 2-byte
-/// alignment so that no part pads to 4. Changelog records still hold the wider types they
-/// always held ([`crate::compact`]), so none of this changes the record format.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// alignment so that no part pads to 4. What only a customer who has been at risk needs (the
+/// alert state, the value at risk) is kept apart ([`CustomerState::alert`]). Changelog records
+/// still hold the wider types, in the order they always held them ([`crate::compact`]; its
+/// `Serialize` writes the fields in that order), so none of this changes the record format.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(from = "CustomerStateRecord")]
 pub struct CustomerState {
     pub windows: Windows,
     /// First event (to the second).
@@ -261,19 +264,126 @@ pub struct CustomerState {
     pub engaged: bool,
     pub purchases: PurchaseRhythm,
     pub engagement: EngagementLevel,
-    pub alert: AlertState,
     /// Due time of this customer's pending re-score timer, if one is pending (set with
     /// [`CustomerState::arm_check`]).
     pub next_check: MaybeStamp,
-    /// What this customer currently contributes to the gauges ([`CustomerState::gauge`]):
-    /// the fields of a [`GaugeContribution`], kept beside the others rather than nested, so
-    /// that they share their padding with `engaged` (8 bytes less). Records hold them in
-    /// this order, as they held the nested struct.
+    /// The customer's lifecycle stage, as the gauges count it ([`CustomerState::gauge`]).
     pub lifecycle: Lifecycle,
+    pub recent_ids: RecentIds,
+    /// The alert state and the at-risk part of the gauge contribution, for a customer whose
+    /// are not the defaults (healthy, never alerted, no risk awaiting confirmation): `None`
+    /// stands for `AlertPart::NONE`. Few customers ever need it, so it costs the others 8
+    /// bytes rather than 32 ([`CustomerState::alert`], [`CustomerState::set_alert`]).
+    alert_part: Option<Box<AlertPart>>,
+}
+
+/// What a customer who has been at risk carries beyond the others: the alert state machine's
+/// state, and the at-risk part of their contribution to the gauges.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct AlertPart {
+    alert: AlertState,
     /// The tier while at risk.
+    at_risk_tier: Option<crate::scoring::Tier>,
+    /// In `f32` (seven significant digits: a gauge's precision).
+    value_at_risk: f32,
+}
+
+impl AlertPart {
+    /// Healthy, never alerted: every customer's at first, and most customers' always.
+    const NONE: AlertPart = AlertPart {
+        alert: AlertState::HEALTHY,
+        at_risk_tier: None,
+        value_at_risk: 0.0,
+    };
+}
+
+/// A customer's state as changelog records hold it: the fields of [`CustomerState`] in the
+/// order, and of the types, that records have always held (the alert state between the
+/// engagement levels and the re-score timer, the gauge contribution after it).
+#[derive(Serialize)]
+struct CustomerStateRef<'a> {
+    windows: &'a Windows,
+    first_seen: Stamp,
+    last_seen: StampMs,
+    events: u32,
+    activity: &'a ActiveDays,
+    engaged: bool,
+    purchases: &'a PurchaseRhythm,
+    engagement: &'a EngagementLevel,
+    alert: &'a AlertState,
+    next_check: MaybeStamp,
+    lifecycle: Lifecycle,
+    at_risk_tier: Option<crate::scoring::Tier>,
+    value_at_risk: f32,
+    recent_ids: &'a RecentIds,
+}
+
+/// [`CustomerStateRef`], owned: what a record decodes to (and what the format-4 reader
+/// builds), made a [`CustomerState`] by `From`.
+#[derive(Deserialize)]
+pub(crate) struct CustomerStateRecord {
+    pub windows: Windows,
+    pub first_seen: Stamp,
+    pub last_seen: StampMs,
+    pub events: u32,
+    pub activity: ActiveDays,
+    pub engaged: bool,
+    pub purchases: PurchaseRhythm,
+    pub engagement: EngagementLevel,
+    pub alert: AlertState,
+    pub next_check: MaybeStamp,
+    pub lifecycle: Lifecycle,
     pub at_risk_tier: Option<crate::scoring::Tier>,
     pub value_at_risk: f32,
     pub recent_ids: RecentIds,
+}
+
+impl From<CustomerStateRecord> for CustomerState {
+    fn from(r: CustomerStateRecord) -> Self {
+        let mut c = CustomerState {
+            windows: r.windows,
+            first_seen: r.first_seen,
+            last_seen: r.last_seen,
+            events: r.events,
+            activity: r.activity,
+            engaged: r.engaged,
+            purchases: r.purchases,
+            engagement: r.engagement,
+            next_check: r.next_check,
+            lifecycle: r.lifecycle,
+            recent_ids: r.recent_ids,
+            alert_part: None,
+        };
+        c.set_alert_part(AlertPart {
+            alert: r.alert,
+            at_risk_tier: r.at_risk_tier,
+            value_at_risk: r.value_at_risk,
+        });
+        c
+    }
+}
+
+impl Serialize for CustomerState {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let part = self.alert_part();
+        CustomerStateRef {
+            windows: &self.windows,
+            first_seen: self.first_seen,
+            last_seen: self.last_seen,
+            events: self.events,
+            activity: &self.activity,
+            engaged: self.engaged,
+            purchases: &self.purchases,
+            engagement: &self.engagement,
+            alert: &part.alert,
+            next_check: self.next_check,
+            lifecycle: self.lifecycle,
+            at_risk_tier: part.at_risk_tier,
+            value_at_risk: part.value_at_risk,
+            recent_ids: &self.recent_ids,
+        }
+        .serialize(s)
+    }
 }
 
 /// The customer's current contribution to the population gauges, so they can be updated
@@ -296,12 +406,41 @@ impl CustomerState {
         }
     }
 
+    fn alert_part(&self) -> &AlertPart {
+        self.alert_part.as_deref().unwrap_or(&AlertPart::NONE)
+    }
+
+    /// Make `part` the customer's: kept apart unless it is [`AlertPart::NONE`].
+    fn set_alert_part(&mut self, part: AlertPart) {
+        match &mut self.alert_part {
+            Some(_) if part == AlertPart::NONE => self.alert_part = None,
+            Some(b) => **b = part,
+            None if part == AlertPart::NONE => {}
+            None => self.alert_part = Some(Box::new(part)),
+        }
+    }
+
+    /// The alert state machine's state. To change it, change a copy and hand it to
+    /// [`CustomerState::set_alert`].
+    pub fn alert(&self) -> &AlertState {
+        &self.alert_part().alert
+    }
+
+    pub fn set_alert(&mut self, alert: AlertState) {
+        let part = AlertPart {
+            alert,
+            ..*self.alert_part()
+        };
+        self.set_alert_part(part);
+    }
+
     /// What this customer currently contributes to the gauges.
     pub fn gauge(&self) -> GaugeContribution {
+        let part = self.alert_part();
         GaugeContribution {
             lifecycle: self.lifecycle,
-            at_risk_tier: self.at_risk_tier,
-            value_at_risk: self.value_at_risk,
+            at_risk_tier: part.at_risk_tier,
+            value_at_risk: part.value_at_risk,
         }
     }
 
@@ -309,8 +448,12 @@ impl CustomerState {
     pub fn replace_gauge(&mut self, g: GaugeContribution) -> GaugeContribution {
         let old = self.gauge();
         self.lifecycle = g.lifecycle;
-        self.at_risk_tier = g.at_risk_tier;
-        self.value_at_risk = g.value_at_risk;
+        let part = AlertPart {
+            at_risk_tier: g.at_risk_tier,
+            value_at_risk: g.value_at_risk,
+            ..*self.alert_part()
+        };
+        self.set_alert_part(part);
         old
     }
 
@@ -331,12 +474,10 @@ impl CustomerState {
             engaged: false,
             purchases: PurchaseRhythm::default(),
             engagement: EngagementLevel::default(),
-            alert: AlertState::default(),
             next_check: MaybeStamp::NONE,
             lifecycle: Lifecycle::New,
-            at_risk_tier: None,
-            value_at_risk: 0.0,
             recent_ids: RecentIds::default(),
+            alert_part: None,
         }
     }
 
@@ -414,7 +555,7 @@ mod tests {
     fn state_stays_small() {
         // Per customer, beside the ring's allocation; a million customers hold a million of
         // these (BENCHMARKS.md, "state per customer"). Grow it only knowingly.
-        assert_eq!(std::mem::size_of::<CustomerState>(), 152);
+        assert_eq!(std::mem::size_of::<CustomerState>(), 128);
         assert_eq!(std::mem::size_of::<ActiveDays>(), 10);
         assert_eq!(std::mem::size_of::<PurchaseRhythm>(), 26);
         assert_eq!(std::mem::size_of::<EngagementLevel>(), 32);

@@ -833,12 +833,12 @@ impl PartitionState {
             return;
         }
         let as_of = due.max(c.last_seen_ms());
-        let before = (c.alert, c.gauge());
+        let before = (*c.alert(), c.gauge());
         self.evaluate(slot, as_of, Trigger::Timer, None, out);
         let c = &self.customers[slot as usize];
         // Lapsed customers need no re-score until they are seen again; only, with
         // eviction on, the timer that forgets them.
-        let next = if c.alert.phase != Phase::Lapsed {
+        let next = if c.alert().phase != Phase::Lapsed {
             Some(due + interval)
         } else {
             eviction_due(&self.cfg, c)
@@ -850,7 +850,7 @@ impl PartitionState {
         }
         // A timer that changed nothing but its own due time is not worth a changelog
         // record: a restore re-arms it on the same grid.
-        if before != (c.alert, c.gauge()) || c.next_check.is_none() {
+        if before != (*c.alert(), c.gauge()) || c.next_check.is_none() {
             self.mark_dirty(slot);
         }
     }
@@ -866,14 +866,16 @@ impl PartitionState {
         let cfg = &*self.cfg;
         let c = &mut self.customers[slot as usize];
         let a = self.scorer.assess(c, as_of_ms, cfg);
-        let episode_since = c.alert.at_risk_since();
-        let decision = c.alert.decide(&a, c.last_active_ms(), cfg);
-        let lifecycle = lifecycle_of(c, as_of_ms, cfg);
+        // Decided on a copy, handed back once settled: most customers' alert state stays the
+        // default, which takes no memory of its own ([`CustomerState::set_alert`]).
+        let mut alert = *c.alert();
+        let episode_since = alert.at_risk_since();
+        let decision = alert.decide(&a, c.last_active_ms(), cfg);
         let kind = decision.ok().flatten().map(|t| t.kind);
-        if let Some(w) = c
-            .alert
-            .winback(episode_since, kind, as_of_ms, cfg.churn.horizon_ms)
-        {
+        let winback = alert.winback(episode_since, kind, as_of_ms, cfg.churn.horizon_ms);
+        c.set_alert(alert);
+        let lifecycle = lifecycle_of(c, as_of_ms, cfg);
+        if let Some(w) = winback {
             self.hot.winback[w as usize].inc();
         }
         match decision {
@@ -905,7 +907,7 @@ impl PartitionState {
             Ok(None) => {}
             Err(Suppressed::Cooldown) => self.hot.suppressed_cooldown.inc(),
         }
-        let tier = c.alert.current_tier();
+        let tier = c.alert().current_tier();
         let new = GaugeContribution {
             lifecycle,
             at_risk_tier: tier,
@@ -964,8 +966,10 @@ impl PartitionState {
     /// assessment), for the status page.
     pub fn at_risk(&self) -> impl Iterator<Item = (&str, f64)> {
         self.customers()
-            .filter(|(_, c)| c.at_risk_tier.is_some())
-            .map(|(id, c)| (id, f64::from(c.value_at_risk)))
+            .filter_map(|(id, c)| {
+                let g = c.gauge();
+                g.at_risk_tier.map(|_| (id, f64::from(g.value_at_risk)))
+            })
     }
 
     /// A fresh look at one customer, at the partition's stream time (or their latest event,
@@ -1057,7 +1061,7 @@ fn id_hash(id: &str) -> IdHash {
 /// grid, once inactive for `state.evict_lapsed_after_days`.
 fn eviction_due(cfg: &Config, c: &CustomerState) -> Option<i64> {
     let after = cfg.state.evict_lapsed_after_ms;
-    (after > 0 && c.alert.phase == Phase::Lapsed).then(|| {
+    (after > 0 && c.alert().phase == Phase::Lapsed).then(|| {
         next_grid_time(
             c.last_active_ms().saturating_add(after - 1),
             cfg.windows.check_interval_ms,
@@ -1089,8 +1093,8 @@ fn settled_for_activity(
     let assessed_from = due - interval;
     let bucket = || bucket_index(ev.ts_ms, b);
     ev.activity.is_customer_activity()
-        && c.alert.phase == Phase::Healthy
-        && c.alert.pending_since.is_none()
+        && c.alert().phase == Phase::Healthy
+        && c.alert().pending_since.is_none()
         && assessed_from > config_since_ms
         && due == next_grid_time(ev.ts_ms, interval)
         && bucket_index(assessed_from, b) == bucket()
@@ -1099,11 +1103,11 @@ fn settled_for_activity(
 
 /// Lifecycle stage at `as_of_ms`.
 pub fn lifecycle_of(c: &CustomerState, as_of_ms: i64, cfg: &Config) -> Lifecycle {
-    if c.alert.phase == Phase::Lapsed
+    if c.alert().phase == Phase::Lapsed
         || as_of_ms - c.last_active_ms() >= cfg.lifecycle.lapse_after_ms
     {
         Lifecycle::Lapsed
-    } else if c.alert.phase == Phase::AtRisk {
+    } else if c.alert().phase == Phase::AtRisk {
         Lifecycle::Declining
     } else if as_of_ms - c.first_seen.ms() < cfg.lifecycle.new_customer_ms {
         Lifecycle::New
@@ -1544,7 +1548,12 @@ mod tests {
         assert_eq!(scorer.taken(), 1);
         // At risk: every event is assessed (it may bring recovery).
         let slot = p.slot_of("a").unwrap();
-        p.customers[slot as usize].alert.phase = Phase::AtRisk;
+        let c = &mut p.customers[slot as usize];
+        let at_risk = crate::alerting::AlertState {
+            phase: Phase::AtRisk,
+            ..*c.alert()
+        };
+        c.set_alert(at_risk);
         visit(&mut p, T0 + 41 * DAY_MS + 18 * HOUR_MS, &mut out);
         assert_eq!(scorer.taken(), 1);
         assert!(out.iter().all(|a| a.customer_id == "a"));
@@ -2002,7 +2011,7 @@ mod tests {
         run(&mut p, 95, stays, &["a", "b"]);
         checkpoint(&mut p, 0);
         // "b" lapsed (30 days) and is kept until 60 days without activity.
-        assert_eq!(p.customer("b").unwrap().alert.phase, Phase::Lapsed);
+        assert_eq!(p.customer("b").unwrap().alert().phase, Phase::Lapsed);
         assert_eq!(p.len(), 2);
         let out = run(&mut p, 105, stays, &["a"]);
         assert!(out.iter().all(|a| a.customer_id != "b"), "{out:?}");
@@ -2046,7 +2055,7 @@ mod tests {
             &["a", "b"],
         );
         let b = p.customer("b").unwrap();
-        assert_ne!(b.alert.phase, Phase::Lapsed);
+        assert_ne!(b.alert().phase, Phase::Lapsed);
         let due = b.next_check.get().unwrap();
         assert!(due <= T0 + 121 * DAY_MS, "not the eviction timer: {due}");
     }

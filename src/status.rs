@@ -71,7 +71,7 @@ pub struct CustomerView {
 impl CustomerView {
     pub fn new(id: &str, topic: &str, partition: i32, i: &Inspection<'_>) -> Self {
         let (c, a, cfg) = (i.customer, &i.assessment, i.cfg);
-        let alert = &c.alert;
+        let alert = c.alert();
         let in_episode = alert.phase != crate::alerting::Phase::Healthy;
         CustomerView {
             customer_id: id.to_string(),

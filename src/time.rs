@@ -106,6 +106,9 @@ pub struct Stamp(u32);
 pub const MAX_STAMP_MS: i64 = (u32::MAX as i64 - 1) * 1000;
 
 impl Stamp {
+    /// The epoch, the default.
+    pub const EPOCH: Stamp = Stamp(0);
+
     /// `ms` to the second (rounded down; clamped to 1970..[`MAX_STAMP_MS`]).
     pub fn of_ms(ms: i64) -> Stamp {
         Stamp((ms.clamp(0, MAX_STAMP_MS) / 1000) as u32)

@@ -77,7 +77,7 @@ pub fn score<R: BufRead, W: Write>(
     replay
         .state()
         .for_each_assessment(as_of_ms, |id, c, a, lifecycle| {
-            rows.push(ScoreRow::new(id, a, c.alert.current_tier(), lifecycle));
+            rows.push(ScoreRow::new(id, a, c.alert().current_tier(), lifecycle));
         });
     rows.sort_by(|a, b| {
         b.risk_score

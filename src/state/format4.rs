@@ -7,13 +7,15 @@
 //! and the value at risk in `f32`. (Times are read to the second, as format 5's are: both
 //! formats store them as `i64` milliseconds.)
 //! Everything else is laid out as before: postcard is positional, so these mirrors list the
-//! fields of [`CustomerState`] in its order.
+//! fields of [`crate::customer::CustomerState`] in its order.
 
 use serde::Deserialize;
 
 use crate::alerting::AlertState;
 use crate::compact::saturating_u16;
-use crate::customer::{ActiveDays, CustomerState, EngagementLevel, PurchaseRhythm, RecentIds};
+use crate::customer::{
+    ActiveDays, CustomerStateRecord, EngagementLevel, PurchaseRhythm, RecentIds,
+};
 use crate::scoring::{Lifecycle, Tier};
 use crate::time::{MaybeStamp, Stamp};
 use crate::window::Windows;
@@ -84,7 +86,7 @@ impl From<StoredCustomer4> for StoredCustomer {
         let e = c.engagement;
         StoredCustomer {
             applied_offset: r.applied_offset,
-            state: CustomerState {
+            state: CustomerStateRecord {
                 windows: c.windows,
                 first_seen: c.first_seen,
                 last_seen: c.last_seen_ms.into(),
@@ -116,7 +118,8 @@ impl From<StoredCustomer4> for StoredCustomer {
                 at_risk_tier: c.gauge.at_risk_tier,
                 value_at_risk: c.gauge.value_at_risk as f32,
                 recent_ids: c.recent_ids,
-            },
+            }
+            .into(),
         }
     }
 }
@@ -129,6 +132,7 @@ impl From<&StoredCustomer> for StoredCustomer4 {
         let c = r.state.clone();
         let e = c.engagement;
         let last_seen_ms = c.last_seen_ms();
+        let (alert, gauge) = (*c.alert(), c.gauge());
         StoredCustomer4 {
             applied_offset: r.applied_offset,
             state: CustomerState4 {
@@ -157,12 +161,12 @@ impl From<&StoredCustomer> for StoredCustomer4 {
                     drop_cusum: e.drop_cusum.into(),
                     drop_onset: e.drop_onset,
                 },
-                alert: c.alert,
+                alert,
                 next_check: c.next_check,
                 gauge: GaugeContribution4 {
-                    lifecycle: c.lifecycle,
-                    at_risk_tier: c.at_risk_tier,
-                    value_at_risk: c.value_at_risk.into(),
+                    lifecycle: gauge.lifecycle,
+                    at_risk_tier: gauge.at_risk_tier,
+                    value_at_risk: gauge.value_at_risk.into(),
                 },
                 recent_ids: c.recent_ids,
             },

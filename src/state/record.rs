@@ -165,14 +165,19 @@ mod tests {
                 &cfg,
             );
         }
-        c.alert.episode = 3;
-        c.alert.since = crate::time::Stamp::of_ms(t0 + 5 * 86_400_000);
-        c.alert.recovered = crate::time::MaybeStamp::some(t0 + 9 * 86_400_000);
-        c.alert.ref_visit_rate = 1.75;
-        c.alert.ref_usage_rate = 4.5;
-        c.alert.cooldown_noted = true;
+        let mut alert = *c.alert();
+        alert.episode = 3;
+        alert.since = crate::time::Stamp::of_ms(t0 + 5 * 86_400_000);
+        alert.recovered = crate::time::MaybeStamp::some(t0 + 9 * 86_400_000);
+        alert.ref_visit_rate = 1.75;
+        alert.ref_usage_rate = 4.5;
+        alert.cooldown_noted = true;
+        c.set_alert(alert);
         c.next_check = crate::time::MaybeStamp::some(t0 + 12 * 86_400_000);
-        c.value_at_risk = 321.5;
+        c.replace_gauge(crate::customer::GaugeContribution {
+            value_at_risk: 321.5,
+            ..c.gauge()
+        });
         c
     }
 
@@ -183,7 +188,7 @@ mod tests {
     #[test]
     fn records_are_the_bytes_format_6_always_had() {
         let c = rich_customer();
-        assert!(c.engagement.count > 3 && c.purchases.gaps > 3 && c.alert.episode == 3);
+        assert!(c.engagement.count > 3 && c.purchases.gaps > 3 && c.alert().episode == 3);
         let mut buf = Vec::new();
         encode_customer(&mut buf, 4242, &c);
         assert_eq!(buf, GOLDEN_FORMAT_6);
@@ -293,7 +298,10 @@ mod tests {
             };
             c.apply(&ev, &cfg);
         }
-        c.value_at_risk = 123.25;
+        c.replace_gauge(crate::customer::GaugeContribution {
+            value_at_risk: 123.25,
+            ..c.gauge()
+        });
         let stored = StoredCustomer {
             applied_offset: 12,
             state: c,
