@@ -117,19 +117,21 @@ pub struct BenchReport {
 }
 
 /// How the tracked customers' rings are kept ([`RingStorage`]), and what their allocations
-/// ask for: the part of the state per customer that depends on the customers' mix.
+/// take: the part of the state per customer that depends on the customers' mix.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
 pub struct RingMix {
     /// Purchase marks only (inline, no allocation, for the default windows).
     pub marks: usize,
+    /// Visits and marks, half a byte a bucket.
+    pub nibbles: usize,
     /// Visits and marks, one byte a bucket.
     pub visits: usize,
     /// Counters in 2 bytes a bucket.
     pub slim: usize,
     /// Counters in 3 bytes a bucket.
     pub counters: usize,
-    /// The bytes the rings' allocations ask for, over the customers tracked (glibc's chunks
-    /// round each up to 8 bytes more, to a multiple of 16).
+    /// The bytes the rings' allocations take (their slots in [`crate::ring_pool`]), over the
+    /// customers tracked.
     pub heap_bytes_per_customer: f64,
 }
 
@@ -142,6 +144,7 @@ impl RingMix {
             bytes += b;
             *match storage {
                 RingStorage::Marks => &mut mix.marks,
+                RingStorage::Nibbles => &mut mix.nibbles,
                 RingStorage::Visits => &mut mix.visits,
                 RingStorage::Slim => &mut mix.slim,
                 RingStorage::Counters => &mut mix.counters,
@@ -480,8 +483,8 @@ impl BenchReport {
         );
         let r = &self.rings;
         out += &format!(
-            "rings: {} purchase marks, {} visits, {} slim, {} 3-byte counters; their allocations ask for {:.1} bytes per customer\n",
-            r.marks, r.visits, r.slim, r.counters, r.heap_bytes_per_customer
+            "rings: {} purchase marks, {} visits in nibbles, {} in bytes, {} slim, {} 3-byte counters; their allocations take {:.1} bytes per customer\n",
+            r.marks, r.nibbles, r.visits, r.slim, r.counters, r.heap_bytes_per_customer
         );
         out += &format!("peak resident set: {:.1} MiB\n", mib(self.peak_rss_bytes));
         out += &format!(
@@ -530,11 +533,11 @@ mod tests {
         );
         let m = r.rings;
         assert_eq!(
-            m.marks + m.visits + m.slim + m.counters,
+            m.marks + m.nibbles + m.visits + m.slim + m.counters,
             r.customers_tracked,
             "{m:?}"
         );
-        assert!(m.marks > 0 && m.visits + m.slim > 0, "{m:?}");
+        assert!(m.marks > 0 && m.nibbles + m.visits + m.slim > 0, "{m:?}");
         assert!((10.0..128.0).contains(&m.heap_bytes_per_customer), "{m:?}");
         let text = r.to_text();
         assert!(

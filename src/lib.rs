@@ -16,7 +16,7 @@
 //!   (`event/scan.rs`: the fast path for flat objects, `serde_json` for the rest).
 //! - [`time`]: event-time helpers (RFC 3339, milliseconds, buckets).
 //! - [`window`]: the fixed-size ring of event-time buckets behind each customer's recent and
-//!   baseline windows.
+//!   baseline windows; [`ring_pool`]: the fixed-size slots the rings are allocated in.
 //! - [`bits`]: one-bit-per-slot sets (changed customers, purchase marks).
 //! - [`customer`]: one customer's compact state (windows, purchase rhythm, engagement);
 //!   [`compact`]: the serde adapters that keep its narrow fields in records' wider types.
@@ -82,6 +82,7 @@ pub mod pipeline;
 pub mod prefetch;
 pub mod processor;
 pub mod reload;
+pub mod ring_pool;
 pub mod scoring;
 pub mod shutdown;
 pub mod sim;

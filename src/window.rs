@@ -19,8 +19,9 @@
 //! kept in the first 6 bytes of the ring's allocation, before the buckets.
 //!
 //! Rings hold only what the customer has shown: purchase marks (one bit a bucket, inline) for
-//! a purchase-only customer, visits and marks (one byte a bucket) for one who visits but has
-//! reported no usage, the counters above once usage is reported ([`Windows`]).
+//! a purchase-only customer, visits and marks (half a byte a bucket while no bucket has more
+//! than 7 visits, then a byte) for one who visits but has reported no usage, the counters above
+//! once usage is reported ([`Windows`]).
 
 use std::ptr::NonNull;
 
@@ -28,6 +29,7 @@ use serde::{Deserialize, Serialize};
 use smallvec::SmallVec;
 
 use crate::bits;
+use crate::ring_pool;
 use crate::time::bucket_index;
 
 /// Counts for one bucket of event time, as readers see it (the ring keeps it packed).
@@ -348,18 +350,20 @@ pub struct Moments {
 /// rhythm): their ring is one bit per bucket, whether it saw a purchase, held inline (no
 /// allocation) up to 64 buckets, which the default windows (36) are. Most of a retailer's
 /// customers are such. A customer who visits but has reported no usage (a shop's visitor) needs
-/// no quantities: their ring is one byte a bucket, the visits and the purchase mark. The first
+/// no quantities: their ring is the visits and the purchase mark of each bucket, in half a byte
+/// while every bucket holds at most 7 visits (most shoppers' days), else in a byte. The first
 /// usage report, or a bucket of more than 127 visits, turns it into one of counters: slim
 /// (2 bytes a bucket) while every bucket holds at most 15 visits, else 3 bytes a bucket. For
-/// the default windows the heap chunks are 48, 96 and 128 bytes. Records do not show the
+/// the default windows the allocations are 24, 40, 80 and 120 bytes. Records do not show the
 /// difference: every ring of counts is written as 3-byte counters, and read back as the most
 /// compact kind that holds it.
 ///
 /// Every customer has one, so it is kept in 16 bytes: the inline marks or a *thin* pointer to
 /// the ring's allocation (its length is kept here, not beside the pointer), the head as an
 /// `i32` (bucket indices of valid event times are below 2^27: buckets are at least a minute),
-/// the length, the scale and the kind. The allocation is a boxed slice, made and freed as one
-/// (`set_marks`, `set_visits`, `set_counters`, `Drop`): of marks, of visit bytes, or of counters
+/// the length, the scale and the kind. The allocation is a slot of the rings' pool
+/// ([`ring_pool`]), made and freed as one (`set_marks`, `set_visits`, `set_counters`,
+/// `Drop`): of marks, of visit bytes, or of counters
 /// after the customer's [`UsageUnit`] in its first 6 bytes. Everything else reads it through
 /// `store`, `store_mut` and `unit_bytes` (which `usage_unit` and `record_usage` read), the only
 /// places that rebuild a slice or a reference from the pointer.
@@ -380,6 +384,10 @@ enum Kind {
     Marks,
     /// Purchases only, a longer ring: `words` points to `len.div_ceil(64)` words of marks.
     LongMarks,
+    /// Visits and purchases, no usage yet, at most [`MAX_VISIT_NIBBLE`] visits a bucket:
+    /// `visits` points to `len.div_ceil(2)` bytes, two buckets each (slot `s` in the low half
+    /// of byte `s / 2` when `s` is even), each the visits with the purchase mark in its top bit.
+    Nibbles,
     /// Visits and purchases, no usage yet: `visits` points to `len` bytes, each a bucket's
     /// visits (at most [`MAX_VISIT_BYTE`]) with its purchase mark in the top bit.
     Visits,
@@ -397,6 +405,8 @@ enum Kind {
 pub enum RingStorage {
     /// Purchase marks only, one bit a bucket (inline up to 64 buckets).
     Marks,
+    /// Visits and purchase marks, half a byte a bucket (at most 7 visits).
+    Nibbles,
     /// Visits and purchase marks, one byte a bucket.
     Visits,
     /// Counters in 2 bytes a bucket.
@@ -419,9 +429,115 @@ union Data {
 const MAX_VISIT_BYTE: u16 = 0x7f;
 /// The purchase mark of a bucket of a ring of [`Kind::Visits`].
 const VISIT_BYTE_PURCHASED: u8 = 0x80;
+/// The most visits a bucket of a ring of [`Kind::Nibbles`] holds; a bucket with more turns the
+/// ring into one of bytes.
+const MAX_VISIT_NIBBLE: u8 = 0x7;
+/// The purchase mark of a bucket of a ring of [`Kind::Nibbles`].
+const VISIT_NIBBLE_PURCHASED: u8 = 0x8;
+
+/// The buckets of a ring of visits, read in the form of [`Kind::Visits`] (a byte: the visits,
+/// the purchase mark in the top bit) whether the ring keeps a byte a bucket or a nibble.
+#[derive(Clone, Copy)]
+struct VisitCells<'a> {
+    bytes: &'a [u8],
+    len: usize,
+    nibbles: bool,
+}
+
+/// A bucket's nibble, as the visit byte it stands for.
+fn nibble_as_byte(n: u8) -> u8 {
+    (n & MAX_VISIT_NIBBLE) | if n & VISIT_NIBBLE_PURCHASED != 0 { VISIT_BYTE_PURCHASED } else { 0 }
+}
+
+/// A visit byte as a nibble, when its visits fit one.
+fn byte_as_nibble(v: u8) -> Option<u8> {
+    let visits = v & !VISIT_BYTE_PURCHASED;
+    let mark = if v & VISIT_BYTE_PURCHASED != 0 { VISIT_NIBBLE_PURCHASED } else { 0 };
+    (visits <= MAX_VISIT_NIBBLE).then_some(visits | mark)
+}
+
+impl VisitCells<'_> {
+    #[inline]
+    fn get(&self, s: usize) -> u8 {
+        if self.nibbles {
+            nibble_as_byte(self.bytes[s / 2] >> ((s & 1) * 4))
+        } else {
+            self.bytes[s]
+        }
+    }
+
+    fn iter(&self) -> impl Iterator<Item = u8> + '_ {
+        (0..self.len).map(|s| self.get(s))
+    }
+}
+
+/// [`VisitCells`], to change them.
+struct VisitCellsMut<'a> {
+    bytes: &'a mut [u8],
+    nibbles: bool,
+}
+
+impl VisitCellsMut<'_> {
+    /// Write the visit byte `v` to slot `s`; false (and nothing written) when the ring keeps
+    /// nibbles and `v`'s visits do not fit one.
+    #[inline]
+    fn set(&mut self, s: usize, v: u8) -> bool {
+        if !self.nibbles {
+            self.bytes[s] = v;
+            return true;
+        }
+        let Some(n) = byte_as_nibble(v) else {
+            return false;
+        };
+        let shift = (s & 1) * 4;
+        let b = &mut self.bytes[s / 2];
+        *b = (*b & !(0xf << shift)) | (n << shift);
+        true
+    }
+}
+
+/// Visit bytes as a ring keeps them: nibbles when every one fits (`true`), else as they are.
+fn visit_cells_of(bytes: &[u8]) -> (SmallVec<[u8; RING_ON_STACK]>, bool) {
+    if bytes.iter().all(|&v| byte_as_nibble(v).is_some()) {
+        let mut packed: SmallVec<[u8; RING_ON_STACK]> = SmallVec::from_elem(0, bytes.len().div_ceil(2));
+        let mut cells = VisitCellsMut {
+            bytes: &mut packed,
+            nibbles: true,
+        };
+        for (s, &v) in bytes.iter().enumerate() {
+            cells.set(s, v);
+        }
+        (packed, true)
+    } else {
+        (bytes.into(), false)
+    }
+}
 
 /// `head` of a ring that has seen nothing.
 const EMPTY: i32 = i32::MIN;
+
+/// Cells of a ring built on the stack before it is copied to its allocation (more go to the
+/// heap first): the default windows' rings have 37 buckets.
+const RING_ON_STACK: usize = 128;
+
+/// A copy of `cells` in an allocation of the rings' pool ([`ring_pool`]), freed by [`unpool`].
+fn pooled<T: Copy>(cells: &[T]) -> NonNull<T> {
+    const { assert!(align_of::<T>() <= ring_pool::GRAIN) };
+    let p = ring_pool::alloc(size_of_val(cells)).cast::<T>();
+    // SAFETY: a fresh allocation of `cells`' size, aligned for `T` (above).
+    unsafe { std::ptr::copy_nonoverlapping(cells.as_ptr(), p.as_ptr(), cells.len()) };
+    p
+}
+
+/// Give back an allocation of `len` cells made by [`pooled`].
+///
+/// # Safety
+///
+/// `p` must come from [`pooled`] with `len` cells, and must not be used afterwards.
+unsafe fn unpool<T>(p: NonNull<T>, len: usize) {
+    // SAFETY: the caller's promise; `pooled` allocated `len` cells' bytes.
+    unsafe { ring_pool::free(p.cast(), len * size_of::<T>()) }
+}
 
 // SAFETY: `Windows` owns its allocation as a `Box` would (no sharing, no interior
 // mutability), so it may move to and be read from other threads like one.
@@ -432,8 +548,8 @@ unsafe impl Sync for Windows {}
 enum Store<'a> {
     /// Purchase marks, one bit a bucket.
     Marks(&'a [u64]),
-    /// Visits and purchase marks, one byte a bucket.
-    Visits(&'a [u8]),
+    /// Visits and purchase marks, a byte or half of one a bucket.
+    Visits(VisitCells<'a>),
     /// Counters and their scale.
     Slim(&'a [Slim], i8),
     Counters(&'a [Packed], i8),
@@ -442,7 +558,7 @@ enum Store<'a> {
 /// A ring's contents, borrowed to change them.
 enum StoreMut<'a> {
     Marks(&'a mut [u64]),
-    Visits(&'a mut [u8]),
+    Visits(VisitCellsMut<'a>),
     Slim(&'a mut [Slim], &'a mut i8),
     Counters(&'a mut [Packed], &'a mut i8),
 }
@@ -461,8 +577,14 @@ impl Windows {
                     self.data.words.as_ptr(),
                     len.div_ceil(64),
                 )),
-                Kind::Visits => {
-                    Store::Visits(std::slice::from_raw_parts(self.data.visits.as_ptr(), len))
+                Kind::Nibbles | Kind::Visits => {
+                    let nibbles = self.kind == Kind::Nibbles;
+                    let n = if nibbles { len.div_ceil(2) } else { len };
+                    Store::Visits(VisitCells {
+                        bytes: std::slice::from_raw_parts(self.data.visits.as_ptr(), n),
+                        len,
+                        nibbles,
+                    })
                 }
                 Kind::Slim => Store::Slim(
                     std::slice::from_raw_parts(self.data.slim.as_ptr().add(Slim::HEADER), len),
@@ -488,10 +610,14 @@ impl Windows {
                     self.data.words.as_ptr(),
                     len.div_ceil(64),
                 )),
-                Kind::Visits => StoreMut::Visits(std::slice::from_raw_parts_mut(
-                    self.data.visits.as_ptr(),
-                    len,
-                )),
+                Kind::Nibbles | Kind::Visits => {
+                    let nibbles = self.kind == Kind::Nibbles;
+                    let n = if nibbles { len.div_ceil(2) } else { len };
+                    StoreMut::Visits(VisitCellsMut {
+                        bytes: std::slice::from_raw_parts_mut(self.data.visits.as_ptr(), n),
+                        nibbles,
+                    })
+                }
                 Kind::Slim => StoreMut::Slim(
                     std::slice::from_raw_parts_mut(self.data.slim.as_ptr().add(Slim::HEADER), len),
                     &mut self.shift,
@@ -515,7 +641,7 @@ impl Windows {
             match self.kind {
                 Kind::Slim => Some(self.data.slim.as_ptr().cast()),
                 Kind::Counters => Some(self.data.buckets.as_ptr().cast()),
-                Kind::Marks | Kind::LongMarks | Kind::Visits => None,
+                Kind::Marks | Kind::LongMarks | Kind::Nibbles | Kind::Visits => None,
             }
         }
     }
@@ -524,27 +650,16 @@ impl Windows {
     fn release(&mut self) {
         let len = usize::from(self.len);
         let kind = std::mem::replace(&mut self.kind, Kind::Marks);
-        // SAFETY: the pointer came from `Box::into_raw` of a boxed slice of this length
-        // (`set_marks`, `set_visits`, `set_counters`), and `kind` no longer points to it.
+        // SAFETY: the pointer came from `pooled` with this many cells (`set_marks`,
+        // `set_visits`, `set_counters`), and `kind` no longer points to it.
         unsafe {
             match kind {
                 Kind::Marks => {}
-                Kind::LongMarks => drop(Box::from_raw(std::ptr::slice_from_raw_parts_mut(
-                    self.data.words.as_ptr(),
-                    len.div_ceil(64),
-                ))),
-                Kind::Visits => drop(Box::from_raw(std::ptr::slice_from_raw_parts_mut(
-                    self.data.visits.as_ptr(),
-                    len,
-                ))),
-                Kind::Slim => drop(Box::from_raw(std::ptr::slice_from_raw_parts_mut(
-                    self.data.slim.as_ptr(),
-                    Slim::HEADER + len,
-                ))),
-                Kind::Counters => drop(Box::from_raw(std::ptr::slice_from_raw_parts_mut(
-                    self.data.buckets.as_ptr(),
-                    Packed::HEADER + len,
-                ))),
+                Kind::LongMarks => unpool(self.data.words, len.div_ceil(64)),
+                Kind::Nibbles => unpool(self.data.visits, len.div_ceil(2)),
+                Kind::Visits => unpool(self.data.visits, len),
+                Kind::Slim => unpool(self.data.slim, Slim::HEADER + len),
+                Kind::Counters => unpool(self.data.buckets, Packed::HEADER + len),
             }
         }
         self.data = Data { marks: 0 };
@@ -560,27 +675,29 @@ impl Windows {
                 marks: words.first().copied().unwrap_or(0),
             };
         } else {
-            let words: Box<[u64]> = words[..usize::from(len).div_ceil(64)].into();
-            let ptr = Box::into_raw(words) as *mut u64;
-            // SAFETY: `Box::into_raw` never returns null.
             self.data = Data {
-                words: unsafe { NonNull::new_unchecked(ptr) },
+                words: pooled(&words[..usize::from(len).div_ceil(64)]),
             };
             self.kind = Kind::LongMarks;
         }
     }
 
-    /// Hold `bytes` (one a bucket: see [`Kind::Visits`]) as the ring.
-    fn set_visits(&mut self, bytes: Box<[u8]>) {
-        let len = u16::try_from(bytes.len()).expect("a ring of at most u16::MAX buckets");
+    /// Hold `bytes` (a visit byte a bucket: see [`Kind::Visits`]) as the ring: in nibbles
+    /// when every bucket fits one.
+    fn set_visits(&mut self, bytes: &[u8]) {
+        let (cells, nibbles) = visit_cells_of(bytes);
+        self.set_visit_cells(&cells, bytes.len(), nibbles);
+    }
+
+    /// Hold `cells` as a ring of visits of `len` buckets, in nibbles or bytes as `nibbles` says.
+    fn set_visit_cells(&mut self, cells: &[u8], len: usize, nibbles: bool) {
+        let len = u16::try_from(len).expect("a ring of at most u16::MAX buckets");
         self.release();
         self.len = len;
-        let ptr = Box::into_raw(bytes) as *mut u8;
-        // SAFETY: `Box::into_raw` never returns null.
         self.data = Data {
-            visits: unsafe { NonNull::new_unchecked(ptr) },
+            visits: pooled(cells),
         };
-        self.kind = Kind::Visits;
+        self.kind = if nibbles { Kind::Nibbles } else { Kind::Visits };
     }
 
     /// Hold the ring `buckets` as counters at scale `shift`, with usage unit `unit`: one
@@ -593,25 +710,24 @@ impl Windows {
         unit: UsageUnit,
     ) {
         let header = unit.to_bytes();
-        let alloc: Box<[C]> = header
+        let cells: SmallVec<[C; RING_ON_STACK]> = header
             .chunks(UNIT_BYTES / C::HEADER)
             .map(C::of_header_bytes)
             .chain(buckets)
             .collect();
         let len =
-            u16::try_from(alloc.len() - C::HEADER).expect("a ring of at most u16::MAX buckets");
+            u16::try_from(cells.len() - C::HEADER).expect("a ring of at most u16::MAX buckets");
         self.release();
         self.len = len;
-        // SAFETY: `Box::into_raw` never returns null.
-        let ptr = unsafe { NonNull::new_unchecked(Box::into_raw(alloc) as *mut C) };
-        self.data = C::data(ptr);
+        self.data = C::data(pooled(&cells));
         self.shift = shift;
         self.kind = C::KIND;
     }
 
     /// Hold the ring `buckets` (at scale `shift`, with usage unit `unit`) as it was before it
     /// was written: as visits when that is all they hold (no usage reported, no quantity, at
-    /// most [`MAX_VISIT_BYTE`] visits a bucket, the first scale); else slim when every bucket's
+    /// most [`MAX_VISIT_BYTE`] visits a bucket, the first scale; in nibbles when every bucket
+    /// fits one); else slim when every bucket's
     /// visits fit one, exactly if the quantities are those of slim buckets, else rounded to
     /// the 11 bits a slim ring keeps of its largest bucket; else as they are.
     fn set_restored(&mut self, buckets: &[Packed], shift: i8, unit: UsageUnit) {
@@ -621,7 +737,7 @@ impl Windows {
             && buckets.iter().all(|p| visit_byte(p).is_some())
         {
             let bytes = buckets.iter().map(|p| visit_byte(p).unwrap_or_default());
-            return self.set_visits(bytes.collect());
+            return self.set_visits(&bytes.collect::<SmallVec<[u8; RING_ON_STACK]>>());
         }
         if buckets
             .iter()
@@ -659,7 +775,7 @@ impl Windows {
     /// none: the report counted nothing). A ring of visits becomes one of counters, which
     /// keeps the unit.
     pub fn record_usage(&mut self, qty: f64) {
-        if self.kind == Kind::Visits {
+        if matches!(self.kind, Kind::Nibbles | Kind::Visits) {
             self.become_counters(0);
         }
         if let Some(bytes) = self.unit_bytes() {
@@ -748,7 +864,7 @@ impl Clone for Windows {
         let unit = self.usage_unit().unwrap_or_default();
         match self.store() {
             Store::Marks(marks) => w.set_marks(marks, self.len),
-            Store::Visits(bytes) => w.set_visits(bytes.into()),
+            Store::Visits(c) => w.set_visit_cells(c.bytes, c.len, c.nibbles),
             Store::Slim(buckets, shift) => w.set_counters(buckets.iter().copied(), shift, unit),
             Store::Counters(buckets, shift) => w.set_counters(buckets.iter().copied(), shift, unit),
         }
@@ -762,7 +878,7 @@ impl PartialEq for Windows {
             && self.len == other.len
             && match (self.store(), other.store()) {
                 (Store::Marks(a), Store::Marks(b)) => a == b,
-                (Store::Visits(a), Store::Visits(b)) => a == b,
+                (Store::Visits(a), Store::Visits(b)) => a.iter().eq(b.iter()),
                 (Store::Slim(a, sa), Store::Slim(b, sb)) => {
                     sa == sb && a == b && self.usage_unit() == other.usage_unit()
                 }
@@ -780,7 +896,9 @@ impl std::fmt::Debug for Windows {
         d.field("head", &self.head).field("len", &self.len);
         match self.store() {
             Store::Marks(marks) => d.field("marks", &marks),
-            Store::Visits(bytes) => d.field("visits", &bytes),
+            Store::Visits(c) => d
+                .field("visits", &c.iter().collect::<Vec<_>>())
+                .field("nibbles", &c.nibbles),
             Store::Slim(buckets, shift) => d
                 .field("slim", &buckets)
                 .field("shift", &shift)
@@ -834,7 +952,7 @@ impl Serialize for StoreRef<'_> {
             Store::Marks(marks) => {
                 return s.serialize_newtype_variant("Store", 0, "Purchases", marks)
             }
-            Store::Visits(bytes) => (PackedSeq::Visits(bytes), FIRST_SHIFT),
+            Store::Visits(c) => (PackedSeq::Visits(c), FIRST_SHIFT),
             Store::Slim(buckets, shift) => (
                 PackedSeq::Slim(buckets),
                 shift.saturating_add(SLIM_WIDENING),
@@ -851,7 +969,7 @@ impl Serialize for StoreRef<'_> {
 
 /// A ring's buckets as records hold them: packed.
 enum PackedSeq<'a> {
-    Visits(&'a [u8]),
+    Visits(VisitCells<'a>),
     Slim(&'a [Slim]),
     Packed(&'a [Packed]),
 }
@@ -861,9 +979,9 @@ impl Serialize for PackedSeq<'_> {
         match self {
             PackedSeq::Packed(buckets) => buckets.serialize(s),
             PackedSeq::Slim(buckets) => s.collect_seq(buckets.iter().map(|b| b.widened())),
-            PackedSeq::Visits(bytes) => {
-                let packed = |&v| Packed::of_units(&Bucket::of_visit_byte(v), 0);
-                s.collect_seq(bytes.iter().map(packed))
+            PackedSeq::Visits(c) => {
+                let packed = |v| Packed::of_units(&Bucket::of_visit_byte(v), 0);
+                s.collect_seq(c.iter().map(packed))
             }
         }
     }
@@ -1035,7 +1153,7 @@ impl Windows {
             _ => match self.store() {
                 Store::Counters(buckets, _) => crate::prefetch::read_slice(buckets),
                 Store::Slim(buckets, _) => crate::prefetch::read_slice(buckets),
-                Store::Visits(bytes) => crate::prefetch::read_slice(bytes),
+                Store::Visits(c) => crate::prefetch::read_slice(c.bytes),
                 Store::Marks(marks) => crate::prefetch::read_slice(marks),
             },
         }
@@ -1060,7 +1178,7 @@ impl Windows {
         match self.store() {
             Store::Counters(buckets, shift) => buckets[s].unpack(unit_of(shift)),
             Store::Slim(buckets, shift) => buckets[s].unpack(unit_of(shift)),
-            Store::Visits(bytes) => Bucket::of_visit_byte(bytes[s]),
+            Store::Visits(c) => Bucket::of_visit_byte(c.get(s)),
             Store::Marks(marks) => Bucket::marked(bits::get(marks, s)),
         }
     }
@@ -1069,7 +1187,9 @@ impl Windows {
         match self.store_mut() {
             StoreMut::Counters(buckets, _) => buckets[s] = Packed::default(),
             StoreMut::Slim(buckets, _) => buckets[s] = Slim::default(),
-            StoreMut::Visits(bytes) => bytes[s] = 0,
+            StoreMut::Visits(mut c) => {
+                c.set(s, 0);
+            }
             StoreMut::Marks(marks) => bits::put(marks, s, false),
         }
     }
@@ -1078,7 +1198,7 @@ impl Windows {
         match self.store_mut() {
             StoreMut::Counters(buckets, _) => buckets.fill(Packed::default()),
             StoreMut::Slim(buckets, _) => buckets.fill(Slim::default()),
-            StoreMut::Visits(bytes) => bytes.fill(0),
+            StoreMut::Visits(c) => c.bytes.fill(0),
             StoreMut::Marks(marks) => marks.fill(0),
         }
     }
@@ -1096,8 +1216,14 @@ impl Windows {
                 return write_cell(buckets, shift, s, &b)
             }
             StoreMut::Slim(..) => self.widen(),
-            StoreMut::Visits(bytes) => match b.visit_byte() {
-                Some(v) => return bytes[s] = v,
+            StoreMut::Visits(mut c) => match b.visit_byte() {
+                Some(v) if c.set(s, v) => return,
+                Some(v) => {
+                    // More visits than a nibble holds: a byte a bucket from now on.
+                    let mut bytes: SmallVec<[u8; RING_ON_STACK]> = (0..len).map(|i| self.read(i).visit_byte().unwrap_or_default()).collect();
+                    bytes[s] = v;
+                    return self.set_visit_cells(&bytes, len, false);
+                }
                 None => self.become_counters(b.visits),
             },
             StoreMut::Marks(marks) => match (b.only_marked(), b.visit_byte()) {
@@ -1107,9 +1233,9 @@ impl Windows {
                         true => VISIT_BYTE_PURCHASED,
                         false => 0,
                     };
-                    let mut bytes: Box<[u8]> = (0..len).map(mark).collect();
+                    let mut bytes: SmallVec<[u8; RING_ON_STACK]> = (0..len).map(mark).collect();
                     bytes[s] = v;
-                    return self.set_visits(bytes);
+                    return self.set_visits(&bytes);
                 }
                 (None, None) => self.become_counters(b.visits),
             },
@@ -1190,14 +1316,21 @@ impl Windows {
         usize::from(self.len)
     }
 
-    /// How the ring is kept, and the bytes its heap allocation asks for (0 for inline marks;
-    /// the allocator rounds up and adds its own header): what `churnwatch bench` reports of
-    /// the customers' rings.
+    /// How the ring is kept, and the bytes its allocation takes (its slot in the rings' pool,
+    /// [`ring_pool::slot_bytes`]; 0 for inline marks): what `churnwatch bench` reports of the
+    /// customers' rings.
     pub fn storage(&self) -> (RingStorage, usize) {
+        let (storage, bytes) = self.cell_bytes();
+        (storage, ring_pool::slot_bytes(bytes))
+    }
+
+    /// How the ring is kept, and the bytes of its cells.
+    fn cell_bytes(&self) -> (RingStorage, usize) {
         let len = self.len();
         match self.kind {
             Kind::Marks => (RingStorage::Marks, 0),
             Kind::LongMarks => (RingStorage::Marks, len.div_ceil(64) * size_of::<u64>()),
+            Kind::Nibbles => (RingStorage::Nibbles, len.div_ceil(2)),
             Kind::Visits => (RingStorage::Visits, len),
             Kind::Slim => (RingStorage::Slim, (Slim::HEADER + len) * size_of::<Slim>()),
             Kind::Counters => (
@@ -1262,7 +1395,15 @@ impl Windows {
                 let unit = unit_of(shift);
                 fill_runs(run, buckets, s, first, |p| p.unpack(unit));
             }
-            Store::Visits(bytes) => fill_runs(run, bytes, s, first, |&v| Bucket::of_visit_byte(v)),
+            Store::Visits(c) if !c.nibbles => {
+                fill_runs(run, c.bytes, s, first, |&v| Bucket::of_visit_byte(v))
+            }
+            Store::Visits(c) => {
+                let slots = (s..s + first).chain(0..k - first);
+                for (to, i) in run.iter_mut().zip(slots) {
+                    *to = Bucket::of_visit_byte(c.get(i));
+                }
+            }
             Store::Marks(marks) => {
                 let slots = (s..s + first).chain(0..k - first);
                 for (to, i) in run.iter_mut().zip(slots) {
@@ -1421,6 +1562,56 @@ mod tests {
     }
 
     #[test]
+    fn a_ring_of_few_visits_keeps_half_a_byte_a_bucket() {
+        for len in [7usize, 36, 37, 130] {
+            let (mut v, mut c) = (Windows::new(len), counters(len));
+            for t in 0..(2 * len as i64) {
+                let f = |b: &mut Bucket| {
+                    (0..t % 8).for_each(|_| b.add_visit());
+                    if t % 3 == 0 {
+                        b.add_purchase();
+                    }
+                };
+                assert_eq!(v.add(t * B, B, f), c.add(t * B, B, f), "{len} {t}");
+                assert_same_reads(&v, &c);
+            }
+            assert_eq!(v.kind, Kind::Nibbles, "{len}");
+            assert_eq!(v.storage(), (RingStorage::Nibbles, crate::ring_pool::slot_bytes(len.div_ceil(2))));
+            // Written as counters, read back in nibbles; copies and equality see the buckets.
+            let record = postcard::to_allocvec(&v).unwrap();
+            assert_eq!(record, postcard::to_allocvec(&c).unwrap(), "{len}");
+            let back: Windows = postcard::from_bytes(&record).unwrap();
+            assert_eq!((back.kind, &back), (Kind::Nibbles, &v), "{len}");
+            assert_eq!(v.clone(), v);
+            let (mut from, mut to) = (BucketRun::new(), BucketRun::new());
+            let head = v.head();
+            v.copy_range(head - len as i64 + 1, head, &mut from);
+            c.copy_range(head - len as i64 + 1, head, &mut to);
+            assert_eq!(from, to);
+            // A bucket of 8 visits, in an odd slot and then an even one, turns it into a byte a
+            // bucket, exactly.
+            for t in [head - 1, head] {
+                let (mut more, mut more_c) = (v.clone(), c.clone());
+                more.add(t * B, B, |b| b.visits = 8);
+                more_c.add(t * B, B, |b| b.visits = 8);
+                assert_eq!(more.kind, Kind::Visits, "{len} {t}");
+                assert_same_reads(&more, &more_c);
+                // Which reads back in bytes while that bucket is held, in nibbles once it has
+                // left the ring.
+                let back: Windows = postcard::from_bytes(&postcard::to_allocvec(&more).unwrap()).unwrap();
+                assert_eq!((back.kind, &back), (Kind::Visits, &more));
+                more.add((t + len as i64) * B, B, |b| b.add_visit());
+                let back: Windows = postcard::from_bytes(&postcard::to_allocvec(&more).unwrap()).unwrap();
+                assert_eq!((back.kind, &back), (Kind::Nibbles, &more));
+            }
+            // Clearing the ring as it moves clears both halves of a byte.
+            v.add((head + 3 * len as i64) * B, B, |b| b.add_visit());
+            c.add((head + 3 * len as i64) * B, B, |b| b.add_visit());
+            assert_same_reads(&v, &c);
+        }
+    }
+
+    #[test]
     fn a_ring_of_visits_keeps_a_byte_a_bucket_and_is_written_as_counters() {
         // (bucket, visits, purchase): late ones, a full byte, jumps past the ring.
         let events = [
@@ -1437,6 +1628,7 @@ mod tests {
         for len in [7usize, 36, 130] {
             let (mut v, mut c) = (Windows::new(len), counters(len));
             let (mut out_v, mut out_c) = (BucketRun::new(), BucketRun::new());
+            let mut bytes = false;
             for &(t, visits, purchase) in &events {
                 let f = |b: &mut Bucket| {
                     (0..visits).for_each(|_| b.add_visit());
@@ -1445,7 +1637,10 @@ mod tests {
                     }
                 };
                 assert_eq!(v.add(t * B, B, f), c.add(t * B, B, f), "{len} {t}");
-                assert_eq!(v.kind, Kind::Visits, "{len} {t}");
+                // Nibbles until a bucket holds more than 7 visits, bytes from then on.
+                bytes |= (0..len).any(|s| c.read(s).visits > 7);
+                let kind = if bytes { Kind::Visits } else { Kind::Nibbles };
+                assert_eq!(v.kind, kind, "{len} {t}");
                 for from in [t - 140, t - 5, t] {
                     v.copy_range(from, t + 2, &mut out_v);
                     c.copy_range(from, t + 2, &mut out_c);
@@ -1453,11 +1648,15 @@ mod tests {
                     assert_eq!(v.moments(from, t), c.moments(from, t));
                 }
             }
-            // Its record is the ring of counters' record, and reads back as a ring of visits.
+            // Its record is the ring of counters' record, and reads back as a ring of visits:
+            // in nibbles when the buckets it still holds fit them.
             let record = postcard::to_allocvec(&v).unwrap();
             assert_eq!(record, postcard::to_allocvec(&c).unwrap(), "{len}");
             let back: Windows = postcard::from_bytes(&record).unwrap();
-            assert_eq!((back.kind, &back), (Kind::Visits, &v), "{len}");
+            let fits = (0..len).all(|s| v.read(s).visits <= 7);
+            let kind = if fits { Kind::Nibbles } else { Kind::Visits };
+            assert_eq!((back.kind, &back), (kind, &v), "{len}");
+            assert_same_reads(&back, &c);
             assert_eq!(v.clone(), v);
             assert_eq!(v.usage_unit(), None);
             // A bucket of more visits than seven bits hold, or a usage report (even an empty
@@ -1479,7 +1678,7 @@ mod tests {
                 postcard::from_bytes(&postcard::to_allocvec(&used).unwrap()).unwrap();
             assert_eq!((back.kind, &back), (Kind::Slim, &used), "{len}");
             // Resizing keeps a ring of visits one of visits.
-            assert_eq!(v.resized(len + 5).kind, Kind::Visits);
+            assert!(matches!(v.resized(len + 5).kind, Kind::Nibbles | Kind::Visits));
             assert_eq!(v.resized(len + 5).get(300), c.get(300));
         }
     }

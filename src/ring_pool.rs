@@ -1,0 +1,209 @@
+//! The rings' allocations: slots of a few fixed sizes, carved from large chunks.
+//!
+//! Every tracked customer who shows more than purchases holds one heap allocation, their
+//! ring ([`crate::window::Windows`]), of one of a few sizes: the kinds of ring times the
+//! configured length (for the default windows 19, 37, 80 and 117 bytes). glibc's allocator
+//! puts an 8-byte header before each and rounds the whole to 16 bytes, so those take 32, 48, 96
+//! and 128: about 13 bytes per customer over what the rings hold. Here each size class is a
+//! multiple of 8 bytes, a slot is exactly its class (24, 40, 80 and 120 bytes), and slots are
+//! carved one after the other from chunks of 256 KiB, with no header.
+//!
+//! A freed slot goes on its class's free list, and the class's next allocation takes it,
+//! whichever thread frees or allocates: a checkpoint copies states on the consumer thread and
+//! the changelog's writer thread drops the copies, so slots must flow back. Allocations happen
+//! when a ring is made or changes kind (and for those copies), not per event, so one lock per
+//! class is enough for partitions on several threads. Chunks are never handed back; glibc
+//! rarely hands back the small chunks it would have used either. Larger rings (more than
+//! [`MAX_POOLED`] bytes: windows of hundreds of buckets) go to the global allocator.
+
+use std::alloc::{handle_alloc_error, Layout};
+use std::ptr::NonNull;
+use std::sync::{Mutex, MutexGuard};
+
+/// Slot sizes are multiples of this, and slots are aligned to it (every cell type of a ring,
+/// `u64` words of marks included, needs at most 8).
+pub const GRAIN: usize = 8;
+/// The largest allocation made from the pool.
+pub const MAX_POOLED: usize = 512;
+/// The size of the chunks slots are carved from.
+const CHUNK_BYTES: usize = 256 * 1024;
+const CLASSES: usize = MAX_POOLED / GRAIN;
+
+/// A free slot: the next free slot of its class.
+struct FreeSlot {
+    next: Option<NonNull<FreeSlot>>,
+}
+
+/// One size class: its free slots, and the rest of its current chunk.
+struct Class {
+    free: Option<NonNull<FreeSlot>>,
+    next: usize,
+    end: usize,
+}
+
+// SAFETY: the pointers are to memory the pool owns, only ever used under the class's lock.
+unsafe impl Send for Class {}
+
+impl Class {
+    fn alloc(&mut self, size: usize) -> NonNull<u8> {
+        if let Some(slot) = self.free {
+            // SAFETY: a free slot holds the link `free` wrote there.
+            self.free = unsafe { slot.as_ref().next };
+            return slot.cast();
+        }
+        if self.end - self.next < size {
+            // The old chunk's tail (less than one slot) is left unused.
+            let p = raw_alloc(CHUNK_BYTES);
+            self.next = p.as_ptr() as usize;
+            self.end = self.next + CHUNK_BYTES;
+        }
+        let p = self.next;
+        self.next += size;
+        // SAFETY: `p` is inside a live chunk, so not null.
+        unsafe { NonNull::new_unchecked(p as *mut u8) }
+    }
+
+    /// # Safety
+    ///
+    /// `ptr` is a slot of this class's size that is no longer in use.
+    unsafe fn free(&mut self, ptr: NonNull<u8>) {
+        let slot = ptr.cast::<FreeSlot>();
+        // SAFETY: the slot is at least `GRAIN` bytes, aligned to it, and no longer in use.
+        unsafe { slot.write(FreeSlot { next: self.free }) };
+        self.free = Some(slot);
+    }
+}
+
+static POOL: [Mutex<Class>; CLASSES] = [const {
+    Mutex::new(Class {
+        free: None,
+        next: 0,
+        end: 0,
+    })
+}; CLASSES];
+
+fn class(bytes: usize) -> MutexGuard<'static, Class> {
+    // Nothing panics while a class is locked; a poisoned lock's data is still sound.
+    POOL[(bytes - 1) / GRAIN]
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+}
+
+/// The bytes a pooled allocation of `bytes` takes (its slot).
+pub fn slot_bytes(bytes: usize) -> usize {
+    bytes.div_ceil(GRAIN) * GRAIN
+}
+
+fn layout(bytes: usize) -> Layout {
+    Layout::from_size_align(bytes, GRAIN).expect("a ring's size is far below isize::MAX")
+}
+
+/// `bytes` (not 0) from the global allocator, aligned to [`GRAIN`].
+fn raw_alloc(bytes: usize) -> NonNull<u8> {
+    let layout = layout(bytes);
+    // SAFETY: `layout` has a non-zero size.
+    let p = unsafe { std::alloc::alloc(layout) };
+    NonNull::new(p).unwrap_or_else(|| handle_alloc_error(layout))
+}
+
+/// An allocation of `bytes`, aligned to [`GRAIN`]; dangling (and not to be written) when
+/// `bytes` is 0. Give it back with [`free`] and the same `bytes`.
+pub fn alloc(bytes: usize) -> NonNull<u8> {
+    if bytes == 0 {
+        return NonNull::<u64>::dangling().cast();
+    }
+    let size = slot_bytes(bytes);
+    if bytes > MAX_POOLED {
+        return raw_alloc(size);
+    }
+    class(bytes).alloc(size)
+}
+
+/// Give back an allocation.
+///
+/// # Safety
+///
+/// `ptr` must come from [`alloc`] with the same `bytes`, and must not be used afterwards.
+pub unsafe fn free(ptr: NonNull<u8>, bytes: usize) {
+    if bytes == 0 {
+        return;
+    }
+    if bytes > MAX_POOLED {
+        // SAFETY: allocated by the global allocator with this layout (`alloc`).
+        unsafe { std::alloc::dealloc(ptr.as_ptr(), layout(slot_bytes(bytes))) };
+        return;
+    }
+    // SAFETY: the caller's promise: a slot of this class, no longer in use.
+    unsafe { class(bytes).free(ptr) };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slots_are_distinct_aligned_and_reused() {
+        // A size no other test's rings use, so the free list is this test's own.
+        let bytes = 8 * 61 - 3;
+        let slots: Vec<NonNull<u8>> = (0..3000).map(|_| alloc(bytes)).collect();
+        let mut addrs: Vec<usize> = slots.iter().map(|p| p.as_ptr() as usize).collect();
+        assert!(addrs.iter().all(|a| a % GRAIN == 0));
+        addrs.sort_unstable();
+        // More slots than one chunk holds, none overlapping another.
+        assert!(3000 * slot_bytes(bytes) > CHUNK_BYTES);
+        assert!(addrs.windows(2).all(|w| w[1] - w[0] >= slot_bytes(bytes)));
+        for (i, p) in slots.iter().enumerate() {
+            // SAFETY: the slot is `bytes` long and ours.
+            unsafe { p.as_ptr().write_bytes(i as u8, bytes) };
+        }
+        for (i, p) in slots.iter().enumerate() {
+            // SAFETY: as above.
+            let s = unsafe { std::slice::from_raw_parts(p.as_ptr(), bytes) };
+            assert!(s.iter().all(|&b| b == i as u8), "slot {i} was overwritten");
+        }
+        let last = *slots.last().unwrap();
+        for p in &slots {
+            // SAFETY: from `alloc` with the same size, not used again.
+            unsafe { free(*p, bytes) };
+        }
+        // The last one freed is the first one handed out again.
+        assert_eq!(alloc(bytes), last);
+        // SAFETY: as above.
+        unsafe { free(last, bytes) };
+    }
+
+    #[test]
+    fn a_slot_freed_on_another_thread_is_reused() {
+        // A size no other test uses, so the free list is this test's own.
+        let bytes = 8 * 59;
+        let p = alloc(bytes);
+        let addr = p.as_ptr() as usize;
+        std::thread::spawn(move || {
+            // SAFETY: from `alloc` with the same size, not used again.
+            unsafe { free(NonNull::new(addr as *mut u8).unwrap(), bytes) }
+        })
+        .join()
+        .unwrap();
+        let q = alloc(bytes);
+        assert_eq!(q.as_ptr() as usize, addr);
+        // SAFETY: as above.
+        unsafe { free(q, bytes) };
+    }
+
+    #[test]
+    fn sizes_round_to_the_grain_and_large_ones_go_to_the_allocator() {
+        assert_eq!(slot_bytes(37), 40);
+        assert_eq!(slot_bytes(80), 80);
+        assert_eq!(slot_bytes(117), 120);
+        let p = alloc(0);
+        // SAFETY: a zero-sized allocation is never read or written.
+        unsafe { free(p, 0) };
+        let big = alloc(MAX_POOLED + 1);
+        assert_eq!(big.as_ptr() as usize % GRAIN, 0);
+        // SAFETY: the allocation is `MAX_POOLED + 1` bytes and ours.
+        unsafe {
+            big.as_ptr().write_bytes(7, MAX_POOLED + 1);
+            free(big, MAX_POOLED + 1);
+        }
+    }
+}
