@@ -1,6 +1,10 @@
 //! One customer's state: rolling windows, purchase rhythm, engagement level, alert state.
 //!
-//! Constant size per customer (one heap allocation: the bucket ring), updated in O(1) per event.
+//! Constant size per customer, updated in O(1) per event. Beside [`CustomerState`] itself, a
+//! customer holds one allocation, the bucket ring (a slot of [`crate::ring_pool`]; none for a
+//! ring of purchase marks), and a second one while their alert state is not the default: a
+//! risk awaiting confirmation, or an episode, whose count it keeps for good. Most customers
+//! never need it ([`CustomerState::alert`]).
 
 use serde::{Deserialize, Serialize};
 
@@ -556,6 +560,8 @@ mod tests {
         // Per customer, beside the ring's allocation; a million customers hold a million of
         // these (BENCHMARKS.md, "state per customer"). Grow it only knowingly.
         assert_eq!(std::mem::size_of::<CustomerState>(), 128);
+        // Apart, for the few customers who have been at risk (a 48-byte chunk of glibc's).
+        assert_eq!(std::mem::size_of::<AlertPart>(), 32);
         assert_eq!(std::mem::size_of::<ActiveDays>(), 10);
         assert_eq!(std::mem::size_of::<PurchaseRhythm>(), 26);
         assert_eq!(std::mem::size_of::<EngagementLevel>(), 32);

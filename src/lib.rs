@@ -33,8 +33,9 @@
 //! - [`timers`]: event-time timers that re-score silent customers (a calendar queue).
 //! - [`partition`]: everything one Kafka partition owns: customers, stream time, watermark,
 //!   timers, and the per-event entry point used by the live stream and tests alike.
-//! - [`slot_index`]: the partition's customer index (id hash -> slot), prefetchable; and
-//!   [`prefetch`]: the cache hints that let a chunk's lookups overlap.
+//! - [`slot_index`]: the partition's customer index (id hash -> slot), prefetchable;
+//!   [`id_table`]: the ids by slot, 8 bytes each; and [`prefetch`]: the cache hints that let a
+//!   chunk's lookups overlap.
 //! - [`kpi`]: business KPIs per event-time period (churn, retention, revenue churn counts).
 //! - [`metrics`]: the Prometheus registry and every `churnwatch_` metric.
 //! - [`http`]: `/metrics`, `/healthz`, `/readyz` and the status page's routes.
@@ -71,6 +72,7 @@ pub mod customer;
 pub mod demo;
 pub mod event;
 pub mod http;
+pub mod id_table;
 pub mod kafka;
 pub mod kpi;
 pub mod labels;

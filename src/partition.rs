@@ -39,6 +39,7 @@ use crate::bits;
 use crate::config::Config;
 use crate::customer::{CustomerState, GaugeContribution};
 use crate::event::Event;
+use crate::id_table::IdTable;
 use crate::kpi::{revenue_per_period, PeriodKpis};
 use crate::metrics::{EvictReason, HotMetrics, Metrics};
 use crate::scoring::{inactivity_reason, Lifecycle, Scorer, SignalScorer};
@@ -166,11 +167,11 @@ pub struct PartitionState {
     scorer: Arc<dyn Scorer>,
     hot: HotMetrics,
     /// Customer id -> slot: the table holds hashes and slots (8 bytes each); the ids live in
-    /// `ids`, 16 bytes each and inline up to 15 bytes (`EcoString`), so a lookup of such an id
-    /// touches no other allocation.
+    /// `ids`, 8 bytes each and inline up to 7 bytes ([`IdTable`]), so a lookup of such an id
+    /// touches nothing else.
     index: SlotIndex,
     /// Per slot: the customer id (empty: a vacant slot).
-    ids: Vec<EcoString>,
+    ids: IdTable,
     customers: Vec<CustomerState>,
     timers: Timers,
     stream_time_ms: Option<i64>,
@@ -224,7 +225,7 @@ impl PartitionState {
             kpi: PeriodKpis::new(hot.period.clone()),
             hot,
             index: SlotIndex::new(),
-            ids: Vec::new(),
+            ids: IdTable::new(),
             customers: Vec::new(),
             timers: Timers::new(),
             stream_time_ms: None,
@@ -325,7 +326,7 @@ impl PartitionState {
                 .get(&slot)
                 .map_or(processed, |&a| a.max(processed));
             f(
-                &self.ids[slot as usize],
+                self.ids.get(slot as usize),
                 Some(&self.customers[slot as usize]),
                 applied,
             );
@@ -361,7 +362,7 @@ impl PartitionState {
     }
 
     fn is_vacant(&self, slot: u32) -> bool {
-        self.ids[slot as usize].is_empty()
+        self.ids.is_vacant(slot as usize)
     }
 
     /// Prefetch stage [`Lookahead::Index`] for customer `id`: hash the id once and start
@@ -393,7 +394,7 @@ impl PartitionState {
     #[inline]
     fn prefetch_slot_state(&self, slot: Option<u32>) {
         if let Some(slot) = slot {
-            crate::prefetch::read(&self.ids[slot as usize]);
+            self.ids.prefetch(slot as usize);
             crate::prefetch::read(&self.customers[slot as usize]);
         }
     }
@@ -441,16 +442,15 @@ impl PartitionState {
     /// The slot of customer `id`, if tracked.
     fn slot_of(&self, id: &str) -> Option<u32> {
         let ids = &self.ids;
-        self.index.find(id_hash(id), |s| ids[s as usize] == id)
+        self.index.find(id_hash(id), |s| ids.get(s as usize) == id)
     }
 
     /// Track a new customer, in a vacant slot if there is one.
     fn insert(&mut self, id: &str, c: CustomerState) -> u32 {
-        let id = EcoString::from(id);
-        let h = id_hash(&id);
+        let h = id_hash(id);
         let slot = match self.free.pop() {
             Some(s) => {
-                self.ids[s as usize] = id;
+                self.ids.set(s as usize, id);
                 self.customers[s as usize] = c;
                 s
             }
@@ -476,7 +476,7 @@ impl PartitionState {
         );
         self.kpi.publish();
         self.hot.evicted[reason as usize].inc();
-        let id = std::mem::take(&mut self.ids[slot as usize]);
+        let id = self.ids.take(slot as usize);
         self.index.remove(id_hash(&id), slot);
         self.applied.remove(&slot);
         if self.tracking {
@@ -893,7 +893,7 @@ impl PartitionState {
                     self.hot.top_reason[reasons[0].signal as usize].inc();
                 }
                 out.push(Alert::build(
-                    &self.ids[slot as usize],
+                    self.ids.get(slot as usize),
                     c,
                     &a,
                     &t,
@@ -1002,7 +1002,6 @@ impl PartitionState {
     pub fn customers(&self) -> impl Iterator<Item = (&str, &CustomerState)> {
         self.ids
             .iter()
-            .map(|id| &**id)
             .zip(&self.customers)
             .filter(|(id, _)| !id.is_empty())
     }
