@@ -144,7 +144,14 @@ mod tests {
     fn short_ids_inline_long_ones_in_the_buffer() {
         assert_eq!(std::mem::size_of::<[u8; 8]>(), 8);
         let mut t = IdTable::new();
-        let ids = ["c019098", "1", "1234567", "12345678", "ü-ß", "a1b2c3d4-e5f6-4711-8899-aabbccddeeff"];
+        let ids = [
+            "c019098",
+            "1",
+            "1234567",
+            "12345678",
+            "ü-ß",
+            "a1b2c3d4-e5f6-4711-8899-aabbccddeeff",
+        ];
         for id in ids {
             t.push(id);
         }

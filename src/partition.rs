@@ -965,11 +965,10 @@ impl PartitionState {
     /// The customers currently at risk, with their value at risk (as of their latest
     /// assessment), for the status page.
     pub fn at_risk(&self) -> impl Iterator<Item = (&str, f64)> {
-        self.customers()
-            .filter_map(|(id, c)| {
-                let g = c.gauge();
-                g.at_risk_tier.map(|_| (id, f64::from(g.value_at_risk)))
-            })
+        self.customers().filter_map(|(id, c)| {
+            let g = c.gauge();
+            g.at_risk_tier.map(|_| (id, f64::from(g.value_at_risk)))
+        })
     }
 
     /// A fresh look at one customer, at the partition's stream time (or their latest event,

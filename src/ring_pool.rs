@@ -10,13 +10,16 @@
 //!
 //! A freed slot goes on its class's free list, and the class's next allocation takes it,
 //! whichever thread frees or allocates: a checkpoint copies states on the consumer thread and
-//! the changelog's writer thread drops the copies, so slots must flow back. Allocations happen
-//! when a ring is made or changes kind (and for those copies), not per event, so one lock per
-//! class is enough for partitions on several threads. Chunks are never handed back; glibc
-//! rarely hands back the small chunks it would have used either. Larger rings (more than
-//! [`MAX_POOLED`] bytes: windows of hundreds of buckets) go to the global allocator.
+//! the changelog's writer thread drops the copies, so slots must flow back. Each class's list
+//! is behind a lock, and each thread keeps a few slots of each class of its own (at most 64),
+//! which it takes from the list and gives back 32 at a time: a checkpoint copies tens of
+//! thousands of states, and a lock for each cost as much as the copy. A thread's slots go back
+//! to the lists when it ends. Chunks are never handed back; glibc rarely hands back the small
+//! chunks it would have used either. Larger rings (more than [`MAX_POOLED`] bytes: windows of
+//! hundreds of buckets) go to the global allocator.
 
 use std::alloc::{handle_alloc_error, Layout};
+use std::cell::RefCell;
 use std::ptr::NonNull;
 use std::sync::{Mutex, MutexGuard};
 
@@ -28,6 +31,9 @@ pub const MAX_POOLED: usize = 512;
 /// The size of the chunks slots are carved from.
 const CHUNK_BYTES: usize = 256 * 1024;
 const CLASSES: usize = MAX_POOLED / GRAIN;
+/// The most slots of a class a thread keeps, and how many it takes or gives back at once.
+const CACHED: usize = 64;
+const BATCH: usize = 32;
 
 /// A free slot: the next free slot of its class.
 struct FreeSlot {
@@ -82,11 +88,34 @@ static POOL: [Mutex<Class>; CLASSES] = [const {
     })
 }; CLASSES];
 
-fn class(bytes: usize) -> MutexGuard<'static, Class> {
+fn class(i: usize) -> MutexGuard<'static, Class> {
     // Nothing panics while a class is locked; a poisoned lock's data is still sound.
-    POOL[(bytes - 1) / GRAIN]
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
+    POOL[i].lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn class_of(bytes: usize) -> usize {
+    (bytes - 1) / GRAIN
+}
+
+/// One thread's slots, by class.
+struct Cache([Vec<NonNull<u8>>; CLASSES]);
+
+impl Drop for Cache {
+    fn drop(&mut self) {
+        for (i, slots) in self.0.iter_mut().enumerate() {
+            if !slots.is_empty() {
+                let mut c = class(i);
+                for p in slots.drain(..) {
+                    // SAFETY: a free slot of class `i`, kept by this thread.
+                    unsafe { c.free(p) };
+                }
+            }
+        }
+    }
+}
+
+thread_local! {
+    static CACHE: RefCell<Cache> = RefCell::new(Cache([const { Vec::new() }; CLASSES]));
 }
 
 /// The bytes a pooled allocation of `bytes` takes (its slot).
@@ -116,7 +145,21 @@ pub fn alloc(bytes: usize) -> NonNull<u8> {
     if bytes > MAX_POOLED {
         return raw_alloc(size);
     }
-    class(bytes).alloc(size)
+    let i = class_of(bytes);
+    CACHE
+        .try_with(|cache| {
+            let slots = &mut cache.borrow_mut().0[i];
+            if let Some(p) = slots.pop() {
+                return p;
+            }
+            let mut c = class(i);
+            // The list's first slot is the one handed out (the latest freed: warm in cache).
+            let p = c.alloc(size);
+            slots.extend((1..BATCH).map(|_| c.alloc(size)));
+            p
+        })
+        // While the thread ends (its slots are gone): from the list.
+        .unwrap_or_else(|_| class(i).alloc(size))
 }
 
 /// Give back an allocation.
@@ -133,8 +176,22 @@ pub unsafe fn free(ptr: NonNull<u8>, bytes: usize) {
         unsafe { std::alloc::dealloc(ptr.as_ptr(), layout(slot_bytes(bytes))) };
         return;
     }
-    // SAFETY: the caller's promise: a slot of this class, no longer in use.
-    unsafe { class(bytes).free(ptr) };
+    let i = class_of(bytes);
+    let kept = CACHE.try_with(|cache| {
+        let slots = &mut cache.borrow_mut().0[i];
+        if slots.len() >= CACHED {
+            let mut c = class(i);
+            for p in slots.drain(CACHED - BATCH..) {
+                // SAFETY: a free slot of class `i`, kept by this thread.
+                unsafe { c.free(p) };
+            }
+        }
+        slots.push(ptr);
+    });
+    if kept.is_err() {
+        // SAFETY: the caller's promise: a slot of this class, no longer in use.
+        unsafe { class(i).free(ptr) };
+    }
 }
 
 #[cfg(test)]
@@ -174,20 +231,26 @@ mod tests {
 
     #[test]
     fn a_slot_freed_on_another_thread_is_reused() {
-        // A size no other test uses, so the free list is this test's own.
+        // A size no other test uses, so the list is this test's own. Each step on a thread of
+        // its own, which gives its slots back to the lists as it ends.
         let bytes = 8 * 59;
-        let p = alloc(bytes);
-        let addr = p.as_ptr() as usize;
-        std::thread::spawn(move || {
+        let on_a_thread =
+            |f: Box<dyn FnOnce() -> usize + Send>| std::thread::spawn(f).join().unwrap();
+        let addr = on_a_thread(Box::new(move || alloc(bytes).as_ptr() as usize));
+        on_a_thread(Box::new(move || {
             // SAFETY: from `alloc` with the same size, not used again.
-            unsafe { free(NonNull::new(addr as *mut u8).unwrap(), bytes) }
-        })
-        .join()
-        .unwrap();
-        let q = alloc(bytes);
-        assert_eq!(q.as_ptr() as usize, addr);
-        // SAFETY: as above.
-        unsafe { free(q, bytes) };
+            unsafe { free(NonNull::new(addr as *mut u8).unwrap(), bytes) };
+            0
+        }));
+        // The latest slot given back is the first one handed out again.
+        let again = on_a_thread(Box::new(move || {
+            let p = alloc(bytes);
+            let at = p.as_ptr() as usize;
+            // SAFETY: as above.
+            unsafe { free(p, bytes) };
+            at
+        }));
+        assert_eq!(again, addr);
     }
 
     #[test]

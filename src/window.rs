@@ -446,13 +446,22 @@ struct VisitCells<'a> {
 
 /// A bucket's nibble, as the visit byte it stands for.
 fn nibble_as_byte(n: u8) -> u8 {
-    (n & MAX_VISIT_NIBBLE) | if n & VISIT_NIBBLE_PURCHASED != 0 { VISIT_BYTE_PURCHASED } else { 0 }
+    (n & MAX_VISIT_NIBBLE)
+        | if n & VISIT_NIBBLE_PURCHASED != 0 {
+            VISIT_BYTE_PURCHASED
+        } else {
+            0
+        }
 }
 
 /// A visit byte as a nibble, when its visits fit one.
 fn byte_as_nibble(v: u8) -> Option<u8> {
     let visits = v & !VISIT_BYTE_PURCHASED;
-    let mark = if v & VISIT_BYTE_PURCHASED != 0 { VISIT_NIBBLE_PURCHASED } else { 0 };
+    let mark = if v & VISIT_BYTE_PURCHASED != 0 {
+        VISIT_NIBBLE_PURCHASED
+    } else {
+        0
+    };
     (visits <= MAX_VISIT_NIBBLE).then_some(visits | mark)
 }
 
@@ -499,7 +508,8 @@ impl VisitCellsMut<'_> {
 /// Visit bytes as a ring keeps them: nibbles when every one fits (`true`), else as they are.
 fn visit_cells_of(bytes: &[u8]) -> (SmallVec<[u8; RING_ON_STACK]>, bool) {
     if bytes.iter().all(|&v| byte_as_nibble(v).is_some()) {
-        let mut packed: SmallVec<[u8; RING_ON_STACK]> = SmallVec::from_elem(0, bytes.len().div_ceil(2));
+        let mut packed: SmallVec<[u8; RING_ON_STACK]> =
+            SmallVec::from_elem(0, bytes.len().div_ceil(2));
         let mut cells = VisitCellsMut {
             bytes: &mut packed,
             nibbles: true,
@@ -527,6 +537,34 @@ fn pooled<T: Copy>(cells: &[T]) -> NonNull<T> {
     // SAFETY: a fresh allocation of `cells`' size, aligned for `T` (above).
     unsafe { std::ptr::copy_nonoverlapping(cells.as_ptr(), p.as_ptr(), cells.len()) };
     p
+}
+
+/// The cells of `cells` in an allocation of the rings' pool, and how many there are: written
+/// in place when the iterator says exactly how many it yields (copies and most conversions),
+/// else gathered on the stack first.
+fn pooled_from<T: Copy>(cells: impl Iterator<Item = T>) -> (NonNull<T>, usize) {
+    const { assert!(align_of::<T>() <= ring_pool::GRAIN) };
+    match cells.size_hint() {
+        (n, Some(max)) if n == max => {
+            let p = ring_pool::alloc(n * size_of::<T>()).cast::<T>();
+            let mut written = 0;
+            for (i, c) in cells.take(n).enumerate() {
+                // SAFETY: `i < n`, inside the fresh allocation of `n` cells, aligned for `T`.
+                unsafe { p.as_ptr().add(i).write(c) };
+                written += 1;
+            }
+            // A size hint is a promise, not a guarantee: never hand out unwritten cells.
+            assert_eq!(
+                written, n,
+                "an iterator yielded fewer items than its exact size hint"
+            );
+            (p, n)
+        }
+        _ => {
+            let cells: SmallVec<[T; RING_ON_STACK]> = cells.collect();
+            (pooled(&cells), cells.len())
+        }
+    }
 }
 
 /// Give back an allocation of `len` cells made by [`pooled`].
@@ -710,16 +748,15 @@ impl Windows {
         unit: UsageUnit,
     ) {
         let header = unit.to_bytes();
-        let cells: SmallVec<[C; RING_ON_STACK]> = header
+        let cells = header
             .chunks(UNIT_BYTES / C::HEADER)
             .map(C::of_header_bytes)
-            .chain(buckets)
-            .collect();
-        let len =
-            u16::try_from(cells.len() - C::HEADER).expect("a ring of at most u16::MAX buckets");
+            .chain(buckets);
+        let (ptr, n) = pooled_from(cells);
+        let len = u16::try_from(n - C::HEADER).expect("a ring of at most u16::MAX buckets");
         self.release();
         self.len = len;
-        self.data = C::data(pooled(&cells));
+        self.data = C::data(ptr);
         self.shift = shift;
         self.kind = C::KIND;
     }
@@ -1220,7 +1257,9 @@ impl Windows {
                 Some(v) if c.set(s, v) => return,
                 Some(v) => {
                     // More visits than a nibble holds: a byte a bucket from now on.
-                    let mut bytes: SmallVec<[u8; RING_ON_STACK]> = (0..len).map(|i| self.read(i).visit_byte().unwrap_or_default()).collect();
+                    let mut bytes: SmallVec<[u8; RING_ON_STACK]> = (0..len)
+                        .map(|i| self.read(i).visit_byte().unwrap_or_default())
+                        .collect();
                     bytes[s] = v;
                     return self.set_visit_cells(&bytes, len, false);
                 }
@@ -1576,7 +1615,13 @@ mod tests {
                 assert_same_reads(&v, &c);
             }
             assert_eq!(v.kind, Kind::Nibbles, "{len}");
-            assert_eq!(v.storage(), (RingStorage::Nibbles, crate::ring_pool::slot_bytes(len.div_ceil(2))));
+            assert_eq!(
+                v.storage(),
+                (
+                    RingStorage::Nibbles,
+                    crate::ring_pool::slot_bytes(len.div_ceil(2))
+                )
+            );
             // Written as counters, read back in nibbles; copies and equality see the buckets.
             let record = postcard::to_allocvec(&v).unwrap();
             assert_eq!(record, postcard::to_allocvec(&c).unwrap(), "{len}");
@@ -1598,10 +1643,12 @@ mod tests {
                 assert_same_reads(&more, &more_c);
                 // Which reads back in bytes while that bucket is held, in nibbles once it has
                 // left the ring.
-                let back: Windows = postcard::from_bytes(&postcard::to_allocvec(&more).unwrap()).unwrap();
+                let back: Windows =
+                    postcard::from_bytes(&postcard::to_allocvec(&more).unwrap()).unwrap();
                 assert_eq!((back.kind, &back), (Kind::Visits, &more));
                 more.add((t + len as i64) * B, B, |b| b.add_visit());
-                let back: Windows = postcard::from_bytes(&postcard::to_allocvec(&more).unwrap()).unwrap();
+                let back: Windows =
+                    postcard::from_bytes(&postcard::to_allocvec(&more).unwrap()).unwrap();
                 assert_eq!((back.kind, &back), (Kind::Nibbles, &more));
             }
             // Clearing the ring as it moves clears both halves of a byte.
@@ -1678,7 +1725,10 @@ mod tests {
                 postcard::from_bytes(&postcard::to_allocvec(&used).unwrap()).unwrap();
             assert_eq!((back.kind, &back), (Kind::Slim, &used), "{len}");
             // Resizing keeps a ring of visits one of visits.
-            assert!(matches!(v.resized(len + 5).kind, Kind::Nibbles | Kind::Visits));
+            assert!(matches!(
+                v.resized(len + 5).kind,
+                Kind::Nibbles | Kind::Visits
+            ));
             assert_eq!(v.resized(len + 5).get(300), c.get(300));
         }
     }
