@@ -505,11 +505,20 @@ impl VisitCellsMut<'_> {
     }
 }
 
+/// The bytes a ring of visits of `len` buckets takes: half a byte a bucket in nibbles, else one.
+fn visit_bytes(len: usize, nibbles: bool) -> usize {
+    if nibbles {
+        len.div_ceil(2)
+    } else {
+        len
+    }
+}
+
 /// Visit bytes as a ring keeps them: nibbles when every one fits (`true`), else as they are.
 fn visit_cells_of(bytes: &[u8]) -> (SmallVec<[u8; RING_ON_STACK]>, bool) {
     if bytes.iter().all(|&v| byte_as_nibble(v).is_some()) {
         let mut packed: SmallVec<[u8; RING_ON_STACK]> =
-            SmallVec::from_elem(0, bytes.len().div_ceil(2));
+            SmallVec::from_elem(0, visit_bytes(bytes.len(), true));
         let mut cells = VisitCellsMut {
             bytes: &mut packed,
             nibbles: true,
@@ -617,7 +626,7 @@ impl Windows {
                 )),
                 Kind::Nibbles | Kind::Visits => {
                     let nibbles = self.kind == Kind::Nibbles;
-                    let n = if nibbles { len.div_ceil(2) } else { len };
+                    let n = visit_bytes(len, nibbles);
                     Store::Visits(VisitCells {
                         bytes: std::slice::from_raw_parts(self.data.visits.as_ptr(), n),
                         len,
@@ -650,7 +659,7 @@ impl Windows {
                 )),
                 Kind::Nibbles | Kind::Visits => {
                     let nibbles = self.kind == Kind::Nibbles;
-                    let n = if nibbles { len.div_ceil(2) } else { len };
+                    let n = visit_bytes(len, nibbles);
                     StoreMut::Visits(VisitCellsMut {
                         bytes: std::slice::from_raw_parts_mut(self.data.visits.as_ptr(), n),
                         nibbles,
@@ -694,8 +703,8 @@ impl Windows {
             match kind {
                 Kind::Marks => {}
                 Kind::LongMarks => unpool(self.data.words, len.div_ceil(64)),
-                Kind::Nibbles => unpool(self.data.visits, len.div_ceil(2)),
-                Kind::Visits => unpool(self.data.visits, len),
+                Kind::Nibbles => unpool(self.data.visits, visit_bytes(len, true)),
+                Kind::Visits => unpool(self.data.visits, visit_bytes(len, false)),
                 Kind::Slim => unpool(self.data.slim, Slim::HEADER + len),
                 Kind::Counters => unpool(self.data.buckets, Packed::HEADER + len),
             }
@@ -1369,8 +1378,8 @@ impl Windows {
         match self.kind {
             Kind::Marks => (RingStorage::Marks, 0),
             Kind::LongMarks => (RingStorage::Marks, len.div_ceil(64) * size_of::<u64>()),
-            Kind::Nibbles => (RingStorage::Nibbles, len.div_ceil(2)),
-            Kind::Visits => (RingStorage::Visits, len),
+            Kind::Nibbles => (RingStorage::Nibbles, visit_bytes(len, true)),
+            Kind::Visits => (RingStorage::Visits, visit_bytes(len, false)),
             Kind::Slim => (RingStorage::Slim, (Slim::HEADER + len) * size_of::<Slim>()),
             Kind::Counters => (
                 RingStorage::Counters,
