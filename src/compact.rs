@@ -52,9 +52,29 @@ pub mod bf16_as_f32 {
     }
 }
 
+/// `v` in a binary16, finite: beyond its largest value (65,504) it saturates.
+pub fn saturating_f16(v: f64) -> half::f16 {
+    half::f16::from_f64(v.clamp(-f64::from(half::f16::MAX), f64::from(half::f16::MAX)))
+}
+
+/// A binary16 (11 bits of mantissa: 3 significant digits, up to 65,504) written as the `f32`
+/// that records hold; a larger recorded value saturates.
+pub mod f16_as_f32 {
+    use half::f16;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &f16, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_f32(v.to_f32())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<f16, D::Error> {
+        f32::deserialize(d).map(|v| super::saturating_f16(v.into()))
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use half::bf16;
+    use half::{bf16, f16};
     use serde::{Deserialize, Serialize};
 
     #[derive(Debug, PartialEq, Serialize, Deserialize)]
@@ -65,6 +85,8 @@ mod tests {
         x: f32,
         #[serde(with = "super::bf16_as_f32")]
         h: bf16,
+        #[serde(with = "super::f16_as_f32")]
+        f: f16,
     }
 
     #[derive(Debug, PartialEq, Serialize, Deserialize)]
@@ -72,6 +94,7 @@ mod tests {
         n: u32,
         x: f64,
         h: f32,
+        f: f32,
     }
 
     #[test]
@@ -80,11 +103,13 @@ mod tests {
             n: 300,
             x: 1.5,
             h: bf16::from_f32(72.5),
+            f: f16::from_f32(0.375),
         };
         let wide = Wide {
             n: 300,
             x: 1.5,
             h: 72.5,
+            f: 0.375,
         };
         let bytes = postcard::to_allocvec(&narrow).unwrap();
         assert_eq!(bytes, postcard::to_allocvec(&wide).unwrap());
@@ -94,11 +119,15 @@ mod tests {
             n: 70_000,
             x: 0.1,
             h: 72.53,
+            f: 1e9,
         })
         .unwrap();
         let back: Narrow = postcard::from_bytes(&big).unwrap();
         assert_eq!(back.n, u16::MAX);
         assert_eq!(back.x, 0.1f32);
         assert_eq!(back.h.to_f32(), 72.5);
+        assert_eq!(back.f, f16::MAX);
+        assert_eq!(super::saturating_f16(-1e9), f16::MIN);
+        assert_eq!(super::saturating_f16(0.1).to_f64(), 0.0999755859375);
     }
 }

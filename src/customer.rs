@@ -146,7 +146,9 @@ impl PurchaseRhythm {
 /// The engagement score's recent and baseline levels, exponentially weighted in event time.
 ///
 /// Levels are kept in `f32` (updated in `f64`): seven significant digits are more than a
-/// score carries, and they halve this part of every customer's state. 32 bytes.
+/// score carries, and they halve this part of every customer's state. The recent level's
+/// weight and the CUSUM, which only scale a test or mark a run, are kept in binary16: three
+/// significant digits. 28 bytes.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 #[repr(Rust, packed(2))]
 pub struct EngagementLevel {
@@ -161,15 +163,19 @@ pub struct EngagementLevel {
     pub last_score: half::bf16,
     /// Recent level (short half-life).
     pub recent: f32,
-    /// Sum of squared normalised weights of the scores in `recent` (1 / effective count).
-    pub recent_weight_sq: f32,
+    /// Sum of squared normalised weights of the scores in `recent` (1 / effective count: in
+    /// (0, 1]).
+    #[serde(with = "crate::compact::f16_as_f32")]
+    pub recent_weight_sq: half::f16,
     /// Baseline level (long half-life) and the spread of scores around it.
     pub baseline: f32,
     pub baseline_var: f32,
     /// Page's CUSUM of the scores' standardised shortfall below the baseline level (in
     /// standard deviations, minus a slack of half of one), and where its current run began:
-    /// the estimated onset of a fall of the score.
-    pub drop_cusum: f32,
+    /// the estimated onset of a fall of the score. Saturates at 65,504 (a run of shortfalls
+    /// that long is a fall by any measure; it ends as any run does, once the sum is spent).
+    #[serde(with = "crate::compact::f16_as_f32")]
+    pub drop_cusum: half::f16,
     pub drop_onset: Stamp,
 }
 
@@ -184,18 +190,20 @@ impl EngagementLevel {
         if self.count == 1 {
             self.last = Stamp::of_ms(ts_ms);
             self.recent = score as f32;
-            self.recent_weight_sq = 1.0;
+            self.recent_weight_sq = half::f16::ONE;
             self.baseline = score as f32;
             self.baseline_var = 0.0;
             return;
         }
-        let (recent, recent_weight_sq) = (f64::from(self.recent), f64::from(self.recent_weight_sq));
+        let (recent, recent_weight_sq) = (f64::from(self.recent), self.recent_weight_sq.to_f64());
         let (baseline, baseline_var) = (f64::from(self.baseline), f64::from(self.baseline_var));
         if self.count > 3 && baseline_var > 0.0 {
             let z = (score - baseline) / baseline_var.sqrt();
             let before = self.drop_cusum;
-            self.drop_cusum = (f64::from(before) - z - ENGAGEMENT_CUSUM_SLACK).max(0.0) as f32;
-            if before <= 0.0 && self.drop_cusum > 0.0 {
+            self.drop_cusum = crate::compact::saturating_f16(
+                (before.to_f64() - z - ENGAGEMENT_CUSUM_SLACK).max(0.0),
+            );
+            if before <= half::f16::ZERO && self.drop_cusum > half::f16::ZERO {
                 self.drop_onset = Stamp::of_ms(ts_ms);
             }
         }
@@ -204,8 +212,9 @@ impl EngagementLevel {
         let a_recent = (1.0 - 0.5f64.powf(dt_days / recent_hl_days)).max(floor);
         let a_base = (1.0 - 0.5f64.powf(dt_days / baseline_hl_days)).max(floor);
         self.recent = (recent + a_recent * (score - recent)) as f32;
-        self.recent_weight_sq =
-            ((1.0 - a_recent).powi(2) * recent_weight_sq + a_recent * a_recent) as f32;
+        self.recent_weight_sq = crate::compact::saturating_f16(
+            (1.0 - a_recent).powi(2) * recent_weight_sq + a_recent * a_recent,
+        );
         let diff = score - baseline;
         self.baseline = (baseline + a_base * diff) as f32;
         self.baseline_var = ((1.0 - a_base) * (baseline_var + a_base * diff * diff)) as f32;
@@ -216,8 +225,12 @@ impl EngagementLevel {
 /// Fingerprints of a customer's last few event ids, to drop redeliveries: a producer retry or
 /// a replayed batch repeats an event within moments, among the customer's latest events.
 /// Fixed size; persisted with the state, so a duplicate straddling a crash is still caught.
+///
+/// The last three ids, in 12 bytes. Records hold four slots, as they always have: the fourth
+/// is written empty, and dropped when read (a record of an older build's may hold one).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RecentIds([u32; 4]);
+#[serde(from = "[u32; 4]", into = "[u32; 4]")]
+pub struct RecentIds([u32; 3]);
 
 impl RecentIds {
     /// Whether `id` is one of the last ids seen; if not, it becomes the latest.
@@ -226,9 +239,21 @@ impl RecentIds {
         if self.0.contains(&f) {
             return true;
         }
-        let [a, b, c, _] = self.0;
-        self.0 = [f, a, b, c];
+        let [a, b, _] = self.0;
+        self.0 = [f, a, b];
         false
+    }
+}
+
+impl From<[u32; 4]> for RecentIds {
+    fn from([a, b, c, _]: [u32; 4]) -> RecentIds {
+        RecentIds([a, b, c])
+    }
+}
+
+impl From<RecentIds> for [u32; 4] {
+    fn from(RecentIds([a, b, c]): RecentIds) -> [u32; 4] {
+        [a, b, c, 0]
     }
 }
 
@@ -241,7 +266,7 @@ fn fingerprint(id: &str) -> u32 {
     h.max(1)
 }
 
-/// Everything churnwatch keeps about one customer: 128 bytes beside the ring's allocation.
+/// Everything churnwatch keeps about one customer: 120 bytes beside the ring's allocation.
 ///
 /// A million of these are resident at once, so each part takes the fewest bytes its values
 /// need: times in 4 bytes to the second ([`Stamp`]) or 6 to the millisecond ([`StampMs`]),
@@ -559,12 +584,12 @@ mod tests {
     fn state_stays_small() {
         // Per customer, beside the ring's allocation; a million customers hold a million of
         // these (BENCHMARKS.md, "state per customer"). Grow it only knowingly.
-        assert_eq!(std::mem::size_of::<CustomerState>(), 128);
+        assert_eq!(std::mem::size_of::<CustomerState>(), 120);
         // Apart, for the few customers who have been at risk (a 48-byte chunk of glibc's).
         assert_eq!(std::mem::size_of::<AlertPart>(), 32);
         assert_eq!(std::mem::size_of::<ActiveDays>(), 10);
         assert_eq!(std::mem::size_of::<PurchaseRhythm>(), 26);
-        assert_eq!(std::mem::size_of::<EngagementLevel>(), 32);
+        assert_eq!(std::mem::size_of::<EngagementLevel>(), 28);
         assert_eq!(std::mem::size_of::<AlertState>(), 26);
     }
 
@@ -624,12 +649,17 @@ mod tests {
         let mut r = RecentIds::default();
         assert!(!r.check_and_insert("e1"));
         assert!(r.check_and_insert("e1"));
-        for id in ["e2", "e3", "e4"] {
+        for id in ["e2", "e3"] {
             assert!(!r.check_and_insert(id));
         }
-        assert!(r.check_and_insert("e1"), "still among the last four");
-        assert!(!r.check_and_insert("e5"));
-        assert!(!r.check_and_insert("e1"), "pushed out by four newer ids");
+        assert!(r.check_and_insert("e1"), "still among the last three");
+        assert!(!r.check_and_insert("e4"));
+        assert!(!r.check_and_insert("e1"), "pushed out by three newer ids");
+        // Records hold four slots: the fourth written empty, and dropped when read.
+        let wire: [u32; 4] = r.into();
+        assert_eq!(wire[3], 0);
+        assert_eq!(RecentIds::from(wire), r);
+        assert_eq!(RecentIds::from([5, 6, 7, 8]), RecentIds([5, 6, 7]));
         assert_ne!(fingerprint(""), 0);
         // Stable: persisted in the changelog, so it must not change between builds.
         assert_eq!(fingerprint("a"), 0xe40c_292c);
@@ -661,7 +691,7 @@ mod tests {
         assert!(e.baseline_var > 0.0);
         // The CUSUM dates the fall to its first low score (or the slightly low one just
         // before it, where its current run began).
-        assert!(e.drop_cusum > 5.0, "{e:?}");
+        assert!(e.drop_cusum.to_f64() > 5.0, "{e:?}");
         assert!(
             (38 * DAY_MS..=40 * DAY_MS).contains(&e.drop_onset.ms()),
             "{e:?}"

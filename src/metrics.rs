@@ -214,7 +214,7 @@ impl Metrics {
             restored_customers_total: reg!(counter("restored_customers_total", "Customers whose state was restored from a changelog.")),
             restoring_partitions: reg!(int_gauge("restoring_partitions", "Partitions being restored from their changelog right now (not yet processing).")),
             recoveries_total: reg!(counter("recoveries_total", "Rewinds to the last checkpoint after a transient failure (a record the broker did not take, a failed transaction), without a restart.")),
-            events_duplicate_total: reg!(counter("events_duplicate_total", "Events dropped as redeliveries: their event_id equals one of the customer's last four (also counted in events_total).")),
+            events_duplicate_total: reg!(counter("events_duplicate_total", "Events dropped as redeliveries: their event_id equals one of the customer's last three (also counted in events_total).")),
             customers_evicted_total: reg!(IntCounterVec::new(
                 opts(
                     "customers_evicted_total",

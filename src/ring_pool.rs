@@ -5,8 +5,10 @@
 //! configured length (for the default windows 19, 37, 80 and 117 bytes). glibc's allocator
 //! puts an 8-byte header before each and rounds the whole to 16 bytes, so those take 32, 48, 96
 //! and 128: about 13 bytes per customer over what the rings hold. Here each size class is a
-//! multiple of 8 bytes, a slot is exactly its class (24, 40, 80 and 120 bytes), and slots are
-//! carved one after the other from chunks of 256 KiB, with no header.
+//! multiple of 4 bytes, a slot is exactly its class (20, 40, 80 and 120 bytes), and slots are
+//! carved one after the other from chunks of 256 KiB, with no header. A slot is aligned to 4
+//! bytes, and to 8 when its class is a multiple of 8 (the chunks are, and so is every slot's
+//! offset in them): rings of `u64` words of marks are.
 //!
 //! A freed slot goes on its class's free list, and the class's next allocation takes it,
 //! whichever thread frees or allocates: a checkpoint copies states on the consumer thread and
@@ -23,9 +25,10 @@ use std::cell::RefCell;
 use std::ptr::NonNull;
 use std::sync::{Mutex, MutexGuard};
 
-/// Slot sizes are multiples of this, and slots are aligned to it (every cell type of a ring,
-/// `u64` words of marks included, needs at most 8).
-pub const GRAIN: usize = 8;
+/// Slot sizes are multiples of this, and slots are aligned to it ([`align`]).
+pub const GRAIN: usize = 4;
+/// The chunks' alignment, and so the largest alignment a slot can have.
+const CHUNK_ALIGN: usize = 8;
 /// The largest allocation made from the pool.
 pub const MAX_POOLED: usize = 512;
 /// The size of the chunks slots are carved from.
@@ -55,8 +58,8 @@ unsafe impl Send for Class {}
 impl Class {
     fn alloc(&mut self, size: usize) -> NonNull<u8> {
         if let Some(slot) = self.free {
-            // SAFETY: a free slot holds the link `free` wrote there.
-            self.free = unsafe { slot.as_ref().next };
+            // SAFETY: a free slot holds the link `free` wrote there (unaligned).
+            self.free = unsafe { slot.read_unaligned().next };
             return slot.cast();
         }
         if self.end - self.next < size {
@@ -77,8 +80,9 @@ impl Class {
     /// `ptr` is a slot of this class's size that is no longer in use.
     unsafe fn free(&mut self, ptr: NonNull<u8>) {
         let slot = ptr.cast::<FreeSlot>();
-        // SAFETY: the slot is at least `GRAIN` bytes, aligned to it, and no longer in use.
-        unsafe { slot.write(FreeSlot { next: self.free }) };
+        // SAFETY: the slot is at least 8 bytes (a `FreeSlot`: the smallest class whose
+        // slots are linked, [`MIN_BYTES`]) and no longer in use; it may be aligned to 4 only.
+        unsafe { slot.write_unaligned(FreeSlot { next: self.free }) };
         self.free = Some(slot);
     }
 }
@@ -98,7 +102,16 @@ fn class(i: usize) -> MutexGuard<'static, Class> {
 }
 
 fn class_of(bytes: usize) -> usize {
-    (bytes - 1) / GRAIN
+    (slot_bytes(bytes) - 1) / GRAIN
+}
+
+/// The alignment of an allocation of `bytes`: 8 when its slot is a multiple of 8 bytes, else 4.
+pub const fn align(bytes: usize) -> usize {
+    if slot_bytes(bytes) % CHUNK_ALIGN == 0 {
+        CHUNK_ALIGN
+    } else {
+        GRAIN
+    }
 }
 
 /// One thread's slots, by class.
@@ -122,16 +135,27 @@ thread_local! {
     static CACHE: RefCell<Cache> = const { RefCell::new(Cache([const { Vec::new() }; CLASSES])) };
 }
 
-/// The bytes a pooled allocation of `bytes` takes (its slot).
-pub fn slot_bytes(bytes: usize) -> usize {
-    bytes.div_ceil(GRAIN) * GRAIN
+/// The bytes a pooled allocation of `bytes` takes (its slot): a multiple of [`GRAIN`], and at
+/// least [`MIN_BYTES`]; none for none.
+pub const fn slot_bytes(bytes: usize) -> usize {
+    let b = if bytes == 0 {
+        0
+    } else if bytes < MIN_BYTES {
+        MIN_BYTES
+    } else {
+        bytes
+    };
+    b.div_ceil(GRAIN) * GRAIN
 }
+
+/// The smallest slot: room for a free slot's link.
+const MIN_BYTES: usize = size_of::<FreeSlot>();
 
 fn layout(bytes: usize) -> Layout {
-    Layout::from_size_align(bytes, GRAIN).expect("a ring's size is far below isize::MAX")
+    Layout::from_size_align(bytes, CHUNK_ALIGN).expect("a ring's size is far below isize::MAX")
 }
 
-/// `bytes` (not 0) from the global allocator, aligned to [`GRAIN`].
+/// `bytes` (not 0) from the global allocator, aligned to 8.
 fn raw_alloc(bytes: usize) -> NonNull<u8> {
     let layout = layout(bytes);
     // SAFETY: `layout` has a non-zero size.
@@ -139,7 +163,7 @@ fn raw_alloc(bytes: usize) -> NonNull<u8> {
     NonNull::new(p).unwrap_or_else(|| handle_alloc_error(layout))
 }
 
-/// An allocation of `bytes`, aligned to [`GRAIN`]; dangling (and not to be written) when
+/// An allocation of `bytes`, aligned to [`align`]`(bytes)`; dangling (and not to be written) when
 /// `bytes` is 0. Give it back with [`free`] and the same `bytes`.
 pub fn alloc(bytes: usize) -> NonNull<u8> {
     if bytes == 0 {
@@ -208,7 +232,7 @@ mod tests {
         let bytes = 8 * 61 - 3;
         let slots: Vec<NonNull<u8>> = (0..3000).map(|_| alloc(bytes)).collect();
         let mut addrs: Vec<usize> = slots.iter().map(|p| p.as_ptr() as usize).collect();
-        assert!(addrs.iter().all(|a| a % GRAIN == 0));
+        assert!(addrs.iter().all(|a| a % align(bytes) == 0));
         addrs.sort_unstable();
         // More slots than one chunk holds, none overlapping another.
         assert!(3000 * slot_bytes(bytes) > CHUNK_BYTES);
@@ -294,14 +318,30 @@ mod tests {
 
     #[test]
     fn sizes_round_to_the_grain_and_large_ones_go_to_the_allocator() {
+        assert_eq!(slot_bytes(0), 0);
+        assert_eq!(slot_bytes(1), 8);
+        assert_eq!(slot_bytes(19), 20);
         assert_eq!(slot_bytes(37), 40);
-        assert_eq!(slot_bytes(80), 80);
+        assert_eq!(slot_bytes(76), 76);
         assert_eq!(slot_bytes(117), 120);
+        assert_eq!((align(19), align(76), align(80), align(117)), (4, 4, 8, 8));
+        // Slots of a class whose size is a multiple of 8 are aligned to 8, those of the others
+        // to 4 (and never two of a class overlap, in the test above).
+        for bytes in [20, 24, 76, 80] {
+            let slots: Vec<NonNull<u8>> = (0..100).map(|_| alloc(bytes)).collect();
+            assert!(slots
+                .iter()
+                .all(|p| p.as_ptr() as usize % align(bytes) == 0));
+            for p in slots {
+                // SAFETY: from `alloc` with the same size, not used again.
+                unsafe { free(p, bytes) };
+            }
+        }
         let p = alloc(0);
         // SAFETY: a zero-sized allocation is never read or written.
         unsafe { free(p, 0) };
         let big = alloc(MAX_POOLED + 1);
-        assert_eq!(big.as_ptr() as usize % GRAIN, 0);
+        assert_eq!(big.as_ptr() as usize % 8, 0);
         // SAFETY: the allocation is `MAX_POOLED + 1` bytes and ours.
         unsafe {
             big.as_ptr().write_bytes(7, MAX_POOLED + 1);

@@ -789,7 +789,7 @@ fn engagement_signal(c: &CustomerState, cfg: &Config) -> Option<Reason> {
     let scale = baseline.abs().max(1e-9);
     let sd = f64::from(e.baseline_var).sqrt().max(0.01 * scale).max(1e-9);
     // The recent level is a weighted mean of several scores: test it with its standard error.
-    let se = sd * f64::from(e.recent_weight_sq).sqrt();
+    let se = sd * e.recent_weight_sq.to_f64().sqrt();
     let z = (recent - baseline) / se;
     let p = normal_cdf(z);
     let drop = (baseline - recent) / scale;
@@ -809,7 +809,7 @@ fn engagement_signal(c: &CustomerState, cfg: &Config) -> Option<Reason> {
         weight: sc.weight,
         recent_days: sc.recent_half_life_days,
         baseline_days: sc.baseline_half_life_days,
-        onset_ms: (e.drop_cusum > 0.0).then_some(e.drop_onset.ms()),
+        onset_ms: (e.drop_cusum > half::f16::ZERO).then_some(e.drop_onset.ms()),
         posterior: None,
     })
 }

@@ -541,7 +541,7 @@ const RING_ON_STACK: usize = 128;
 
 /// A copy of `cells` in an allocation of the rings' pool ([`ring_pool`]), freed by [`unpool`].
 fn pooled<T: Copy>(cells: &[T]) -> NonNull<T> {
-    const { assert!(align_of::<T>() <= ring_pool::GRAIN) };
+    assert!(align_of::<T>() <= ring_pool::align(size_of_val(cells)));
     let p = ring_pool::alloc(size_of_val(cells)).cast::<T>();
     // SAFETY: a fresh allocation of `cells`' size, aligned for `T` (above).
     unsafe { std::ptr::copy_nonoverlapping(cells.as_ptr(), p.as_ptr(), cells.len()) };
@@ -552,9 +552,9 @@ fn pooled<T: Copy>(cells: &[T]) -> NonNull<T> {
 /// in place when the iterator says exactly how many it yields (copies and most conversions),
 /// else gathered on the stack first.
 fn pooled_from<T: Copy>(cells: impl Iterator<Item = T>) -> (NonNull<T>, usize) {
-    const { assert!(align_of::<T>() <= ring_pool::GRAIN) };
     match cells.size_hint() {
         (n, Some(max)) if n == max => {
+            assert!(align_of::<T>() <= ring_pool::align(n * size_of::<T>()));
             let p = ring_pool::alloc(n * size_of::<T>()).cast::<T>();
             let mut written = 0;
             for (i, c) in cells.take(n).enumerate() {

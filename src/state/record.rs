@@ -181,9 +181,12 @@ mod tests {
         c
     }
 
-    /// The record of [`rich_customer`] as the build before the state's fields were narrowed
-    /// (a5e7114) wrote it: narrowing a field must not change a byte of a record.
+    /// The record of [`rich_customer`] as the build that narrowed the engagement level's
+    /// weight and CUSUM to binary16 wrote it: a later build must not change a byte of it.
     const GOLDEN_FORMAT_6: &[u8] = include_bytes!("golden-format-6.bin");
+    /// The same customer's record as the build before the state's fields were narrowed
+    /// (a5e7114) wrote it.
+    const GOLDEN_FORMAT_6_A5E7114: &[u8] = include_bytes!("golden-format-6-a5e7114.bin");
 
     #[test]
     fn records_are_the_bytes_format_6_always_had() {
@@ -196,6 +199,41 @@ mod tests {
             Record::Customer(_, back) => {
                 assert_eq!(back.applied_offset, 4242);
                 assert_eq!(back.state, c);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn records_of_the_wider_state_differ_only_in_the_narrowed_values() {
+        // The layout is the same: the two records differ only inside two 4-byte floats (the
+        // weight and the CUSUM, written as the `f32` they were kept in, and now as the
+        // binary16 values they are kept in).
+        let (old, new) = (GOLDEN_FORMAT_6_A5E7114, GOLDEN_FORMAT_6);
+        assert_eq!(old.len(), new.len());
+        let mut spans: Vec<usize> = Vec::new();
+        for i in (0..old.len()).filter(|&i| old[i] != new[i]) {
+            if spans.last().is_none_or(|&start| i >= start + 4) {
+                spans.push(i);
+            }
+        }
+        assert!(!spans.is_empty() && spans.len() <= 2, "{spans:?}");
+        // And the older record restores the same customer, to binary16's precision.
+        let c = rich_customer();
+        match decode(Some(b"golden"), Some(old)).unwrap() {
+            Record::Customer(_, back) => {
+                let mut s = back.state;
+                let (e, want) = (&s.engagement, &c.engagement);
+                for (got, want) in [
+                    (e.recent_weight_sq, want.recent_weight_sq),
+                    (e.drop_cusum, want.drop_cusum),
+                ] {
+                    let (got, want) = (got.to_f64(), want.to_f64());
+                    assert!((got - want).abs() <= 2e-3 * want.abs(), "{got} {want}");
+                }
+                s.engagement.recent_weight_sq = want.recent_weight_sq;
+                s.engagement.drop_cusum = want.drop_cusum;
+                assert_eq!(s, c);
             }
             other => panic!("{other:?}"),
         }
