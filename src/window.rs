@@ -11,8 +11,10 @@
 //! so the quantity keeps 11 significant bits of the customer's largest bucket (integers exact
 //! up to 2,047 a bucket). A bucket of more visits turns the ring, exactly, into 3-byte buckets
 //! (`Packed`): visits as a saturating byte (255 a bucket; more count as that many), and 15
-//! bits of quantity on the same kind of scale. Changelog records always hold the 3-byte form;
-//! a ring is read back as slim as it fits. Readers see the plain [`Bucket`].
+//! bits of quantity on the same kind of scale. Changelog records (from format 7 on) hold a ring
+//! in the form it is kept in; those of format 6, which held every ring of counters or visits
+//! in the 3-byte form, are read back as slim, or as visits, as they fit. Readers see the plain
+//! [`Bucket`].
 //!
 //! The number of usage reports is not kept per bucket. What the usage test needs of it is the
 //! customer's typical report size, the unit its counts are in: [`UsageUnit`], a running mean
@@ -987,47 +989,36 @@ struct StoreRef<'a> {
     unit: UsageUnit,
 }
 
-/// As a [`StoreRecord`]: counters are its variant 3 (1 and 2 are the 8- and 4-byte buckets of
-/// changelog formats 4 and 5, read but no longer written). A ring of visits is written as the
-/// ring of counters it stands for (at the first scale, no usage reported), so records do not
-/// depend on how a ring is held; reading turns it back into one of visits.
+/// As a [`StoreRecord`], in the form the ring keeps (changelog format 7): purchase marks
+/// (variant 0), a ring of visits in nibbles (5) or bytes (4), a slim ring (6) as its 2-byte
+/// cells, and 3-byte counters (3). Variants 1 and 2 are the 8- and 4-byte buckets of formats 4
+/// and 5, read but no longer written; format 6 wrote every ring of visits and slim ring as
+/// 3-byte counters, which [`Windows::set_restored`] still reads.
 impl Serialize for StoreRef<'_> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeStructVariant;
-        let (buckets, shift) = match self.store {
-            Store::Marks(marks) => {
-                return s.serialize_newtype_variant("Store", 0, "Purchases", marks)
+        let bytes = serde_bytes::Bytes::new;
+        match self.store {
+            Store::Marks(marks) => s.serialize_newtype_variant("Store", 0, "Purchases", marks),
+            Store::Visits(c) if c.nibbles => {
+                s.serialize_newtype_variant("Store", 5, "Nibbles", bytes(c.bytes))
             }
-            Store::Visits(c) => (PackedSeq::Visits(c), FIRST_SHIFT),
-            Store::Slim(buckets, shift) => (
-                PackedSeq::Slim(buckets),
-                shift.saturating_add(SLIM_WIDENING),
-            ),
-            Store::Counters(buckets, shift) => (PackedSeq::Packed(buckets), shift),
-        };
-        let mut v = s.serialize_struct_variant("Store", 3, "Counters", 3)?;
-        v.serialize_field("buckets", &buckets)?;
-        v.serialize_field("shift", &shift)?;
-        v.serialize_field("unit", &self.unit)?;
-        v.end()
-    }
-}
-
-/// A ring's buckets as records hold them: packed.
-enum PackedSeq<'a> {
-    Visits(VisitCells<'a>),
-    Slim(&'a [Slim]),
-    Packed(&'a [Packed]),
-}
-
-impl Serialize for PackedSeq<'_> {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        match self {
-            PackedSeq::Packed(buckets) => buckets.serialize(s),
-            PackedSeq::Slim(buckets) => s.collect_seq(buckets.iter().map(|b| b.widened())),
-            PackedSeq::Visits(c) => {
-                let packed = |v| Packed::of_units(&Bucket::of_visit_byte(v), 0);
-                s.collect_seq(c.iter().map(packed))
+            Store::Visits(c) => s.serialize_newtype_variant("Store", 4, "Visits", bytes(c.bytes)),
+            Store::Slim(cells, shift) => {
+                let le: SmallVec<[u8; 2 * RING_ON_STACK]> =
+                    cells.iter().flat_map(|c| c.0.to_le_bytes()).collect();
+                let mut v = s.serialize_struct_variant("Store", 6, "Slim", 3)?;
+                v.serialize_field("cells", bytes(&le))?;
+                v.serialize_field("shift", &shift)?;
+                v.serialize_field("unit", &self.unit)?;
+                v.end()
+            }
+            Store::Counters(buckets, shift) => {
+                let mut v = s.serialize_struct_variant("Store", 3, "Counters", 3)?;
+                v.serialize_field("buckets", &buckets)?;
+                v.serialize_field("shift", &shift)?;
+                v.serialize_field("unit", &self.unit)?;
+                v.end()
             }
         }
     }
@@ -1052,6 +1043,17 @@ enum StoreRecord {
     },
     Counters {
         buckets: Box<[Packed]>,
+        shift: i8,
+        unit: UsageUnit,
+    },
+    /// From format 7 on: a ring of visits, a byte a bucket.
+    Visits(#[serde(with = "serde_bytes")] Vec<u8>),
+    /// A ring of visits in nibbles: the ring's `len`, two buckets a byte.
+    Nibbles(#[serde(with = "serde_bytes")] Vec<u8>),
+    /// A slim ring: its cells, two little-endian bytes each.
+    Slim {
+        #[serde(with = "serde_bytes")]
+        cells: Vec<u8>,
         shift: i8,
         unit: UsageUnit,
     },
@@ -1080,6 +1082,39 @@ impl<'de> Deserialize<'de> for Windows {
                     return Err(too_long(buckets.len()));
                 }
                 w.set_restored(&buckets, shift, unit)
+            }
+            StoreRecord::Visits(bytes) => {
+                if u16::try_from(bytes.len()).is_err() {
+                    return Err(too_long(bytes.len()));
+                }
+                // In nibbles when they fit (a ring's bytes may be from before its buckets
+                // emptied).
+                w.set_visits(&bytes);
+            }
+            StoreRecord::Nibbles(bytes) => {
+                let len = r.len as usize;
+                if bytes.len() != visit_bytes(len, true) {
+                    return Err(D::Error::custom(format!(
+                        "{} bytes of nibbles for a ring of {len} buckets",
+                        bytes.len()
+                    )));
+                }
+                if u16::try_from(len).is_err() {
+                    return Err(too_long(len));
+                }
+                w.set_visit_cells(&bytes, len, true);
+            }
+            StoreRecord::Slim { cells, shift, unit } => {
+                if cells.len() % 2 != 0 {
+                    return Err(D::Error::custom("a slim ring of an odd number of bytes"));
+                }
+                if u16::try_from(cells.len() / 2).is_err() {
+                    return Err(too_long(cells.len() / 2));
+                }
+                let cells = cells
+                    .chunks_exact(2)
+                    .map(|c| Slim(u16::from_le_bytes([c[0], c[1]])));
+                w.set_counters(cells, shift, unit);
             }
             StoreRecord::Counters4 { buckets, shift } => {
                 let unit = unit_of(shift);
@@ -1631,11 +1666,16 @@ mod tests {
                     crate::ring_pool::slot_bytes(len.div_ceil(2))
                 )
             );
-            // Written as counters, read back in nibbles; copies and equality see the buckets.
+            // Written in nibbles, read back in nibbles; and so is the record of the ring of
+            // counters it stands for (as format 6 wrote it). Copies and equality see the
+            // buckets.
             let record = postcard::to_allocvec(&v).unwrap();
-            assert_eq!(record, postcard::to_allocvec(&c).unwrap(), "{len}");
-            let back: Windows = postcard::from_bytes(&record).unwrap();
-            assert_eq!((back.kind, &back), (Kind::Nibbles, &v), "{len}");
+            let as_counters = postcard::to_allocvec(&c).unwrap();
+            assert!(record.len() < as_counters.len(), "{len}");
+            for r in [&record, &as_counters] {
+                let back: Windows = postcard::from_bytes(r).unwrap();
+                assert_eq!((back.kind, &back), (Kind::Nibbles, &v), "{len}");
+            }
             assert_eq!(v.clone(), v);
             let (mut from, mut to) = (BucketRun::new(), BucketRun::new());
             let head = v.head();
@@ -1668,7 +1708,7 @@ mod tests {
     }
 
     #[test]
-    fn a_ring_of_visits_keeps_a_byte_a_bucket_and_is_written_as_counters() {
+    fn a_ring_of_visits_keeps_a_byte_a_bucket_and_reads_back_from_either_record() {
         // (bucket, visits, purchase): late ones, a full byte, jumps past the ring.
         let events = [
             (3i64, 1u16, false),
@@ -1704,15 +1744,19 @@ mod tests {
                     assert_eq!(v.moments(from, t), c.moments(from, t));
                 }
             }
-            // Its record is the ring of counters' record, and reads back as a ring of visits:
-            // in nibbles when the buckets it still holds fit them.
+            // Its record, and the ring of counters' record it stands for (as format 6 wrote
+            // it), read back as a ring of visits: in nibbles when the buckets it still holds
+            // fit them.
             let record = postcard::to_allocvec(&v).unwrap();
-            assert_eq!(record, postcard::to_allocvec(&c).unwrap(), "{len}");
-            let back: Windows = postcard::from_bytes(&record).unwrap();
+            let as_counters = postcard::to_allocvec(&c).unwrap();
+            assert!(record.len() <= as_counters.len(), "{len}");
             let fits = (0..len).all(|s| v.read(s).visits <= 7);
             let kind = if fits { Kind::Nibbles } else { Kind::Visits };
-            assert_eq!((back.kind, &back), (kind, &v), "{len}");
-            assert_same_reads(&back, &c);
+            for r in [&record, &as_counters] {
+                let back: Windows = postcard::from_bytes(r).unwrap();
+                assert_eq!((back.kind, &back), (kind, &v), "{len}");
+                assert_same_reads(&back, &c);
+            }
             assert_eq!(v.clone(), v);
             assert_eq!(v.usage_unit(), None);
             // A bucket of more visits than seven bits hold, or a usage report (even an empty
@@ -1778,11 +1822,15 @@ mod tests {
             assert_eq!(slim.kind == Kind::Slim, t > 0, "{t}");
             assert_same_reads(&slim, &wide);
         }
-        // It is written as the 3-byte buckets it stands for, and read back slim, exactly.
+        // It is written slim and read back slim, exactly; and so is the record of the 3-byte
+        // buckets it stands for (as format 6 wrote it).
         let record = postcard::to_allocvec(&slim).unwrap();
-        assert_eq!(record, postcard::to_allocvec(&wide).unwrap());
-        let back: Windows = postcard::from_bytes(&record).unwrap();
-        assert_eq!((back.kind, &back), (Kind::Slim, &slim));
+        let as_counters = postcard::to_allocvec(&wide).unwrap();
+        assert!(record.len() < as_counters.len());
+        for r in [&record, &as_counters] {
+            let back: Windows = postcard::from_bytes(r).unwrap();
+            assert_eq!((back.kind, &back), (Kind::Slim, &slim));
+        }
         assert_eq!(slim.clone(), slim);
         assert_same_reads(&slim.resized(40), &wide.resized(40));
         // A bucket of 16 visits turns it into 3-byte buckets, exactly.

@@ -15,10 +15,12 @@ use crate::customer::CustomerState;
 /// Key of the partition's progress record.
 pub const META_KEY: &[u8] = b"\xff__churnwatch_partition__";
 /// Version of the value encoding; bumped when the state's layout changes.
-pub const FORMAT: u8 = 6;
-/// The formats this build reads: 4 is converted when read ([`super::format4`]); 5 differs from
-/// 6 only in the buckets of a ring of counters, which [`crate::window::Windows`] converts.
-const READS: [u8; 3] = [4, 5, FORMAT];
+pub const FORMAT: u8 = 7;
+/// The formats this build reads: 4 is converted when read ([`super::format4`]); 5 and 6 differ
+/// from 7 only in how a ring's buckets are written, which [`crate::window::Windows`] converts
+/// (5: 4-byte buckets; 6: every ring of visits or slim ring as 3-byte counters; 7: each ring
+/// as it is kept, half a byte to three a bucket).
+const READS: [u8; 4] = [4, 5, 6, FORMAT];
 
 /// A customer's state as of a checkpoint.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -181,26 +183,34 @@ mod tests {
         c
     }
 
-    /// The record of [`rich_customer`] as the build that narrowed the engagement level's
-    /// weight and CUSUM to binary16 wrote it: a later build must not change a byte of it.
+    /// The record of [`rich_customer`] as the first build to write format 7 wrote it: a later
+    /// build must not change a byte of it.
+    const GOLDEN_FORMAT_7: &[u8] = include_bytes!("golden-format-7.bin");
+    /// Its record in format 6, as the build that narrowed the engagement level's weight and
+    /// CUSUM to binary16 (adb73d3) wrote it.
     const GOLDEN_FORMAT_6: &[u8] = include_bytes!("golden-format-6.bin");
     /// The same customer's record as the build before the state's fields were narrowed
     /// (a5e7114) wrote it.
     const GOLDEN_FORMAT_6_A5E7114: &[u8] = include_bytes!("golden-format-6-a5e7114.bin");
 
     #[test]
-    fn records_are_the_bytes_format_6_always_had() {
+    fn records_are_the_bytes_format_7_always_had() {
         let c = rich_customer();
         assert!(c.engagement.count > 3 && c.purchases.gaps > 3 && c.alert().episode == 3);
         let mut buf = Vec::new();
         encode_customer(&mut buf, 4242, &c);
-        assert_eq!(buf, GOLDEN_FORMAT_6);
-        match decode(Some(b"golden"), Some(GOLDEN_FORMAT_6)).unwrap() {
-            Record::Customer(_, back) => {
-                assert_eq!(back.applied_offset, 4242);
-                assert_eq!(back.state, c);
+        assert_eq!(buf, GOLDEN_FORMAT_7);
+        // Format 6's record of the same customer: the same state, in more bytes (its ring as
+        // 3-byte counters).
+        assert!(GOLDEN_FORMAT_6.len() > GOLDEN_FORMAT_7.len());
+        for record in [GOLDEN_FORMAT_7, GOLDEN_FORMAT_6] {
+            match decode(Some(b"golden"), Some(record)).unwrap() {
+                Record::Customer(_, back) => {
+                    assert_eq!(back.applied_offset, 4242);
+                    assert_eq!(back.state, c);
+                }
+                other => panic!("{other:?}"),
             }
-            other => panic!("{other:?}"),
         }
     }
 
