@@ -3,8 +3,13 @@
 //! librdkafka's statistics, commit results into metrics.
 //!
 //! librdkafka calls the rebalance callback from inside `poll`, on the consumer thread, which
-//! never holds the processor's lock while polling.
+//! never holds the processor's lock while polling. It calls the statistics callback there too:
+//! the statistics are a JSON document of every broker, topic and partition (hundreds of
+//! kilobytes with a few dozen partitions), and decoding it held up the events behind it for
+//! milliseconds, so the callback only copies it for a thread of its own ([`LagReader`]).
 
+use std::collections::HashSet;
+use std::sync::mpsc::{sync_channel, SyncSender};
 use std::sync::{Arc, Mutex};
 
 use rdkafka::consumer::{BaseConsumer, ConsumerContext, Rebalance};
@@ -19,8 +24,8 @@ use crate::processor::Processor;
 /// Context of the events consumer.
 pub struct ConsumerCtx {
     metrics: Arc<Metrics>,
-    events_topics: Vec<String>,
     processor: Arc<Mutex<Processor>>,
+    lag: LagReader,
 }
 
 impl ConsumerCtx {
@@ -30,8 +35,8 @@ impl ConsumerCtx {
         processor: Arc<Mutex<Processor>>,
     ) -> Self {
         ConsumerCtx {
+            lag: LagReader::start(metrics.clone(), events_topics),
             metrics,
-            events_topics,
             processor,
         }
     }
@@ -47,21 +52,107 @@ fn list(tpl: &TopicPartitionList) -> Vec<(String, i32)> {
         .map(|e| (e.topic().to_string(), e.partition()))
         .collect()
 }
-impl ClientContext for ConsumerCtx {
-    fn stats(&self, s: Statistics) {
-        for topic in &self.events_topics {
-            if let Some(t) = s.topics.get(topic) {
-                for (p, part) in &t.partitions {
-                    // -1 is librdkafka's "unknown" (partition not consumed here).
-                    if *p >= 0 && part.consumer_lag >= 0 {
-                        self.metrics
-                            .consumer_lag
-                            .with_label_values(&[topic.as_str(), &p.to_string()])
-                            .set(part.consumer_lag);
+/// The consumer-lag gauges, set from librdkafka's statistics on a thread of their own, for the
+/// partitions assigned here.
+struct LagReader {
+    /// To the thread: the statistics' JSON (at most one waiting; a newer one is dropped while
+    /// it does, as the next will come).
+    raw: SyncSender<Vec<u8>>,
+    lag: Arc<Lag>,
+}
+
+struct Lag {
+    metrics: Arc<Metrics>,
+    events_topics: Vec<String>,
+    /// Assigned partitions: a gauge is set only for those, and removed (under the same lock)
+    /// when one is revoked, so that statistics decoded late cannot bring back a revoked
+    /// partition's gauge.
+    assigned: Mutex<HashSet<(String, i32)>>,
+}
+
+impl LagReader {
+    fn start(metrics: Arc<Metrics>, events_topics: Vec<String>) -> LagReader {
+        let (raw, queue) = sync_channel::<Vec<u8>>(1);
+        let lag = Arc::new(Lag {
+            metrics,
+            events_topics,
+            assigned: Mutex::default(),
+        });
+        let reader = lag.clone();
+        // Ends when the context (and so `raw`) is dropped.
+        let spawned = std::thread::Builder::new()
+            .name("churnwatch-stats".into())
+            .spawn(move || {
+                for json in queue {
+                    match serde_json::from_slice::<Statistics>(&json) {
+                        Ok(s) => reader.set(&s),
+                        Err(e) => warn!(error = %e, "librdkafka statistics do not decode"),
                     }
                 }
+            });
+        if let Err(e) = spawned {
+            warn!(error = %e, "no thread for librdkafka statistics: no consumer-lag gauges");
+        }
+        LagReader { raw, lag }
+    }
+
+    fn offer(&self, json: &[u8]) {
+        // Full: the thread is still decoding the one before (this one is dropped; the next
+        // comes in `statistics.interval.ms`). Disconnected: there is no thread.
+        let _ = self.raw.try_send(json.to_vec());
+    }
+}
+
+impl Lag {
+    fn assigned(&self) -> std::sync::MutexGuard<'_, HashSet<(String, i32)>> {
+        self.assigned.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn set(&self, s: &Statistics) {
+        let lags = self.events_topics.iter().filter_map(|topic| {
+            let t = s.topics.get(topic)?;
+            Some(
+                t.partitions
+                    .iter()
+                    .map(move |(p, part)| (topic.as_str(), *p, part.consumer_lag)),
+            )
+        });
+        self.set_lags(lags.flatten());
+    }
+
+    /// Set the gauges of the assigned partitions among `lags` (topic, partition, lag).
+    fn set_lags<'a>(&self, lags: impl Iterator<Item = (&'a str, i32, i64)>) {
+        let assigned = self.assigned();
+        for (topic, p, lag) in lags {
+            // -1 is librdkafka's "unknown" (partition not consumed here).
+            if p >= 0 && lag >= 0 && assigned.contains(&(topic.to_string(), p)) {
+                self.metrics
+                    .consumer_lag
+                    .with_label_values(&[topic, &p.to_string()])
+                    .set(lag);
             }
         }
+    }
+
+    fn assign(&self, parts: &[(String, i32)]) {
+        self.assigned().extend(parts.iter().cloned());
+    }
+
+    fn revoke(&self, parts: &[(String, i32)]) {
+        let mut assigned = self.assigned();
+        for part in parts {
+            assigned.remove(part);
+            let _ = self
+                .metrics
+                .consumer_lag
+                .remove_label_values(&[part.0.as_str(), &part.1.to_string()]);
+        }
+    }
+}
+
+impl ClientContext for ConsumerCtx {
+    fn stats_raw(&self, statistics: &[u8]) {
+        self.lag.offer(statistics);
     }
 }
 
@@ -71,12 +162,7 @@ impl ConsumerContext for ConsumerCtx {
             let parts = list(tpl);
             info!(partitions = ?parts, "partitions revoked: checkpointing them");
             self.processor().revoke(consumer, &parts);
-            for (t, p) in &parts {
-                let _ = self
-                    .metrics
-                    .consumer_lag
-                    .remove_label_values(&[t.as_str(), &p.to_string()]);
-            }
+            self.lag.lag.revoke(&parts);
         }
     }
 
@@ -85,6 +171,7 @@ impl ConsumerContext for ConsumerCtx {
             Rebalance::Assign(tpl) => {
                 let parts = list(tpl);
                 info!(partitions = ?parts, "partitions assigned: restoring their state");
+                self.lag.lag.assign(&parts);
                 let mut p = self.processor();
                 if let Err(e) = p.assign(&parts) {
                     p.set_fatal(e);
@@ -102,5 +189,53 @@ impl ConsumerContext for ConsumerCtx {
             Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
             Err(e) => warn!(error = %e, partitions = offsets.count(), "offset commit failed"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn gauges(m: &Metrics) -> Vec<(String, String, i64)> {
+        use prometheus::core::Collector;
+        let mut out: Vec<_> = m
+            .consumer_lag
+            .collect()
+            .iter()
+            .flat_map(|f| f.get_metric().to_vec())
+            .map(|g| {
+                let label = |n: &str| {
+                    g.get_label()
+                        .iter()
+                        .find(|l| l.name() == n)
+                        .map(|l| l.value().to_string())
+                        .unwrap_or_default()
+                };
+                (
+                    label("topic"),
+                    label("partition"),
+                    g.get_gauge().get_value() as i64,
+                )
+            })
+            .collect();
+        out.sort();
+        out
+    }
+
+    #[test]
+    fn lag_gauges_are_for_assigned_partitions_only() {
+        let metrics = Arc::new(Metrics::new());
+        let lag = Lag {
+            metrics: metrics.clone(),
+            events_topics: vec!["ev".into()],
+            assigned: Mutex::default(),
+        };
+        lag.assign(&[("ev".into(), 0), ("ev".into(), 1)]);
+        lag.set_lags([("ev", 0, 5), ("ev", 1, -1), ("ev", 2, 9)].into_iter());
+        assert_eq!(gauges(&metrics), vec![("ev".into(), "0".into(), 5)]);
+        // Revoked: the gauge goes, and statistics decoded late do not bring it back.
+        lag.revoke(&[("ev".into(), 0)]);
+        lag.set_lags([("ev", 0, 7), ("ev", 1, 3)].into_iter());
+        assert_eq!(gauges(&metrics), vec![("ev".into(), "1".into(), 3)]);
     }
 }
