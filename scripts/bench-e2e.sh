@@ -12,7 +12,8 @@
 # 2. Latency: the simulator then produces at half the measured throughput (or R events/s) for
 #    S seconds (`churnwatch simulate --rate`) to a second input topic of L partitions (default
 #    4), which churnwatch has consumed from the start; the event-to-decision latency quantiles
-#    come from the difference of churnwatch_decision_latency_seconds over that phase. The
+#    come from the difference of churnwatch_decision_latency_seconds over that phase, and
+#    those of its share up to the poll (churnwatch_poll_latency_seconds) beside them. The
 #    simulator shares the machine's cores: it reports the rate it reached. Why a topic of its
 #    own, with few partitions: a steady stream arrives in small batches, one message set each,
 #    and the mock cluster finds a fetch's offset by walking a partition's message sets from the
@@ -201,7 +202,7 @@ if (( latency_secs > 0 )); then
   half=${latency_rate:-$(( rate / 2 ))}
   echo
   echo "latency: producing at $half events/s for about $latency_secs s..."
-  before="$(metrics | grep '^churnwatch_decision_latency_seconds_bucket')"
+  before="$(metrics | grep -E '^churnwatch_(decision|poll)_latency_seconds_bucket')"
   # Enough simulated days for the phase; the simulator stops at their end.
   per_day=$(awk -v n="$total" -v d="$days" 'BEGIN {print n/d}')
   lat_days=$(awk -v r="$half" -v s="$latency_secs" -v p="$per_day" 'BEGIN {printf "%.3f", r*s/p}')
@@ -212,30 +213,38 @@ if (( latency_secs > 0 )); then
     --brokers "$bootstrap" --topic "$live" --rate "$half" >"$work/latency.txt"
   sleep 2
   all="$(metrics)"
-  after="$(grep '^churnwatch_decision_latency_seconds_bucket' <<<"$all")"
+  after="$(grep -E '^churnwatch_(decision|poll)_latency_seconds_bucket' <<<"$all")"
   awk '$1=="churnwatch_checkpoint_duration_seconds_sum" {s=$2} $1=="churnwatch_checkpoint_duration_seconds_count" {c=$2}
        END {printf "checkpoints so far: %d, processing paused %.1f ms each on average\n", c, 1000*s/c}' <<<"$all"
-  paste <(echo "$before") <(echo "$after") | awk '
-    {
-      match($1, /le="[^"]*"/); le = substr($1, RSTART + 4, RLENGTH - 5)
-      n++; les[n] = le; cnt[n] = $4 - $2
-    }
-    END {
-      total = cnt[n]
-      printf "decisions in the phase: %d\n", total
-      split("0.5 0.9 0.99 0.999", qs, " ")
-      for (k = 1; k <= 4; k++) {
-        q = qs[k]; want = q * total; prev_le = 0; prev_c = 0
-        for (i = 1; i <= n; i++) {
-          if (cnt[i] >= want) {
-            if (les[i] == "+Inf") { printf "p%s > %s s\n", q * 100, les[i-1]; break }
-            v = prev_le + (les[i] - prev_le) * (cnt[i] > prev_c ? (want - prev_c) / (cnt[i] - prev_c) : 1)
-            printf "p%s = %.2f ms (histogram interpolation)\n", q * 100, v * 1000; break
-          }
-          prev_le = les[i]; prev_c = cnt[i]
-        }
+  # Quantiles of one histogram's growth over the phase: decision latency (event timestamp to
+  # decision), then its share up to the poll that handed the event to churnwatch (producer,
+  # broker, fetch, and the wait in the consumer's queue behind earlier messages).
+  quantiles() {
+    paste <(grep "^churnwatch_$1_seconds_bucket" <<<"$before") \
+          <(grep "^churnwatch_$1_seconds_bucket" <<<"$after") | awk -v what="$2" '
+      {
+        match($1, /le="[^"]*"/); le = substr($1, RSTART + 4, RLENGTH - 5)
+        n++; les[n] = le; cnt[n] = $4 - $2
       }
-    }'
+      END {
+        total = cnt[n]
+        printf "%s in the phase: %d\n", what, total
+        split("0.5 0.9 0.99 0.999", qs, " ")
+        for (k = 1; k <= 4; k++) {
+          q = qs[k]; want = q * total; prev_le = 0; prev_c = 0
+          for (i = 1; i <= n; i++) {
+            if (cnt[i] >= want) {
+              if (les[i] == "+Inf") { printf "  p%s > %s s\n", q * 100, les[i-1]; break }
+              v = prev_le + (les[i] - prev_le) * (cnt[i] > prev_c ? (want - prev_c) / (cnt[i] - prev_c) : 1)
+              printf "%sp%s = %.2f ms (histogram interpolation)\n", (what == "decisions" ? "" : "  "), q * 100, v * 1000; break
+            }
+            prev_le = les[i]; prev_c = cnt[i]
+          }
+        }
+      }'
+  }
+  quantiles decision_latency decisions
+  quantiles poll_latency "of which, event timestamp to poll"
 fi
 
 # 3. Restore after kill -9.

@@ -225,7 +225,8 @@ impl<'a> Consume<'a> {
                 }
                 continue;
             };
-            let limits = DecodeLimits::from_config(&self.cfg.input, now_ms());
+            let polled_ms = now_ms();
+            let limits = DecodeLimits::from_config(&self.cfg.input, polled_ms);
             // The chunk is what librdkafka has already fetched: taken whole, then processed
             // with each message's customer prefetched a few messages ahead.
             // A poll that runs a revocation ends the chunk; the messages fetched before it are
@@ -245,7 +246,8 @@ impl<'a> Consume<'a> {
                 }
             }
             let mut processor = self.lock();
-            let handled = processor.handle_chunk(&chunk, fetched_before_revocation, &limits);
+            let handled =
+                processor.handle_chunk(&chunk, fetched_before_revocation, &limits, polled_ms);
             // librdkafka's messages go back now, not at the next chunk.
             chunk.clear();
             handled?;

@@ -211,6 +211,8 @@ pub struct Processor {
     fatal: Option<PipelineError>,
     /// Revocations so far (a chunk fetched across one holds messages of partitions gone).
     revocations: u64,
+    /// Wall-clock time the chunk being handled was polled (for `poll_latency_seconds`).
+    polled_ms: i64,
     pub summary: RunSummary,
 }
 
@@ -314,6 +316,7 @@ impl Processor {
             recoveries: Vec::new(),
             fatal: None,
             revocations: 0,
+            polled_ms: 0,
             summary: RunSummary::default(),
         })
     }
@@ -391,7 +394,9 @@ impl Processor {
         msgs: &[KafkaResult<BorrowedMessage<'_>>],
         fetched_before_revocation: usize,
         limits: &DecodeLimits,
+        polled_ms: i64,
     ) -> Result<(), PipelineError> {
+        self.polled_ms = polled_ms;
         // Per message in flight: its partition's index and the customer's prefetch state,
         // found once (at the first stage).
         let mut ahead: AheadRing<(usize, Ahead)> = AheadRing::default();
@@ -474,6 +479,8 @@ impl Processor {
                 if let Some(ts) = m.timestamp().to_millis() {
                     let lat = (now_ms() - ts).max(0) as f64 / 1000.0;
                     self.metrics.decision_latency_seconds.observe(lat);
+                    let polled = (self.polled_ms - ts).max(0) as f64 / 1000.0;
+                    self.metrics.poll_latency_seconds.observe(polled);
                 }
             }
             Err(inv) => {
