@@ -136,7 +136,7 @@ thread_local! {
 }
 
 /// The bytes a pooled allocation of `bytes` takes (its slot): a multiple of [`GRAIN`], and at
-/// least [`MIN_BYTES`]; none for none.
+/// least `MIN_BYTES` (room for a free slot's link); none for none.
 pub const fn slot_bytes(bytes: usize) -> usize {
     let b = if bytes == 0 {
         0

@@ -6,7 +6,7 @@
 //! never holds the processor's lock while polling. It calls the statistics callback there too:
 //! the statistics are a JSON document of every broker, topic and partition (hundreds of
 //! kilobytes with a few dozen partitions), and decoding it held up the events behind it for
-//! milliseconds, so the callback only copies it for a thread of its own ([`LagReader`]).
+//! milliseconds, so the callback only copies it for a thread of its own (`LagReader`).
 
 use std::collections::HashSet;
 use std::sync::mpsc::{sync_channel, SyncSender};
