@@ -211,8 +211,6 @@ pub struct Processor {
     fatal: Option<PipelineError>,
     /// Revocations so far (a chunk fetched across one holds messages of partitions gone).
     revocations: u64,
-    /// Wall-clock time the chunk being handled was polled (for `poll_latency_seconds`).
-    polled_ms: i64,
     pub summary: RunSummary,
 }
 
@@ -316,7 +314,6 @@ impl Processor {
             recoveries: Vec::new(),
             fatal: None,
             revocations: 0,
-            polled_ms: 0,
             summary: RunSummary::default(),
         })
     }
@@ -396,7 +393,6 @@ impl Processor {
         limits: &DecodeLimits,
         polled_ms: i64,
     ) -> Result<(), PipelineError> {
-        self.polled_ms = polled_ms;
         // Per message in flight: its partition's index and the customer's prefetch state,
         // found once (at the first stage).
         let mut ahead: AheadRing<(usize, Ahead)> = AheadRing::default();
@@ -428,7 +424,7 @@ impl Processor {
                             "message of a partition revoked after it was fetched: skipped"
                         );
                     }
-                    Ok(m) => self.handle(m, limits)?,
+                    Ok(m) => self.handle(m, limits, polled_ms)?,
                     Err(e) => warn!(error = %e, "error while consuming"),
                 },
             }
@@ -447,11 +443,12 @@ impl Processor {
             .position(|p| p.partition == partition && p.topic == topic)
     }
 
-    /// Process one message.
+    /// Process one message, polled at wall-clock time `polled_ms`.
     pub fn handle(
         &mut self,
         m: &BorrowedMessage<'_>,
         limits: &DecodeLimits,
+        polled_ms: i64,
     ) -> Result<(), PipelineError> {
         self.summary.messages += 1;
         let (topic, partition, offset) = (m.topic(), m.partition(), m.offset());
@@ -479,7 +476,7 @@ impl Processor {
                 if let Some(ts) = m.timestamp().to_millis() {
                     let lat = (now_ms() - ts).max(0) as f64 / 1000.0;
                     self.metrics.decision_latency_seconds.observe(lat);
-                    let polled = (self.polled_ms - ts).max(0) as f64 / 1000.0;
+                    let polled = (polled_ms - ts).max(0) as f64 / 1000.0;
                     self.metrics.poll_latency_seconds.observe(polled);
                 }
             }

@@ -996,32 +996,43 @@ struct StoreRef<'a> {
 /// 3-byte counters, which [`Windows::set_restored`] still reads.
 impl Serialize for StoreRef<'_> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        use serde::ser::SerializeStructVariant;
         let bytes = serde_bytes::Bytes::new;
         match self.store {
             Store::Marks(marks) => s.serialize_newtype_variant("Store", 0, "Purchases", marks),
-            Store::Visits(c) if c.nibbles => {
-                s.serialize_newtype_variant("Store", 5, "Nibbles", bytes(c.bytes))
+            Store::Visits(c) => {
+                let (index, name) = if c.nibbles {
+                    (5, "Nibbles")
+                } else {
+                    (4, "Visits")
+                };
+                s.serialize_newtype_variant("Store", index, name, bytes(c.bytes))
             }
-            Store::Visits(c) => s.serialize_newtype_variant("Store", 4, "Visits", bytes(c.bytes)),
             Store::Slim(cells, shift) => {
                 let le: SmallVec<[u8; 2 * RING_ON_STACK]> =
                     cells.iter().flat_map(|c| c.0.to_le_bytes()).collect();
-                let mut v = s.serialize_struct_variant("Store", 6, "Slim", 3)?;
-                v.serialize_field("cells", bytes(&le))?;
-                v.serialize_field("shift", &shift)?;
-                v.serialize_field("unit", &self.unit)?;
-                v.end()
+                counters_variant(s, (6, "Slim"), bytes(&le), shift, self.unit)
             }
             Store::Counters(buckets, shift) => {
-                let mut v = s.serialize_struct_variant("Store", 3, "Counters", 3)?;
-                v.serialize_field("buckets", &buckets)?;
-                v.serialize_field("shift", &shift)?;
-                v.serialize_field("unit", &self.unit)?;
-                v.end()
+                counters_variant(s, (3, "Counters"), buckets, shift, self.unit)
             }
         }
     }
+}
+
+/// A ring of counters' variant of [`StoreRecord`]: its cells, scale and usage unit.
+fn counters_variant<S: serde::Serializer>(
+    s: S,
+    (index, name): (u32, &'static str),
+    cells: impl Serialize,
+    shift: i8,
+    unit: UsageUnit,
+) -> Result<S::Ok, S::Error> {
+    use serde::ser::SerializeStructVariant;
+    let mut v = s.serialize_struct_variant("Store", index, name, 3)?;
+    v.serialize_field("cells", &cells)?;
+    v.serialize_field("shift", &shift)?;
+    v.serialize_field("unit", &unit)?;
+    v.end()
 }
 
 /// [`Windows`] as changelog records hold it.

@@ -6,7 +6,7 @@
 //! never holds the processor's lock while polling. It calls the statistics callback there too:
 //! the statistics are a JSON document of every broker, topic and partition (hundreds of
 //! kilobytes with a few dozen partitions), and decoding it held up the events behind it for
-//! milliseconds, so the callback only copies it for a thread of its own (`LagReader`).
+//! milliseconds, so the callback only copies it for a thread of its own (`Lag`).
 
 use std::collections::HashSet;
 use std::sync::mpsc::{sync_channel, SyncSender};
@@ -25,7 +25,9 @@ use crate::processor::Processor;
 pub struct ConsumerCtx {
     metrics: Arc<Metrics>,
     processor: Arc<Mutex<Processor>>,
-    lag: LagReader,
+    lag: Arc<Lag>,
+    /// To the statistics thread ([`Lag::start`]): the statistics' JSON, at most one waiting.
+    stats: SyncSender<Vec<u8>>,
 }
 
 impl ConsumerCtx {
@@ -34,10 +36,12 @@ impl ConsumerCtx {
         events_topics: Vec<String>,
         processor: Arc<Mutex<Processor>>,
     ) -> Self {
+        let (lag, stats) = Lag::start(metrics.clone(), events_topics);
         ConsumerCtx {
-            lag: LagReader::start(metrics.clone(), events_topics),
             metrics,
             processor,
+            lag,
+            stats,
         }
     }
 
@@ -54,13 +58,6 @@ fn list(tpl: &TopicPartitionList) -> Vec<(String, i32)> {
 }
 /// The consumer-lag gauges, set from librdkafka's statistics on a thread of their own, for the
 /// partitions assigned here.
-struct LagReader {
-    /// To the thread: the statistics' JSON (at most one waiting; a newer one is dropped while
-    /// it does, as the next will come).
-    raw: SyncSender<Vec<u8>>,
-    lag: Arc<Lag>,
-}
-
 struct Lag {
     metrics: Arc<Metrics>,
     events_topics: Vec<String>,
@@ -70,16 +67,17 @@ struct Lag {
     assigned: Mutex<HashSet<(String, i32)>>,
 }
 
-impl LagReader {
-    fn start(metrics: Arc<Metrics>, events_topics: Vec<String>) -> LagReader {
-        let (raw, queue) = sync_channel::<Vec<u8>>(1);
+impl Lag {
+    /// The gauges, and the way to the thread that decodes the statistics for them (it ends
+    /// when the sender is dropped).
+    fn start(metrics: Arc<Metrics>, events_topics: Vec<String>) -> (Arc<Lag>, SyncSender<Vec<u8>>) {
+        let (stats, queue) = sync_channel::<Vec<u8>>(1);
         let lag = Arc::new(Lag {
             metrics,
             events_topics,
             assigned: Mutex::default(),
         });
         let reader = lag.clone();
-        // Ends when the context (and so `raw`) is dropped.
         let spawned = std::thread::Builder::new()
             .name("churnwatch-stats".into())
             .spawn(move || {
@@ -93,13 +91,7 @@ impl LagReader {
         if let Err(e) = spawned {
             warn!(error = %e, "no thread for librdkafka statistics: no consumer-lag gauges");
         }
-        LagReader { raw, lag }
-    }
-
-    fn offer(&self, json: &[u8]) {
-        // Full: the thread is still decoding the one before (this one is dropped; the next
-        // comes in `statistics.interval.ms`). Disconnected: there is no thread.
-        let _ = self.raw.try_send(json.to_vec());
+        (lag, stats)
     }
 }
 
@@ -152,7 +144,9 @@ impl Lag {
 
 impl ClientContext for ConsumerCtx {
     fn stats_raw(&self, statistics: &[u8]) {
-        self.lag.offer(statistics);
+        // Full: the thread is still decoding the one before (this one is dropped; the next
+        // comes in `statistics.interval.ms`). Disconnected: there is no thread.
+        let _ = self.stats.try_send(statistics.to_vec());
     }
 }
 
@@ -162,7 +156,7 @@ impl ConsumerContext for ConsumerCtx {
             let parts = list(tpl);
             info!(partitions = ?parts, "partitions revoked: checkpointing them");
             self.processor().revoke(consumer, &parts);
-            self.lag.lag.revoke(&parts);
+            self.lag.revoke(&parts);
         }
     }
 
@@ -171,7 +165,7 @@ impl ConsumerContext for ConsumerCtx {
             Rebalance::Assign(tpl) => {
                 let parts = list(tpl);
                 info!(partitions = ?parts, "partitions assigned: restoring their state");
-                self.lag.lag.assign(&parts);
+                self.lag.assign(&parts);
                 let mut p = self.processor();
                 if let Err(e) = p.assign(&parts) {
                     p.set_fatal(e);
