@@ -103,6 +103,8 @@ pub struct BenchReport {
     pub state_rss_growth_bytes: u64,
     /// What the single-thread partition's customers' rings are at the end.
     pub rings: RingMix,
+    /// What the single-thread partition's customers keep apart at the end.
+    pub parts: PartsMix,
     pub peak_rss_bytes: u64,
     /// Mean size of a customer's changelog record (its value).
     pub changelog_record_bytes: f64,
@@ -149,6 +151,34 @@ impl RingMix {
                 RingStorage::Slim => &mut mix.slim,
                 RingStorage::Counters => &mut mix.counters,
             } += 1;
+        }
+        mix.heap_bytes_per_customer = bytes as f64 / p.len().max(1) as f64;
+        mix
+    }
+}
+
+/// What the tracked customers keep apart from their state
+/// ([`crate::customer::CustomerState::parts_storage`]): the engagement levels of customers who
+/// get scores, the alert part of those who have been at risk, in one pooled slot.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct PartsMix {
+    /// Customers with engagement levels.
+    pub engagement: usize,
+    /// Customers with an alert part.
+    pub alert: usize,
+    /// The bytes the slots take, over the customers tracked.
+    pub heap_bytes_per_customer: f64,
+}
+
+impl PartsMix {
+    fn of(p: &PartitionState) -> PartsMix {
+        let mut mix = PartsMix::default();
+        let mut bytes = 0;
+        for (_, c) in p.customers() {
+            let (alert, engagement, b) = c.parts_storage();
+            mix.alert += usize::from(alert);
+            mix.engagement += usize::from(engagement);
+            bytes += b;
         }
         mix.heap_bytes_per_customer = bytes as f64 / p.len().max(1) as f64;
         mix
@@ -339,6 +369,7 @@ pub fn run(cfg: Arc<Config>, opts: &BenchOptions) -> BenchReport {
         state_bytes_per_customer: growth as f64 / tracked.max(1) as f64,
         state_rss_growth_bytes: growth,
         rings: RingMix::of(&single),
+        parts: PartsMix::of(&single),
         peak_rss_bytes: peak_rss,
         changelog_record_bytes,
         restore_secs,
@@ -485,6 +516,11 @@ impl BenchReport {
         out += &format!(
             "rings: {} purchase marks, {} visits in nibbles, {} in bytes, {} slim, {} 3-byte counters; their allocations take {:.1} bytes per customer\n",
             r.marks, r.nibbles, r.visits, r.slim, r.counters, r.heap_bytes_per_customer
+        );
+        let a = &self.parts;
+        out += &format!(
+            "kept apart: {} customers' engagement levels, {} alert parts; their slots take {:.1} bytes per customer\n",
+            a.engagement, a.alert, a.heap_bytes_per_customer
         );
         out += &format!("peak resident set: {:.1} MiB\n", mib(self.peak_rss_bytes));
         out += &format!(

@@ -2,11 +2,17 @@
 //!
 //! Constant size per customer, updated in O(1) per event. Beside [`CustomerState`] itself, a
 //! customer holds one allocation, the bucket ring (a slot of [`crate::ring_pool`]; none for a
-//! ring of purchase marks), and a second one while their alert state is not the default: a
-//! risk awaiting confirmation, or an episode, whose count it keeps for good. Most customers
-//! never need it ([`CustomerState::alert`]).
+//! ring of purchase marks), and a second slot of the pool ([`parts`]) for what only some
+//! customers need: the engagement levels, once a score has been sent, and the alert state
+//! while it is not the default (a risk awaiting confirmation, or an episode, whose count it
+//! keeps for good). Most buyers never need it ([`CustomerState::engagement`],
+//! [`CustomerState::alert`]).
+
+pub mod parts;
 
 use serde::{Deserialize, Serialize};
+
+use parts::Parts;
 
 use crate::alerting::AlertState;
 use crate::config::Config;
@@ -184,6 +190,19 @@ pub struct EngagementLevel {
 const ENGAGEMENT_CUSUM_SLACK: f64 = 0.5;
 
 impl EngagementLevel {
+    /// Before the first score: what a customer without scores reads.
+    pub const NONE: EngagementLevel = EngagementLevel {
+        count: 0,
+        last: Stamp::EPOCH,
+        last_score: half::bf16::ZERO,
+        recent: 0.0,
+        recent_weight_sq: half::f16::ZERO,
+        baseline: 0.0,
+        baseline_var: 0.0,
+        drop_cusum: half::f16::ZERO,
+        drop_onset: Stamp::EPOCH,
+    };
+
     pub fn record(&mut self, ts_ms: i64, score: f64, recent_hl_days: f64, baseline_hl_days: f64) {
         self.count = self.count.saturating_add(1);
         self.last_score = half::bf16::from_f64(score);
@@ -266,13 +285,15 @@ fn fingerprint(id: &str) -> u32 {
     h.max(1)
 }
 
-/// Everything churnwatch keeps about one customer: 120 bytes beside the ring's allocation.
+/// Everything churnwatch keeps about one customer: 96 bytes beside the ring's allocation and
+/// the parts kept apart.
 ///
 /// A million of these are resident at once, so each part takes the fewest bytes its values
 /// need: times in 4 bytes to the second ([`Stamp`]) or 6 to the millisecond ([`StampMs`]),
 /// counts in `u16` (saturating), levels in `f32`, and the nested parts packed to 2-byte
-/// alignment so that no part pads to 4. What only a customer who has been at risk needs (the
-/// alert state, the value at risk) is kept apart ([`CustomerState::alert`]). Changelog records
+/// alignment so that no part pads to 4. What only some customers need (the engagement levels,
+/// the alert state and the value at risk) is kept apart ([`CustomerState::engagement`],
+/// [`CustomerState::alert`]). Changelog records
 /// still hold the wider types, in the order they always held them ([`crate::compact`]; its
 /// `Serialize` writes the fields in that order), so none of this changes the record format.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -292,18 +313,20 @@ pub struct CustomerState {
     /// customer, scored with the purchase model's priors).
     pub engaged: bool,
     pub purchases: PurchaseRhythm,
-    pub engagement: EngagementLevel,
     /// Due time of this customer's pending re-score timer, if one is pending (set with
     /// [`CustomerState::arm_check`]).
     pub next_check: MaybeStamp,
     /// The customer's lifecycle stage, as the gauges count it ([`CustomerState::gauge`]).
     pub lifecycle: Lifecycle,
     pub recent_ids: RecentIds,
-    /// The alert state and the at-risk part of the gauge contribution, for a customer whose
-    /// are not the defaults (healthy, never alerted, no risk awaiting confirmation): `None`
-    /// stands for `AlertPart::NONE`. Few customers ever need it, so it costs the others 8
-    /// bytes rather than 32 ([`CustomerState::alert`], [`CustomerState::set_alert`]).
-    alert_part: Option<Box<AlertPart>>,
+    /// What only some customers need, in one pooled slot ([`parts`]): the alert state and the
+    /// at-risk part of the gauge contribution, for a customer whose are not the defaults
+    /// (healthy, never alerted, no risk awaiting confirmation; absent stands for
+    /// `AlertPart::NONE`: [`CustomerState::alert`], [`CustomerState::set_alert`]), and the
+    /// engagement level, for a customer whose scores are sent (absent stands for
+    /// `EngagementLevel::NONE`: [`CustomerState::engagement`]). Customers with neither (most
+    /// buyers) pay 12 bytes for them rather than 60.
+    parts: Parts<AlertPart, EngagementLevel>,
 }
 
 /// What a customer who has been at risk carries beyond the others: the alert state machine's
@@ -377,12 +400,13 @@ impl From<CustomerStateRecord> for CustomerState {
             activity: r.activity,
             engaged: r.engaged,
             purchases: r.purchases,
-            engagement: r.engagement,
             next_check: r.next_check,
             lifecycle: r.lifecycle,
             recent_ids: r.recent_ids,
-            alert_part: None,
+            parts: Parts::NONE,
         };
+        c.parts
+            .set_b((r.engagement != EngagementLevel::NONE).then_some(r.engagement));
         c.set_alert_part(AlertPart {
             alert: r.alert,
             at_risk_tier: r.at_risk_tier,
@@ -403,7 +427,7 @@ impl Serialize for CustomerState {
             activity: &self.activity,
             engaged: self.engaged,
             purchases: &self.purchases,
-            engagement: &self.engagement,
+            engagement: self.engagement(),
             alert: &part.alert,
             next_check: self.next_check,
             lifecycle: self.lifecycle,
@@ -436,17 +460,36 @@ impl CustomerState {
     }
 
     fn alert_part(&self) -> &AlertPart {
-        self.alert_part.as_deref().unwrap_or(&AlertPart::NONE)
+        self.parts.a().unwrap_or(&AlertPart::NONE)
     }
 
     /// Make `part` the customer's: kept apart unless it is [`AlertPart::NONE`].
     fn set_alert_part(&mut self, part: AlertPart) {
-        match &mut self.alert_part {
-            Some(_) if part == AlertPart::NONE => self.alert_part = None,
-            Some(b) => **b = part,
-            None if part == AlertPart::NONE => {}
-            None => self.alert_part = Some(Box::new(part)),
-        }
+        self.parts.set_a((part != AlertPart::NONE).then_some(part));
+    }
+
+    /// The engagement score's levels ([`EngagementLevel::NONE`] before the first score).
+    pub fn engagement(&self) -> &EngagementLevel {
+        self.parts.b().unwrap_or(&EngagementLevel::NONE)
+    }
+
+    /// The engagement levels, to change them (for tests of what records hold).
+    #[cfg(test)]
+    pub(crate) fn engagement_mut(&mut self) -> &mut EngagementLevel {
+        self.parts.b_or_insert(EngagementLevel::NONE)
+    }
+
+    /// Which parts are kept apart (the alert part, the engagement levels), and the bytes
+    /// their slot takes in the pool.
+    pub fn parts_storage(&self) -> (bool, bool, usize) {
+        let p = &self.parts;
+        (p.a().is_some(), p.b().is_some(), p.slot_bytes())
+    }
+
+    /// Start loading the parts kept apart (a hint: see [`crate::prefetch`]).
+    #[inline]
+    pub fn prefetch_parts(&self) {
+        self.parts.prefetch();
     }
 
     /// The alert state machine's state. To change it, change a copy and hand it to
@@ -502,11 +545,10 @@ impl CustomerState {
             activity: ActiveDays::default(),
             engaged: false,
             purchases: PurchaseRhythm::default(),
-            engagement: EngagementLevel::default(),
             next_check: MaybeStamp::NONE,
             lifecycle: Lifecycle::New,
             recent_ids: RecentIds::default(),
-            alert_part: None,
+            parts: Parts::NONE,
         }
     }
 
@@ -563,7 +605,7 @@ impl CustomerState {
             }
             Activity::Engagement { score } => {
                 let e = &cfg.signals.engagement;
-                self.engagement.record(
+                self.parts.b_or_insert(EngagementLevel::NONE).record(
                     ev.ts_ms,
                     score,
                     e.recent_half_life_days,
@@ -584,8 +626,9 @@ mod tests {
     fn state_stays_small() {
         // Per customer, beside the ring's allocation; a million customers hold a million of
         // these (BENCHMARKS.md, "state per customer"). Grow it only knowingly.
-        assert_eq!(std::mem::size_of::<CustomerState>(), 120);
-        // Apart, for the few customers who have been at risk (a 48-byte chunk of glibc's).
+        assert_eq!(std::mem::size_of::<CustomerState>(), 96);
+        // Apart, for the customers who have been at risk or get engagement scores: a pooled
+        // slot of 32, 28 or (both) 60 bytes.
         assert_eq!(std::mem::size_of::<AlertPart>(), 32);
         assert_eq!(std::mem::size_of::<ActiveDays>(), 10);
         assert_eq!(std::mem::size_of::<PurchaseRhythm>(), 26);

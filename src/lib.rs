@@ -16,9 +16,11 @@
 //!   (`event/scan.rs`: the fast path for flat objects, `serde_json` for the rest).
 //! - [`time`]: event-time helpers (RFC 3339, milliseconds, buckets).
 //! - [`window`]: the fixed-size ring of event-time buckets behind each customer's recent and
-//!   baseline windows; [`ring_pool`]: the fixed-size slots the rings are allocated in.
+//!   baseline windows; [`ring_pool`]: the fixed-size slots the rings (and the parts kept
+//!   apart) are allocated in.
 //! - [`bits`]: one-bit-per-slot sets (changed customers, purchase marks).
-//! - [`customer`]: one customer's compact state (windows, purchase rhythm, engagement);
+//! - [`customer`]: one customer's compact state (windows, purchase rhythm, engagement), and
+//!   [`customer::parts`], what only some customers need kept apart in one pooled slot;
 //!   [`compact`]: the serde adapters that keep its narrow fields in records' wider types.
 //! - [`stats`]: the statistical tests (Poisson rate test, gamma survival, z-test) on statrs.
 //! - [`change`]: online change detection on per-bucket counts (weekday-adjusted baseline,

@@ -384,7 +384,8 @@ impl PartitionState {
         self.prefetch_slot_state(a.slot);
     }
 
-    /// Stage [`Lookahead::Ring`]: start loading the customer's bucket ring.
+    /// Stage [`Lookahead::Ring`]: start loading the customer's bucket ring (and their parts
+    /// kept apart).
     #[inline]
     pub fn prefetch_ring(&self, a: &Ahead) {
         self.prefetch_slot_ring(a.slot);
@@ -399,12 +400,13 @@ impl PartitionState {
         }
     }
 
-    /// Start loading the bucket ring of the customer in `slot`, if any (a slot vacated and
-    /// reused since is still a valid slot).
+    /// Start loading the bucket ring and the parts kept apart of the customer in `slot`, if
+    /// any (a slot vacated and reused since is still a valid slot).
     #[inline]
     fn prefetch_slot_ring(&self, slot: Option<u32>) {
         if let Some(c) = slot.and_then(|s| self.customers.get(s as usize)) {
             c.windows.prefetch();
+            c.prefetch_parts();
         }
     }
 

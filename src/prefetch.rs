@@ -17,6 +17,12 @@ pub fn read_slice<T>(s: &[T]) {
     lines(s.as_ptr() as usize, std::mem::size_of_val(s));
 }
 
+/// Start loading the cache lines of `len` bytes from `p`.
+#[inline(always)]
+pub fn read_bytes(p: *const u8, len: usize) {
+    lines(p as usize, len);
+}
+
 #[inline(always)]
 fn lines(start: usize, len: usize) {
     let end = start + len;

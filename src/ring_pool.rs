@@ -1,7 +1,8 @@
 //! The rings' allocations: slots of a few fixed sizes, carved from large chunks.
 //!
 //! Every tracked customer who shows more than purchases holds one heap allocation, their
-//! ring ([`crate::window::Windows`]), of one of a few sizes: the kinds of ring times the
+//! ring ([`crate::window::Windows`]), of one of a few sizes (and customers who get engagement
+//! scores or have been at risk one more, [`crate::customer::parts`], of 28, 32 or 60 bytes): the kinds of ring times the
 //! configured length (for the default windows 19, 37, 80 and 117 bytes). glibc's allocator
 //! puts an 8-byte header before each and rounds the whole to 16 bytes, so those take 32, 48, 96
 //! and 128: about 13 bytes per customer over what the rings hold. Here each size class is a

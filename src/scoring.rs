@@ -781,7 +781,7 @@ fn purchase_signal(c: &CustomerState, as_of_ms: i64, cfg: &Config) -> Option<Rea
 /// Engagement score: recent level vs. baseline level, one-sided z-test against the spread.
 fn engagement_signal(c: &CustomerState, cfg: &Config) -> Option<Reason> {
     let sc = &cfg.signals.engagement;
-    let e = &c.engagement;
+    let e = c.engagement();
     if u32::from(e.count) < sc.min_events {
         return None;
     }

@@ -130,7 +130,7 @@ impl From<&StoredCustomer> for StoredCustomer4 {
     /// the format-4 reader takes too: its 8-byte buckets are tested in [`crate::window`]).
     fn from(r: &StoredCustomer) -> StoredCustomer4 {
         let c = r.state.clone();
-        let e = c.engagement;
+        let e = *c.engagement();
         let last_seen_ms = c.last_seen_ms();
         let (alert, gauge) = (*c.alert(), c.gauge());
         StoredCustomer4 {

@@ -196,7 +196,7 @@ mod tests {
     #[test]
     fn records_are_the_bytes_format_7_always_had() {
         let c = rich_customer();
-        assert!(c.engagement.count > 3 && c.purchases.gaps > 3 && c.alert().episode == 3);
+        assert!(c.engagement().count > 3 && c.purchases.gaps > 3 && c.alert().episode == 3);
         let mut buf = Vec::new();
         encode_customer(&mut buf, 4242, &c);
         assert_eq!(buf, GOLDEN_FORMAT_7);
@@ -233,7 +233,7 @@ mod tests {
         match decode(Some(b"golden"), Some(old)).unwrap() {
             Record::Customer(_, back) => {
                 let mut s = back.state;
-                let (e, want) = (&s.engagement, &c.engagement);
+                let (e, want) = (*s.engagement(), *c.engagement());
                 for (got, want) in [
                     (e.recent_weight_sq, want.recent_weight_sq),
                     (e.drop_cusum, want.drop_cusum),
@@ -241,8 +241,8 @@ mod tests {
                     let (got, want) = (got.to_f64(), want.to_f64());
                     assert!((got - want).abs() <= 2e-3 * want.abs(), "{got} {want}");
                 }
-                s.engagement.recent_weight_sq = want.recent_weight_sq;
-                s.engagement.drop_cusum = want.drop_cusum;
+                s.engagement_mut().recent_weight_sq = want.recent_weight_sq;
+                s.engagement_mut().drop_cusum = want.drop_cusum;
                 assert_eq!(s, c);
             }
             other => panic!("{other:?}"),
@@ -354,7 +354,7 @@ mod tests {
             applied_offset: 12,
             state: c,
         };
-        assert!(stored.state.engagement.count >= 10);
+        assert!(stored.state.engagement().count >= 10);
         let mut v4 = vec![4];
         v4.extend(postcard::to_allocvec(&StoredCustomer4::from(&stored)).unwrap());
         match decode(Some(b"c1"), Some(&v4)).unwrap() {
