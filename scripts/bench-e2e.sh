@@ -3,7 +3,7 @@
 #
 #   scripts/bench-e2e.sh [--broker mock|tansu] [--customers N] [--days D] [--partitions P]
 #                        [--latency-secs S] [--latency-rate R] [--latency-partitions L]
-#                        [--no-restore] [--keep]
+#                        [--probe] [--no-restore] [--keep]
 #
 # 1. Throughput: the simulator's stream (N customers over D days) is preloaded into the events
 #    topic; `churnwatch run` starts and /metrics is sampled every second until every message
@@ -21,6 +21,10 @@
 #    Over 64 partitions that made the broker itself the delay: a bare kcat consumer saw the
 #    same latencies as churnwatch (BENCHMARKS.md). Its customers are new to churnwatch (their
 #    history is in the other topic's partitions).
+#    With --probe, a second phase at the same rate follows with churnwatch stopped (SIGSTOP)
+#    and a bare consumer reading the topic instead (examples/latency_probe.rs: librdkafka
+#    with churnwatch's latency settings, doing nothing with the messages): the latency that
+#    the machine, the broker and the load generator leave before any processing.
 # 3. Restore: churnwatch is killed with SIGKILL and started again in the same group; its
 #    restore time and the customers restored come from churnwatch_restore_* metrics.
 #
@@ -43,6 +47,7 @@ latency_secs=30
 latency_rate=""
 latency_partitions=4
 restore=1
+probe=0
 keep=0
 while [[ $# -gt 0 ]]; do
   case "$1" in
@@ -54,13 +59,14 @@ while [[ $# -gt 0 ]]; do
     --latency-rate) latency_rate="$2"; shift 2 ;;
     --latency-partitions) latency_partitions="$2"; shift 2 ;;
     --no-restore) restore=0; shift ;;
+    --probe) probe=1; shift ;;
     --keep) keep=1; shift ;;
     *) echo "unknown argument: $1" >&2; exit 2 ;;
   esac
 done
 
 cd "$(dirname "$0")/.."
-cargo build --release --quiet --bin churnwatch --example mock_broker
+cargo build --release --quiet --bin churnwatch --example mock_broker --example latency_probe
 cw="${BENCH_BIN:-$PWD/target/release/churnwatch}"
 work="$(mktemp -d)"
 pids=()
@@ -245,6 +251,25 @@ if (( latency_secs > 0 )); then
   }
   quantiles decision_latency decisions
   quantiles poll_latency "of which, event timestamp to poll"
+
+  if [[ "$probe" == 1 ]]; then
+    # The same load again (the stream goes on where the first phase's ended), with churnwatch
+    # stopped and a bare consumer timing the messages (it exits 3 s after the last one).
+    echo
+    echo "probe: churnwatch stopped; a bare consumer reads $live while producing at $half events/s..."
+    kill -STOP "$cw_pid"
+    probe_start=$(date -u -d "2026-01-01 + ${days%.*} days + $(awk -v d="$lat_days" 'BEGIN {printf "%.0f", d*86400}') seconds" +%Y-%m-%dT%H:%M:%SZ)
+    target/release/examples/latency_probe "$bootstrap" "$live" >"$work/probe.txt" 2>"$work/probe.err" &
+    probe_pid=$!
+    pids+=("$probe_pid")
+    for _ in $(seq 100); do grep -q '^ready' "$work/probe.txt" 2>/dev/null && break; sleep 0.1; done
+    sleep 1 # the partitions' end offsets are resolved
+    "$cw" simulate --customers "$customers" --days "$lat_days" --seed 3 --start "$probe_start" \
+      --brokers "$bootstrap" --topic "$live" --rate "$half" >"$work/probe-load.txt"
+    wait "$probe_pid" || { echo "the probe failed:" >&2; cat "$work/probe.err" >&2; exit 1; }
+    echo "bare consumer: $(grep '^messages' "$work/probe.txt")"
+    kill -CONT "$cw_pid"
+  fi
 fi
 
 # 3. Restore after kill -9.

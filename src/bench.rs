@@ -575,12 +575,28 @@ mod tests {
         );
         assert!(m.marks > 0 && m.nibbles + m.visits + m.slim > 0, "{m:?}");
         assert!((10.0..128.0).contains(&m.heap_bytes_per_customer), "{m:?}");
+        // Customers with scores keep their levels apart, in 28-byte slots (60 with an alert
+        // part); purchase-only customers keep nothing apart.
+        let a = r.parts;
+        assert!(
+            a.engagement > 0 && a.engagement < r.customers_tracked - m.marks,
+            "{a:?}"
+        );
+        let (lo, hi) = (
+            28 * a.engagement,
+            60 * a.engagement.max(a.alert) + 32 * a.alert,
+        );
+        let bytes = a.heap_bytes_per_customer * r.customers_tracked as f64;
+        assert!((lo as f64..=hi as f64).contains(&bytes.round()), "{a:?}");
         let text = r.to_text();
         assert!(
             text.contains("events/s") && text.contains("bytes per customer"),
             "{text}"
         );
-        assert!(text.contains("slim"), "{text}");
+        assert!(
+            text.contains("slim") && text.contains("kept apart"),
+            "{text}"
+        );
         let json = serde_json::to_value(&r).unwrap();
         assert!(json["single_thread"]["ns_per_event"].as_f64().unwrap() > 0.0);
     }

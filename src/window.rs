@@ -356,9 +356,8 @@ pub struct Moments {
 /// while every bucket holds at most 7 visits (most shoppers' days), else in a byte. The first
 /// usage report, or a bucket of more than 127 visits, turns it into one of counters: slim
 /// (2 bytes a bucket) while every bucket holds at most 15 visits, else 3 bytes a bucket. For
-/// the default windows the allocations are 24, 40, 80 and 120 bytes. Records do not show the
-/// difference: every ring of counts is written as 3-byte counters, and read back as the most
-/// compact kind that holds it.
+/// the default windows (37 buckets with the current one) the allocations are 20, 40, 80 and
+/// 120 bytes. Records (from format 7 on) hold a ring in the form it is kept in.
 ///
 /// Every customer has one, so it is kept in 16 bytes: the inline marks or a *thin* pointer to
 /// the ring's allocation (its length is kept here, not beside the pointer), the head as an
