@@ -293,9 +293,9 @@ fn fingerprint(id: &str) -> u32 {
 /// counts in `u16` (saturating), levels in `f32`, and the nested parts packed to 2-byte
 /// alignment so that no part pads to 4. What only some customers need (the engagement levels,
 /// the alert state and the value at risk) is kept apart ([`CustomerState::engagement`],
-/// [`CustomerState::alert`]). Changelog records
-/// still hold the wider types, in the order they always held them ([`crate::compact`]; its
-/// `Serialize` writes the fields in that order), so none of this changes the record format.
+/// [`CustomerState::alert`]). Changelog records still hold the wider types, in the order they
+/// always held them ([`crate::compact`]; its `Serialize` writes the fields in that order), so
+/// none of this changes the record format.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(from = "CustomerStateRecord")]
 pub struct CustomerState {
