@@ -2,17 +2,19 @@
 //! nothing else: the floor under churnwatch's event-to-decision latency on a given machine,
 //! broker and load (`scripts/bench-e2e.sh --probe`, BENCHMARKS.md).
 //!
-//! `cargo run --release --example latency_probe -- BROKERS TOPIC [KEY=VALUE ...]` reads every
-//! partition of TOPIC from its end, with churnwatch's own consumer settings for latency
-//! (`fetch.wait.max.ms` 1, `queued.min.messages` 1,000,000, Nagle off; KEY=VALUE pairs are
-//! passed to librdkafka last). It prints `ready` once the partitions are assigned, and when no
+//! `cargo run --release --example latency_probe -- CONFIG TOPIC` reads every partition of TOPIC
+//! from its end with the consumer settings churnwatch would use under the config file CONFIG
+//! (`churnwatch::kafka::consumer_config`: its brokers, prefetch, Nagle off and the config's
+//! `[kafka.properties]`), assigned rather than joined to churnwatch's group, without
+//! statistics. It prints `ready` once the partitions are assigned, and when no
 //! message has come for 3 s after the first one, the count and the quantiles of the latency in
 //! milliseconds (exact, from every sample), then exits.
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use churnwatch::config::Config;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
+use rdkafka::{Message, Offset, TopicPartitionList};
 
 fn now_ms() -> i64 {
     SystemTime::now()
@@ -22,24 +24,14 @@ fn now_ms() -> i64 {
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let [brokers, topic, props @ ..] = args.as_slice() else {
-        panic!("usage: latency_probe BROKERS TOPIC [KEY=VALUE ...]");
+    let [path, topic] = args.as_slice() else {
+        panic!("usage: latency_probe CONFIG TOPIC");
     };
-    let mut config = ClientConfig::new();
+    let cfg = Config::load(path.as_ref()).expect("a valid churnwatch config");
+    let mut config = churnwatch::kafka::consumer_config(&cfg);
     config
-        .set("bootstrap.servers", brokers)
         .set("group.id", "churnwatch-latency-probe")
-        .set("enable.auto.commit", "false")
-        .set("enable.partition.eof", "false")
-        .set("socket.nagle.disable", "true")
-        .set("fetch.wait.max.ms", "1")
-        .set("queued.min.messages", "1000000");
-    for p in props {
-        let (k, v) = p
-            .split_once('=')
-            .unwrap_or_else(|| panic!("{p}: expected KEY=VALUE"));
-        config.set(k, v);
-    }
+        .set("statistics.interval.ms", "0");
     let consumer: BaseConsumer = config.create().expect("the consumer is created");
     let metadata = consumer
         .fetch_metadata(Some(topic), Duration::from_secs(10))

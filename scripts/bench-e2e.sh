@@ -23,7 +23,8 @@
 #    history is in the other topic's partitions).
 #    With --probe, a second phase at the same rate follows with churnwatch stopped (SIGSTOP)
 #    and a bare consumer reading the topic instead (examples/latency_probe.rs: librdkafka
-#    with churnwatch's latency settings, doing nothing with the messages): the latency that
+#    with churnwatch's consumer settings from the same config, doing nothing with the
+#    messages): the latency that
 #    the machine, the broker and the load generator leave before any processing.
 # 3. Restore: churnwatch is killed with SIGKILL and started again in the same group; its
 #    restore time and the customers restored come from churnwatch_restore_* metrics.
@@ -259,7 +260,7 @@ if (( latency_secs > 0 )); then
     echo "probe: churnwatch stopped; a bare consumer reads $live while producing at $half events/s..."
     kill -STOP "$cw_pid"
     probe_start=$(date -u -d "2026-01-01 + ${days%.*} days + $(awk -v d="$lat_days" 'BEGIN {printf "%.0f", d*86400}') seconds" +%Y-%m-%dT%H:%M:%SZ)
-    target/release/examples/latency_probe "$bootstrap" "$live" >"$work/probe.txt" 2>"$work/probe.err" &
+    target/release/examples/latency_probe "$work/churnwatch.toml" "$live" >"$work/probe.txt" 2>"$work/probe.err" &
     probe_pid=$!
     pids+=("$probe_pid")
     for _ in $(seq 100); do grep -q '^ready' "$work/probe.txt" 2>/dev/null && break; sleep 0.1; done

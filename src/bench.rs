@@ -137,26 +137,6 @@ pub struct RingMix {
     pub heap_bytes_per_customer: f64,
 }
 
-impl RingMix {
-    fn of(p: &PartitionState) -> RingMix {
-        let mut mix = RingMix::default();
-        let mut bytes = 0;
-        for (_, c) in p.customers() {
-            let (storage, b) = c.windows.storage();
-            bytes += b;
-            *match storage {
-                RingStorage::Marks => &mut mix.marks,
-                RingStorage::Nibbles => &mut mix.nibbles,
-                RingStorage::Visits => &mut mix.visits,
-                RingStorage::Slim => &mut mix.slim,
-                RingStorage::Counters => &mut mix.counters,
-            } += 1;
-        }
-        mix.heap_bytes_per_customer = bytes as f64 / p.len().max(1) as f64;
-        mix
-    }
-}
-
 /// What the tracked customers keep apart from their state
 /// ([`crate::customer::CustomerState::parts_storage`]): the engagement levels of customers who
 /// get scores, the alert part of those who have been at risk, in one pooled slot.
@@ -170,19 +150,29 @@ pub struct PartsMix {
     pub heap_bytes_per_customer: f64,
 }
 
-impl PartsMix {
-    fn of(p: &PartitionState) -> PartsMix {
-        let mut mix = PartsMix::default();
-        let mut bytes = 0;
-        for (_, c) in p.customers() {
-            let (alert, engagement, b) = c.parts_storage();
-            mix.alert += usize::from(alert);
-            mix.engagement += usize::from(engagement);
-            bytes += b;
-        }
-        mix.heap_bytes_per_customer = bytes as f64 / p.len().max(1) as f64;
-        mix
+/// How the partition's customers keep their rings and the parts kept apart, in one pass.
+fn mixes(p: &PartitionState) -> (RingMix, PartsMix) {
+    let (mut rings, mut parts) = (RingMix::default(), PartsMix::default());
+    let (mut ring_bytes, mut parts_bytes) = (0, 0);
+    for (_, c) in p.customers() {
+        let (storage, b) = c.windows.storage();
+        ring_bytes += b;
+        *match storage {
+            RingStorage::Marks => &mut rings.marks,
+            RingStorage::Nibbles => &mut rings.nibbles,
+            RingStorage::Visits => &mut rings.visits,
+            RingStorage::Slim => &mut rings.slim,
+            RingStorage::Counters => &mut rings.counters,
+        } += 1;
+        let (alert, engagement, b) = c.parts_storage();
+        parts.alert += usize::from(alert);
+        parts.engagement += usize::from(engagement);
+        parts_bytes += b;
     }
+    let n = p.len().max(1) as f64;
+    rings.heap_bytes_per_customer = ring_bytes as f64 / n;
+    parts.heap_bytes_per_customer = parts_bytes as f64 / n;
+    (rings, parts)
 }
 
 /// One day's (or slice's) messages, packed: payload bytes back to back.
@@ -355,6 +345,7 @@ pub fn run(cfg: Arc<Config>, opts: &BenchOptions) -> BenchReport {
     let all_cores = throughput(threads, all);
     let speedup = all_cores.events_per_sec / single_thread.events_per_sec;
     let tracked = single.len();
+    let (rings, parts) = mixes(&single);
     let growth = rss_growth.max(0) as u64;
     BenchReport {
         customers_simulated: opts.customers,
@@ -368,8 +359,8 @@ pub fn run(cfg: Arc<Config>, opts: &BenchOptions) -> BenchReport {
         scaling_efficiency: speedup / threads as f64,
         state_bytes_per_customer: growth as f64 / tracked.max(1) as f64,
         state_rss_growth_bytes: growth,
-        rings: RingMix::of(&single),
-        parts: PartsMix::of(&single),
+        rings,
+        parts,
         peak_rss_bytes: peak_rss,
         changelog_record_bytes,
         restore_secs,

@@ -392,7 +392,12 @@ pub(crate) struct CustomerStateRecord {
 
 impl From<CustomerStateRecord> for CustomerState {
     fn from(r: CustomerStateRecord) -> Self {
-        let mut c = CustomerState {
+        let alert = AlertPart {
+            alert: r.alert,
+            at_risk_tier: r.at_risk_tier,
+            value_at_risk: r.value_at_risk,
+        };
+        CustomerState {
             windows: r.windows,
             first_seen: r.first_seen,
             last_seen: r.last_seen,
@@ -403,16 +408,12 @@ impl From<CustomerStateRecord> for CustomerState {
             next_check: r.next_check,
             lifecycle: r.lifecycle,
             recent_ids: r.recent_ids,
-            parts: Parts::NONE,
-        };
-        c.parts
-            .set_b((r.engagement != EngagementLevel::NONE).then_some(r.engagement));
-        c.set_alert_part(AlertPart {
-            alert: r.alert,
-            at_risk_tier: r.at_risk_tier,
-            value_at_risk: r.value_at_risk,
-        });
-        c
+            // One slot for both parts, made once (restores make millions of these).
+            parts: Parts::of(
+                Some(alert).filter(|a| *a != AlertPart::NONE),
+                Some(r.engagement).filter(|e| *e != EngagementLevel::NONE),
+            ),
+        }
     }
 }
 

@@ -104,7 +104,7 @@ impl<A: Copy, B: Copy> Parts<A, B> {
         match (a, self.a_mut()) {
             (Some(v), Some(a)) => *a = v,
             (None, None) => {}
-            (a, _) => self.rebuild(a, self.b().copied()),
+            (a, _) => *self = Self::of(a, self.b().copied()),
         }
     }
 
@@ -112,12 +112,13 @@ impl<A: Copy, B: Copy> Parts<A, B> {
         match (b, self.b_mut()) {
             (Some(v), Some(b)) => *b = v,
             (None, None) => {}
-            (b, _) => self.rebuild(self.a().copied(), b),
+            (b, _) => *self = Self::of(self.a().copied(), b),
         }
     }
 
-    /// Both parts as they are, in a slot of their own.
-    fn of(a: Option<A>, b: Option<B>) -> Self {
+    /// Both parts as they are, in a slot of their own (moving to one of another size when they
+    /// replace a value's parts).
+    pub fn of(a: Option<A>, b: Option<B>) -> Self {
         let () = Self::FITS;
         let has = (u8::from(a.is_some()) * HAS_A) | (u8::from(b.is_some()) * HAS_B);
         let (bytes, b_at) = Self::layout(has);
@@ -136,11 +137,6 @@ impl<A: Copy, B: Copy> Parts<A, B> {
             unsafe { p.at::<B>(b_at).write(b) };
         }
         p
-    }
-
-    /// Replace both parts (moving them to a slot of the new size).
-    fn rebuild(&mut self, a: Option<A>, b: Option<B>) {
-        *self = Self::of(a, b);
     }
 
     /// The bytes the slot takes in the pool (none without one).
